@@ -1,0 +1,62 @@
+"""A FIFO lock per key that forgets keys nobody is using."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+
+
+@dataclass(slots=True)
+class _Slot:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
+class KeyedLock(Generic[K]):
+    """Serializes work per key inside one process, in arrival order.
+
+    Events of one user queue here instead of polling Redis for the cross-process lock,
+    so a burst drains as fast as the handlers run. A slot exists only while someone holds
+    or waits for it, so memory follows the number of busy users, not of users ever seen.
+    """
+
+    def __init__(self) -> None:
+        self._slots: dict[K, _Slot] = {}
+
+    def __len__(self) -> int:
+        """Number of keys currently held or waited for."""
+        return len(self._slots)
+
+    async def acquire(self, key: K, *, wait_seconds: float) -> bool:
+        """Take the key's lock; return False if it isn't free within `wait_seconds`."""
+        slot = self._slots.get(key)
+        if slot is None:
+            slot = self._slots[key] = _Slot()
+        slot.users += 1
+        if slot.users == 1:  # nobody holds or waits: acquiring cannot block, skip the timer
+            await slot.lock.acquire()
+            return True
+        try:
+            async with asyncio.timeout(wait_seconds):
+                await slot.lock.acquire()
+        except BaseException as error:  # timed out or cancelled: we never held it
+            self._leave(key, slot)
+            if isinstance(error, TimeoutError):
+                return False
+            raise
+        return True
+
+    def release(self, key: K) -> None:
+        """Release a lock taken with `acquire`, waking the next waiter for the key."""
+        slot = self._slots[key]
+        slot.lock.release()
+        self._leave(key, slot)
+
+    def _leave(self, key: K, slot: _Slot) -> None:
+        slot.users -= 1
+        if slot.users == 0:
+            del self._slots[key]

@@ -1,0 +1,62 @@
+"""The `Node` base class: one conversation step of one user."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Generic, Self, TypeVar
+
+from pydantic import BaseModel
+
+CtxT = TypeVar("CtxT")
+EventT = TypeVar("EventT")
+UserIdT = TypeVar("UserIdT", bound=int | str)
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+class Node(ABC, Generic[CtxT, EventT, UserIdT, ModelT]):
+    """A step of a conversation; the user stays on it until `on_event` returns another node.
+
+    Only `_data` (an instance of the model from `_get_model`) is stored between events.
+    A stored node is rebuilt without calling `__init__`, so any other attribute set there
+    exists only until the node is saved: use it for values `on_enter` needs right away.
+    """
+
+    #: Bump when the model changes incompatibly and implement `migrate` for older data.
+    schema_version: ClassVar[int] = 0
+
+    _data: ModelT
+
+    @classmethod
+    @abstractmethod
+    def _get_model(cls) -> type[ModelT]:
+        """Return the pydantic model that is stored in Redis while a user is on this node."""
+
+    @classmethod
+    def migrate(cls, data: dict[str, Any], from_version: int) -> dict[str, Any]:
+        """Upgrade stored data written when `schema_version` was `from_version`.
+
+        Called before validation whenever the stored version is older than the class's,
+        so a deploy that changes a model upgrades users instead of resetting them.
+        The default keeps the data as it is.
+        """
+        return data
+
+    @classmethod
+    def _from_model(cls, data: ModelT) -> Self:
+        """Rebuild a stored node from its data without running `__init__`."""
+        node = cls.__new__(cls)
+        node._data = data
+        return node
+
+    async def on_enter(self, user_id: UserIdT, ctx: CtxT) -> None:
+        """Run when a user arrives on this node (a transition or `Nodes.user().to()`)."""
+
+    @abstractmethod
+    async def on_event(
+        self, user_id: UserIdT, event: EventT, ctx: CtxT
+    ) -> Node[CtxT, EventT, UserIdT, Any] | None:
+        """Handle an event of a user on this node.
+
+        Return the next node (its `on_enter` runs, then it is stored), or `None` to stay:
+        then whatever was changed in `self._data` is stored and `on_enter` does not run.
+        """

@@ -1,0 +1,141 @@
+"""A tiny library-agnostic bot for testing botnodes itself: events are plain dataclasses.
+
+The generated bot's own nodes are tested through aiogram elsewhere; these nodes exist to
+exercise the library's contract (transitions, failures, migrations) in as few lines as possible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+from redis.asyncio import Redis
+
+from botnodes import Node, Nodes
+
+
+@dataclass(frozen=True)
+class Msg:
+    user_id: int
+    text: str
+
+
+@dataclass
+class Ctx:
+    sent: list[tuple[int, str]] = field(default_factory=list)
+    #: Running on_event calls, and the most that ever ran at once (parallelism checks).
+    running: int = 0
+    max_running: int = 0
+    delay: float = 0.0
+
+    def say(self, user_id: int, text: str) -> None:
+        self.sent.append((user_id, text))
+
+    def texts(self, user_id: int) -> list[str]:
+        return [text for uid, text in self.sent if uid == user_id]
+
+
+class Empty(BaseModel):
+    pass
+
+
+class CartModel(BaseModel):
+    items: list[str] = []
+
+
+class Menu(Node[Ctx, Msg, int, Empty]):
+    """Start node: 'cart' opens the cart, 'boom' raises, 'bad-enter' goes to a failing node."""
+
+    @classmethod
+    def _get_model(cls) -> type[Empty]:
+        return Empty
+
+    def __init__(self) -> None:
+        self._data = Empty()
+
+    async def on_enter(self, user_id: int, ctx: Ctx) -> None:
+        ctx.say(user_id, "menu")
+
+    async def on_event(self, user_id: int, event: Msg, ctx: Ctx) -> Node[Ctx, Msg, int, Any] | None:
+        if event.text == "cart":
+            return Cart()
+        if event.text == "boom":
+            raise RuntimeError("menu exploded")
+        if event.text == "bad-enter":
+            return BadEnter()
+        if event.text == "stray":
+            return Unregistered()
+        ctx.say(user_id, f"menu got {event.text}")
+        return None
+
+
+class Cart(Node[Ctx, Msg, int, CartModel]):
+    """Adds every message as an item by changing its data and staying (returns None)."""
+
+    @classmethod
+    def _get_model(cls) -> type[CartModel]:
+        return CartModel
+
+    def __init__(self, items: list[str] | None = None) -> None:
+        self._data = CartModel(items=items or [])
+
+    async def on_enter(self, user_id: int, ctx: Ctx) -> None:
+        ctx.say(user_id, f"cart: {', '.join(self._data.items) or 'empty'}")
+
+    async def on_event(self, user_id: int, event: Msg, ctx: Ctx) -> Node[Ctx, Msg, int, Any] | None:
+        ctx.running += 1
+        ctx.max_running = max(ctx.max_running, ctx.running)
+        try:
+            if ctx.delay:
+                await asyncio.sleep(ctx.delay)
+            if event.text == "done":
+                return Menu()
+            if event.text == "boom":
+                self._data.items.append("half-done")
+                raise RuntimeError("cart exploded")
+            self._data.items.append(event.text)
+            return None
+        finally:
+            ctx.running -= 1
+
+
+class BadEnter(Node[Ctx, Msg, int, Empty]):
+    @classmethod
+    def _get_model(cls) -> type[Empty]:
+        return Empty
+
+    def __init__(self) -> None:
+        self._data = Empty()
+
+    async def on_enter(self, user_id: int, ctx: Ctx) -> None:
+        raise RuntimeError("greeting failed")
+
+    async def on_event(self, user_id: int, event: Msg, ctx: Ctx) -> Node[Ctx, Msg, int, Any] | None:
+        return Menu()
+
+
+class Unregistered(Menu):
+    """A node class that is deliberately missing from NODES."""
+
+
+NODES: dict[str, type[Node[Ctx, Msg, int, Any]]] = {
+    "menu": Menu,
+    "cart": Cart,
+    "bad_enter": BadEnter,
+}
+
+
+def make_nodes(redis: Redis, prefix: str, ctx: Ctx | None = None, **options: Any) -> Nodes[Ctx, Msg, int]:
+    """Nodes over the test registry, with the README's constructor keywords."""
+    options.setdefault("nodes_dict", NODES)
+    return Nodes(
+        redis_client=redis,
+        redis_property_name=prefix,
+        discriminator_field="node_name",
+        get_start_node=lambda event: Menu(),
+        ctx=ctx if ctx is not None else Ctx(),
+        event_to_user_id=lambda event: event.user_id,
+        **options,
+    )

@@ -1,0 +1,130 @@
+"""Shared fixtures: a real Redis server for every test that needs one.
+
+REDIS_URL points the suite at a running server; otherwise a throw-away `redis-server` from
+PATH is started on a free port. Tests never flush a database: each one works under its own
+key prefix (`state_key`), so pointing REDIS_URL at a shared server is safe.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+
+def free_port() -> int:
+    """A TCP port that nothing listens on right now (good enough for test servers)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RedisServer:
+    """A `redis-server` process of our own on 127.0.0.1, stoppable and restartable on its port."""
+
+    def __init__(self, workdir: Path, port: int | None = None, *extra_args: str) -> None:
+        executable = shutil.which("redis-server")
+        if executable is None:
+            pytest.fail(
+                "redis-server is not on PATH and REDIS_URL is not set: install Redis "
+                "(apt-get install redis-server) or set REDIS_URL=redis://host:port/db",
+                pytrace=False,
+            )
+        self.executable = executable
+        self.workdir = workdir
+        self.port = port or free_port()
+        self.extra_args = extra_args
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [
+                self.executable,
+                "--port", str(self.port),
+                "--bind", "127.0.0.1",
+                "--save", "",
+                "--appendonly", "no",
+                "--dir", str(self.workdir),
+                *self.extra_args,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"redis-server exited at start on port {self.port}", pytrace=False)
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        pytest.fail(f"redis-server did not answer PING on port {self.port} within 10s", pytrace=False)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+        self.process = None
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of the Redis server the suite uses (REDIS_URL, else one started for the session)."""
+    configured = os.environ.get("REDIS_URL")
+    if configured:
+        yield configured
+        return
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def start_redis(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
+    """Start private redis-server processes (outage and cluster tests); all stop afterwards."""
+    started: list[RedisServer] = []
+
+    def start(*extra_args: str, port: int | None = None) -> RedisServer:
+        server = RedisServer(tmp_path / f"redis-{len(started)}", port, *extra_args)
+        started.append(server)
+        server.start()
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+async def redis_client(redis_url: str) -> AsyncIterator[Redis]:
+    """A client for the suite's Redis, closed after the test."""
+    client = Redis.from_url(redis_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+def state_key() -> str:
+    """A key prefix no other test uses, so tests never need to flush the database."""
+    return f"test_{uuid.uuid4().hex[:12]}"
