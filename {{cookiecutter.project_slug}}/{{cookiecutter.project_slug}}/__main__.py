@@ -1,0 +1,53 @@
+"""Command line: `python -m <package>` runs the bot; subcommands slot into `build_parser`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Sequence
+
+from .config import ConfigError, Settings, load_settings
+from .logging_setup import setup_logging
+from .main import run, secrets_of
+
+#: Exit status for a missing or malformed setting (like a usage error: fix it and retry).
+EXIT_CONFIG_ERROR = 2
+
+Command = Callable[[Settings], int]
+
+
+def run_bot(settings: Settings) -> int:
+    """Long-poll Telegram until SIGTERM/SIGINT."""
+    asyncio.run(run(settings))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=f"python -m {__package__}",
+        description="Run the bot. Settings come from the environment and .env.",
+    )
+    parser.set_defaults(command=run_bot)
+    commands = parser.add_subparsers(title="commands")
+    commands.add_parser("run", help="run the bot (the default)").set_defaults(command=run_bot)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    command: Command = args.command
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"Configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    setup_logging(settings.runtime.log_level, secrets_of(settings))
+    try:
+        return command(settings)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""Settings from the environment and `.env`, one class per concern.
+
+Every value is checked at start-up so a typo stops the deploy with one clear line instead of
+failing on the first user. Secrets are `SecretStr`: they never show up in reprs, logs or errors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
+
+from pydantic import Field, HttpUrl, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_ENV_FILE = Path(".env")
+
+S = TypeVar("S", bound=BaseSettings)
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message is one line safe to print."""
+
+
+def _config(prefix: str = "") -> SettingsConfigDict:
+    return SettingsConfigDict(
+        env_prefix=prefix,
+        env_file=DEFAULT_ENV_FILE,
+        env_file_encoding="utf-8",
+        # `.env` holds every concern's settings; each class reads only its own.
+        extra="ignore",
+        # `STATE_TTL=` in `.env` means "not set", not "an invalid empty number".
+        env_ignore_empty=True,
+        frozen=True,
+    )
+
+
+class TelegramSettings(BaseSettings):
+    """How the bot reaches Telegram."""
+
+    model_config = _config()
+
+    bot_token: SecretStr
+    telegram_api_url: HttpUrl | None = None
+
+    @field_validator("bot_token")
+    @classmethod
+    def _token_shape(cls, value: SecretStr) -> SecretStr:
+        # Same rule as aiogram's own check, done here so the error names the setting.
+        bot_id, colon, secret = value.get_secret_value().partition(":")
+        if not colon or not bot_id.isdigit() or not secret or any(c.isspace() for c in secret):
+            raise ValueError("must look like <digits>:<secret> as given by @BotFather")
+        return value
+
+
+class RedisSettings(BaseSettings):
+    """Where the users' state lives and how hard to try reaching it."""
+
+    model_config = _config("REDIS_")
+
+    # A SecretStr because the URL may carry a password.
+    url: SecretStr = SecretStr("redis://localhost:6379/0")
+    cluster: bool = False
+    max_connections: int = Field(default=50, ge=1)
+    pool_timeout: float = Field(default=5.0, gt=0)
+    socket_timeout: float = Field(default=5.0, gt=0)
+    retries: int = Field(default=3, ge=0)
+    health_check_interval: float = Field(default=30.0, ge=0)
+
+    @field_validator("url")
+    @classmethod
+    def _url_scheme(cls, value: SecretStr) -> SecretStr:
+        # Check the shape without ever echoing the value: it may contain a password.
+        try:
+            parts = urlsplit(value.get_secret_value())
+        except ValueError:
+            raise ValueError("must be a URL like redis://[:password@]host:6379/0") from None
+        if parts.scheme not in {"redis", "rediss", "unix"}:
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        if parts.scheme != "unix" and not parts.hostname:
+            raise ValueError("must name a host, like redis://host:6379/0")
+        return value
+
+
+class StateSettings(BaseSettings):
+    """How botnodes keeps and locks each user's node."""
+
+    model_config = _config()
+
+    state_key: str = Field(default="nodes_state", min_length=1)
+    state_ttl: float | None = Field(default=None, gt=0)
+    lock_ttl: float = Field(default=30.0, gt=0)
+    lock_wait_timeout: float = Field(default=10.0, gt=0)
+
+
+class FoodApiSettings(BaseSettings):
+    """Where finished orders go."""
+
+    model_config = _config("FOOD_API_")
+
+    url: HttpUrl | None = None
+    timeout: float = Field(default=10.0, gt=0)
+
+
+class RuntimeSettings(BaseSettings):
+    """How the process runs and stops."""
+
+    model_config = _config()
+
+    log_level: LogLevel = "INFO"
+    shutdown_timeout: float = Field(default=8.0, gt=0)
+    max_concurrent_updates: int = Field(default=100, ge=1)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """All settings of the bot, grouped by concern."""
+
+    telegram: TelegramSettings
+    redis: RedisSettings
+    state: StateSettings
+    food_api: FoodApiSettings
+    runtime: RuntimeSettings
+
+
+def _env_name(settings_class: type[BaseSettings], error: Any) -> str:
+    prefix = str(settings_class.model_config.get("env_prefix", ""))
+    field = str(error["loc"][0]) if error["loc"] else ""
+    return f"{prefix}{field}".upper()
+
+
+def _rule(error: Any) -> str:
+    if error["type"] == "missing":
+        return "is required (set it in the environment or in .env)"
+    # pydantic's message never contains the input; the input itself is deliberately unused.
+    return str(error["msg"]).removeprefix("Value error, ")
+
+
+def _load(settings_class: type[S], env_file: Path | None) -> S:
+    try:
+        return settings_class(_env_file=env_file)
+    except ValidationError as exc:
+        first = exc.errors(include_input=False, include_url=False)[0]
+        raise ConfigError(f"{_env_name(settings_class, first)}: {_rule(first)}") from None
+
+
+def load_settings(env_file: Path | None = DEFAULT_ENV_FILE) -> Settings:
+    """Read every setting; raise `ConfigError` naming the first bad one."""
+    return Settings(
+        telegram=_load(TelegramSettings, env_file),
+        redis=_load(RedisSettings, env_file),
+        state=_load(StateSettings, env_file),
+        food_api=_load(FoodApiSettings, env_file),
+        runtime=_load(RuntimeSettings, env_file),
+    )

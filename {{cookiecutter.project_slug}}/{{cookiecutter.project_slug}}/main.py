@@ -1,0 +1,119 @@
+"""Wires settings, Redis, the Bot, botnodes and the routers together, and runs long polling."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from urllib.parse import urlsplit
+
+from aiogram import Bot, Dispatcher
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+
+from botnodes import Nodes
+
+from .config import Settings, TelegramSettings
+from .food_api import FoodAPI, create_food_api
+from .middlewares import InFlightUpdates
+from .nodes import Start, nodes_dict
+from .nodes_types import Ctx, Event, UserId, event_to_user_id, user_display_name
+from .redis_connection import RedisClient, create_redis
+from .routers import build_dispatcher
+
+logger = logging.getLogger(__package__ or __name__)
+
+#: Field botnodes stores each node's key in; no node model may have a field of this name.
+DISCRIMINATOR_FIELD = "node_name"
+
+
+def get_start_node(event: Event) -> Start:
+    """The node of a user botnodes has never seen (or had to reset)."""
+    return Start(user_display_name(event), is_first_launch=True)
+
+
+def secrets_of(settings: Settings) -> list[str]:
+    """Values that must never appear in a log line."""
+    found = [settings.telegram.bot_token.get_secret_value()]
+    password = urlsplit(settings.redis.url.get_secret_value()).password
+    if password:
+        found.append(password)
+    return found
+
+
+def create_bot(settings: TelegramSettings) -> Bot:
+    """A Bot talking to Telegram, or to the self-hosted Bot API server in TELEGRAM_API_URL."""
+    session = None
+    if settings.telegram_api_url is not None:
+        api = TelegramAPIServer.from_base(str(settings.telegram_api_url))
+        session = AiohttpSession(api=api)
+    return Bot(settings.bot_token.get_secret_value(), session=session)
+
+
+def create_nodes(settings: Settings, redis: RedisClient, ctx: Ctx) -> Nodes[Ctx, Event, UserId]:
+    """The botnodes manager for this bot's nodes, with the state settings applied."""
+    return Nodes(
+        redis_client=redis,
+        redis_property_name=settings.state.state_key,
+        nodes_dict=nodes_dict,
+        discriminator_field=DISCRIMINATOR_FIELD,
+        get_start_node=get_start_node,
+        ctx=ctx,
+        event_to_user_id=event_to_user_id,
+        state_ttl=settings.state.state_ttl,
+        lock_ttl=settings.state.lock_ttl,
+        lock_wait_timeout=settings.state.lock_wait_timeout,
+    )
+
+
+class App:
+    """Everything one bot process owns, built from settings, with an orderly shutdown."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.redis: RedisClient = create_redis(settings.redis)
+        self.bot: Bot = create_bot(settings.telegram)
+        self.food_api: FoodAPI = create_food_api(settings.food_api)
+        self.ctx = Ctx(bot=self.bot, settings=settings, food_api=self.food_api, logger=logger)
+        self.nodes = create_nodes(settings, self.redis, self.ctx)
+        self.in_flight = InFlightUpdates()
+        self.dispatcher: Dispatcher = build_dispatcher(self.nodes, self.in_flight)
+        self.dispatcher.shutdown.register(self.on_shutdown)
+
+    async def run_polling(self) -> None:
+        """Long polling until SIGTERM/SIGINT; returns after `on_shutdown` and the session close."""
+        await self.dispatcher.start_polling(
+            self.bot,
+            allowed_updates=self.dispatcher.resolve_used_update_types(),
+            tasks_concurrency_limit=self.settings.runtime.max_concurrent_updates,
+            handle_signals=True,
+            close_bot_session=True,
+        )
+
+    async def on_shutdown(self) -> None:
+        """Let in-flight updates finish (bounded), then close Redis and the food API.
+
+        aiogram calls this after polling stopped and closes the bot session after it, so
+        replies sent by the last handlers still go out.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.runtime.shutdown_timeout
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout_at(deadline):
+                await self.in_flight.wait_idle()
+        # Also covers `nodes.user(...).to(...)` calls started outside an update.
+        drained = await self.nodes.drain(max(deadline - loop.time(), 0.0))
+        if drained and self.in_flight.count == 0:
+            logger.info("All in-flight updates finished")
+        else:
+            logger.warning(
+                "Shutdown timeout: %s update(s) still running are abandoned",
+                self.in_flight.count,
+            )
+        await self.food_api.close()
+        await self.redis.aclose()
+
+
+async def run(settings: Settings) -> None:
+    """Run the bot until it is asked to stop."""
+    await App(settings).run_polling()

@@ -1,0 +1,73 @@
+"""Middlewares that make the bot safe to stop and polite when Redis is down."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiogram import BaseMiddleware, Bot
+from aiogram.exceptions import TelegramAPIError
+from aiogram.types import Message, TelegramObject
+
+from botnodes import StateUnavailableError
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
+
+STATE_UNAVAILABLE_TEXT = "Sorry, I can't reach my memory right now. Please try again in a moment."
+
+
+class InFlightUpdates(BaseMiddleware):
+    """Counts updates being handled so shutdown can wait for them.
+
+    aiogram stops polling on SIGTERM but does not wait for the handler tasks it started;
+    without this a `docker stop` could cut a transition in half.
+    """
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+    async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
+        self._count += 1
+        self._idle.clear()
+        try:
+            return await handler(event, data)
+        finally:
+            self._count -= 1
+            if self._count == 0:
+                self._idle.set()
+
+    async def wait_idle(self) -> None:
+        """Return once no update is in flight (bound it with `asyncio.timeout`)."""
+        await self._idle.wait()
+
+
+class ReplyWhenStateUnavailable(BaseMiddleware):
+    """Turns `StateUnavailableError` into an apology instead of a silent failure.
+
+    botnodes changed nothing when it raises this, so the user can simply repeat the message.
+    """
+
+    async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
+        try:
+            return await handler(event, data)
+        except StateUnavailableError as exc:
+            user_id = event.from_user.id if isinstance(event, Message) and event.from_user else None
+            # botnodes has logged the cause already; note only what the user was told.
+            logger.info("Asked user %s to try again: %s", user_id, exc)
+            bot: Bot = data["bot"]
+            if isinstance(event, Message):
+                try:
+                    await bot.send_message(event.chat.id, STATE_UNAVAILABLE_TEXT)
+                except TelegramAPIError as send_exc:
+                    logger.warning("Could not tell user %s to retry: %s", user_id, send_exc)
+            return None

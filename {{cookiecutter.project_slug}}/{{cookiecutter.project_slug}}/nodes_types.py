@@ -1,0 +1,46 @@
+"""The types botnodes is parameterised with, shared by every node of this bot."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+from aiogram import Bot
+from aiogram.types import Message
+
+from botnodes import Node
+
+from .config import Settings
+from .food_api import FoodAPI
+
+Event: TypeAlias = Message
+UserId: TypeAlias = int
+
+
+@dataclass(frozen=True, slots=True)
+class Ctx:
+    """Everything a node may use besides its own data; built once per process."""
+
+    bot: Bot
+    settings: Settings
+    food_api: FoodAPI
+    logger: logging.Logger
+
+
+#: What `on_event` returns: the next node, or None to stay on the current one.
+NextNode: TypeAlias = Node[Ctx, Event, UserId, Any] | None
+
+
+def event_to_user_id(event: Event) -> UserId:
+    """The Telegram user an event belongs to; botnodes keys the state by it."""
+    # Only private chats reach the nodes, and there the chat id is the user id.
+    return event.from_user.id if event.from_user else event.chat.id
+
+
+def user_display_name(event: Event) -> str:
+    """How to greet the sender: the @username if set, else the name Telegram shows."""
+    user = event.from_user
+    if user is None:
+        return "friend"
+    return user.username or user.full_name

@@ -1,0 +1,76 @@
+"""The update routing of the README: private chats only, `/start` from anywhere, then nodes."""
+
+from __future__ import annotations
+
+from aiogram import Bot, Dispatcher, Router
+from aiogram.filters import BaseFilter, Command
+from aiogram.types import Message
+
+from botnodes import Nodes
+
+from .middlewares import InFlightUpdates, ReplyWhenStateUnavailable
+from .nodes import Start
+from .nodes_types import Ctx, Event, UserId, event_to_user_id, user_display_name
+
+NOT_TEXT_TEXT = "I only understand text messages."
+
+AppNodes = Nodes[Ctx, Event, UserId]
+
+
+# aiogram runs non-async filters (including plain `F.text == ...`) in a worker thread via
+# asyncio.to_thread; these filters are async so every update stays on the event loop.
+class IsPrivateChatMessage(BaseFilter):
+    """Only one-to-one chats have a per-user conversation."""
+
+    async def __call__(self, event: Message) -> bool:
+        return event.chat.type == "private"
+
+
+class IsTextMessage(BaseFilter):
+    """Nodes compare `event.text`; stickers, photos and the like get a hint instead."""
+
+    async def __call__(self, event: Message) -> bool:
+        return event.text is not None
+
+
+def build_default_router(nodes: AppNodes) -> Router:
+    """Commands that work whatever node the user is on."""
+    router = Router(name=f"{__name__}.default")
+
+    @router.message(Command("start"))
+    async def start(message: Message) -> None:
+        # `to` runs Start.on_enter, which sends the greeting.
+        await nodes.user(event_to_user_id(message)).to(
+            Start(user_display_name(message), is_first_launch=True)
+        )
+
+    return router
+
+
+def build_nodes_router(nodes: AppNodes) -> Router:
+    """Every other text message goes to the user's current node."""
+    router = Router(name=f"{__name__}.nodes")
+    router.message(IsTextMessage())(nodes.route)
+
+    @router.message()
+    async def not_text(message: Message, bot: Bot) -> None:
+        await bot.send_message(message.chat.id, NOT_TEXT_TEXT)
+
+    return router
+
+
+def build_dispatcher(nodes: AppNodes, in_flight: InFlightUpdates | None = None) -> Dispatcher:
+    """The dispatcher with all routers; `in_flight` (if given) counts running updates."""
+    # botnodes keeps the state, so aiogram's own FSM (and its per-update storage) is off.
+    dispatcher = Dispatcher(name=__name__, disable_fsm=True)
+    if in_flight is not None:
+        dispatcher.update.outer_middleware(in_flight)
+
+    personal_router = Router(name=f"{__name__}.personal")
+    personal_router.message.filter(IsPrivateChatMessage())
+    personal_router.message.middleware(ReplyWhenStateUnavailable())
+    personal_router.include_router(build_default_router(nodes))
+    personal_router.include_router(build_nodes_router(nodes))
+
+    dispatcher.include_router(personal_router)
+    return dispatcher
