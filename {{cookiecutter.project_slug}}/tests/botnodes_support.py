@@ -127,7 +127,9 @@ NODES: dict[str, type[Node[Ctx, Msg, int, Any]]] = {
 }
 
 
-def make_nodes(redis: Redis, prefix: str, ctx: Ctx | None = None, **options: Any) -> Nodes[Ctx, Msg, int]:
+def make_nodes(
+    redis: Redis, prefix: str, ctx: Ctx | None = None, **options: Any
+) -> Nodes[Ctx, Msg, int]:
     """Nodes over the test registry, with the README's constructor keywords."""
     options.setdefault("nodes_dict", NODES)
     return Nodes(

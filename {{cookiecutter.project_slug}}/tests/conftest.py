@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 
 def free_port() -> int:
@@ -74,7 +74,9 @@ class RedisServer:
                         return
             except OSError:
                 time.sleep(0.05)
-        pytest.fail(f"redis-server did not answer PING on port {self.port} within 10s", pytrace=False)
+        pytest.fail(
+            f"redis-server did not answer PING on port {self.port} within 10s", pytrace=False
+        )
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -116,8 +118,12 @@ def start_redis(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
 
 @pytest.fixture
 async def redis_client(redis_url: str) -> AsyncIterator[Redis]:
-    """A client for the suite's Redis, closed after the test."""
-    client = Redis.from_url(redis_url)
+    """A client for the suite's Redis, closed after the test.
+
+    Its pool waits for a free connection: redis-py's default asyncio pool raises
+    "Too many connections" past its limit instead, which a burst of events would hit.
+    """
+    client = Redis.from_pool(BlockingConnectionPool.from_url(redis_url, max_connections=50))
     try:
         yield client
     finally:

@@ -38,7 +38,9 @@ class Rich(Node[Ctx, Msg, int, RichModel]):
 
 
 def codec(nodes: dict[str, Any] | None = None, **kwargs: Any) -> NodeCodec[Ctx, Msg, int]:
-    return NodeCodec(nodes if nodes is not None else NODES, kwargs.pop("field", "node_name"), **kwargs)
+    return NodeCodec(
+        nodes if nodes is not None else NODES, kwargs.pop("field", "node_name"), **kwargs
+    )
 
 
 def test_encode_is_model_json_plus_key() -> None:
@@ -76,7 +78,10 @@ def test_refuses_encoding_an_unregistered_node() -> None:
         ("[1, 2]", "JSON list, not an object"),
         ('{"items": []}', "no string 'node_name' field"),
         ('{"node_name": "pizza"}', "node key 'pizza' is not registered"),
-        ('{"node_name": "cart", "items": "tea"}', "data of node 'cart' (version 0) does not validate: items"),
+        (
+            '{"node_name": "cart", "items": "tea"}',
+            "data of node 'cart' (version 0) does not validate: items",
+        ),
         ('{"node_name": "cart", "_v": "2"}', "schema version '2' of node 'cart' is not an integer"),
     ],
     ids=["garbage", "bad-utf8", "array", "no-key", "unknown-key", "invalid-data", "bad-version"],
@@ -157,14 +162,30 @@ def _node_with(model: type[Any]) -> type[Node[Ctx, Msg, int, Any]]:
 @pytest.mark.parametrize(
     ("nodes", "options", "message"),
     [
-        ({"a": _node_with(Clashing)}, {}, "has a field named 'node_name', which is the discriminator_field"),
+        (
+            {"a": _node_with(Clashing)},
+            {},
+            "has a field named 'node_name', which is the discriminator_field",
+        ),
         ({"a": _node_with(AliasClashing)}, {}, "has a field named 'node_name'"),
         ({"a": Menu, "b": Menu}, {}, "Menu is registered twice, as 'a' and 'b'"),
-        ({"a": _node_with(dict)}, {}, "_get_model() returned <class 'dict'>: it must return a pydantic"),
-        ({"a": str}, {}, "nodes_dict['a'] is <class 'str'>: it must be a subclass of botnodes.Node"),
+        (
+            {"a": _node_with(dict)},
+            {},
+            "_get_model() returned <class 'dict'>: it must return a pydantic",
+        ),
+        (
+            {"a": str},
+            {},
+            "nodes_dict['a'] is <class 'str'>: it must be a subclass of botnodes.Node",
+        ),
         ({}, {}, "nodes_dict is empty"),
         (NODES, {"key_aliases": {"menu": "cart"}}, "'menu' is also a registered key"),
-        (NODES, {"key_aliases": {"old": "gone"}}, "maps 'old' to 'gone', which is not a key of nodes_dict"),
+        (
+            NODES,
+            {"key_aliases": {"old": "gone"}},
+            "maps 'old' to 'gone', which is not a key of nodes_dict",
+        ),
         (NODES, {"field": "_v"}, "discriminator_field '_v' is not allowed"),
     ],
     ids=[

@@ -56,7 +56,9 @@ async def test_menu_stays_and_answers_when_on_event_returns_none(
     assert ctx.texts(5) == ["menu", "menu got what"]
 
 
-async def test_to_runs_on_enter_and_get_node_reads_it_back(redis_client: Redis, state_key: str) -> None:
+async def test_to_runs_on_enter_and_get_node_reads_it_back(
+    redis_client: Redis, state_key: str
+) -> None:
     ctx = Ctx()
     nodes = make_nodes(redis_client, state_key, ctx)
     assert await nodes.user(7).get_node() is None
@@ -115,7 +117,9 @@ async def test_to_refuses_an_unregistered_node_before_touching_redis(
     ],
     ids=["empty-name", "braces", "lock-ttl", "lock-wait", "state-ttl"],
 )
-def test_bad_options_are_refused(redis_client: Redis, options: dict[str, object], message: str) -> None:
+def test_bad_options_are_refused(
+    redis_client: Redis, options: dict[str, object], message: str
+) -> None:
     prefix = str(options.pop("redis_property_name", "ok"))
     with pytest.raises(ConfigurationError, match=message.replace("{", r"\{").replace("(", r"\(")):
         make_nodes(redis_client, prefix, **options)
