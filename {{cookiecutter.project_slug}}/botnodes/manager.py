@@ -83,12 +83,12 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
             redis_property_name,
             state_ttl_ms=math.ceil(state_ttl * 1000) if state_ttl else None,
             lock_ttl_ms=math.ceil(lock_ttl * 1000),
+            legacy=migrate_legacy,
         )
         self._get_start_node = get_start_node
         self._ctx = ctx
         self._event_to_user_id = event_to_user_id
         self._lock_wait_timeout = lock_wait_timeout
-        self._migrate_legacy = migrate_legacy
         self._local_locks: KeyedLock[UserIdT] = KeyedLock()
         self._token_prefix = secrets.token_hex(8)
         self._token_counter = itertools.count()
@@ -177,16 +177,12 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
     async def _put(self, user_id: UserIdT, node: Node[CtxT, EventT, UserIdT, Any]) -> None:
         self._codec.key_of(node)
         async with self._locked(user_id) as held:
-            if held.raw is None and self._migrate_legacy:
-                held.from_legacy = True  # the 0.1.0 hash may hold a stale entry: drop it too
             await self._enter(node, user_id)
             await self._commit(held, node)
 
     async def _get(self, user_id: UserIdT) -> Node[CtxT, EventT, UserIdT, Any] | None:
         try:
             raw = await self._store.read(user_id)
-            if raw is None and self._migrate_legacy:
-                raw = await self._store.read_legacy(user_id)
         except RedisError as error:
             raise self._unavailable(user_id, error) from error
         if raw is None:
@@ -231,30 +227,30 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
         delay = 0.002
         while True:
             try:
-                taken, raw, lock_left_ms = await self._store.try_lock_and_read(user_id, token)
+                locked = await self._store.try_lock_and_read(user_id, token)
             except RedisError as error:
                 raise self._unavailable(user_id, error) from error
             now = time.perf_counter()
-            if taken:
-                return _Held(user_id=user_id, token=token, raw=raw, lock_wait=now - started)
+            if locked.taken:
+                return _Held(
+                    user_id=user_id,
+                    token=token,
+                    raw=locked.value,
+                    lock_wait=now - started,
+                    from_legacy=locked.from_legacy,
+                )
             if now >= deadline:
                 raise self._lock_timeout(user_id)
-            await asyncio.sleep(min(delay, deadline - now, max(lock_left_ms, 1) / 1000))
+            await asyncio.sleep(min(delay, deadline - now, max(locked.lock_left_ms, 1) / 1000))
             delay = min(delay * 2, _MAX_LOCK_POLL)
 
     async def _load(self, held: _Held) -> Decoded[CtxT, EventT, UserIdT] | None:
         """Decode the user's node; None means start over (a new user, or unreadable state)."""
         raw = held.raw
-        if raw is None and self._migrate_legacy:
-            try:
-                raw = await self._store.read_legacy(held.user_id)
-            except RedisError as error:
-                raise self._unavailable(held.user_id, error) from error
-            held.from_legacy = raw is not None
-            if raw is not None:
-                logger.info("moving user %s from the botnodes 0.1.0 hash", held.user_id)
         if raw is None:
             return None
+        if held.from_legacy:
+            logger.info("moving user %s out of the botnodes 0.1.0 hash", held.user_id)
         try:
             decoded = self._codec.decode(raw)
         except CorruptStateError as error:
@@ -292,9 +288,9 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
         value = self._codec.encode(node)
         held.committed = True
         try:
-            saved = await self._store.write_and_unlock(held.user_id, held.token, value)
-            if saved and held.from_legacy:
-                await self._store.forget_legacy(held.user_id)
+            saved = await self._store.write_and_unlock(
+                held.user_id, held.token, value, forget_legacy=held.from_legacy
+            )
         except RedisError as error:
             raise self._unavailable(held.user_id, error) from error
         if not saved:

@@ -27,6 +27,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is a valid, free port too."""
+    while True:
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as bus:
+            try:
+                bus.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+
+
 class RedisServer:
     """A `redis-server` process of our own on 127.0.0.1, stoppable and restartable on its port."""
 
@@ -40,7 +54,9 @@ class RedisServer:
             )
         self.executable = executable
         self.workdir = workdir
-        self.port = port or free_port()
+        self.port = port or (
+            free_cluster_port() if "--cluster-enabled" in extra_args else free_port()
+        )
         self.extra_args = extra_args
         self.process: subprocess.Popen[bytes] | None = None
 
