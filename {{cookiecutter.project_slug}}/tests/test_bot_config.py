@@ -1,0 +1,160 @@
+"""Settings: every mistake stops start-up with one line naming the setting, never a secret."""
+
+from __future__ import annotations
+
+import io
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from {{ cookiecutter.project_slug }}.config import ConfigError, load_settings
+from {{ cookiecutter.project_slug }}.logging_setup import MASK, RedactingFormatter
+from {{ cookiecutter.project_slug }}.main import secrets_of
+
+from .fake_telegram import SETTING_NAMES, bot_environment
+
+PACKAGE = "{{ cookiecutter.project_slug }}"
+TOKEN = "123456:SECRET-token-never-printed"
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The developer's own settings must not decide these tests."""
+    for name in SETTING_NAMES:
+        monkeypatch.delenv(name, raising=False)
+
+
+def config_error(env_file: Path | None = None) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env_file)
+    return str(caught.value)
+
+
+def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BOT_TOKEN", TOKEN)
+    settings = load_settings(None)
+    assert settings.telegram.bot_token.get_secret_value() == TOKEN
+    assert settings.telegram.telegram_api_url is None
+    assert settings.redis.url.get_secret_value() == "redis://localhost:6379/0"
+    assert settings.redis.cluster is False
+    assert settings.state.state_key == "nodes_state"
+    assert settings.state.state_ttl is None
+    assert settings.food_api.url is None
+    assert settings.runtime.log_level == "INFO"
+
+
+def test_missing_bot_token_names_it() -> None:
+    assert config_error() == "BOT_TOKEN: is required (set it in the environment or in .env)"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "rule"),
+    [
+        ("BOT_TOKEN", "SECRET-no-colon", "must look like <digits>:<secret>"),
+        ("REDIS_URL", "http://:SECRET-pw@redis:6379/0", "must start with redis://"),
+        ("REDIS_URL", "redis://:SECRET-pw@", "must name a host"),
+        ("REDIS_CLUSTER", "SECRET-maybe", "valid boolean"),
+        ("REDIS_MAX_CONNECTIONS", "SECRET-many", "valid integer"),
+        ("REDIS_MAX_CONNECTIONS", "0", "greater than or equal to 1"),
+        ("STATE_TTL", "-5", "greater than 0"),
+        ("LOCK_TTL", "SECRET-long", "valid number"),
+        ("FOOD_API_URL", "SECRET-not a url", "valid URL"),
+        ("TELEGRAM_API_URL", "ftp://SECRET-host", "URL scheme should be 'http' or 'https'"),
+        ("LOG_LEVEL", "SECRET-loud", "'DEBUG', 'INFO'"),
+        ("SHUTDOWN_TIMEOUT", "0", "greater than 0"),
+    ],
+)
+def test_malformed_setting_names_the_setting_and_rule_but_not_the_value(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, rule: str
+) -> None:
+    monkeypatch.setenv("BOT_TOKEN", TOKEN)
+    monkeypatch.setenv(name, value)
+    message = config_error()
+    assert message.startswith(f"{name}: ")
+    assert rule in message
+    assert "SECRET" not in message
+    assert "\n" not in message
+
+
+def test_dotenv_is_read_and_the_environment_wins(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text(
+        f"BOT_TOKEN={TOKEN}\nSTATE_KEY=from_dotenv\nREDIS_MAX_CONNECTIONS=7\n"
+        "STATE_TTL=\nLOG_LEVEL=debug\n"
+    )
+    monkeypatch.setenv("REDIS_MAX_CONNECTIONS", "9")
+    settings = load_settings(env_file)
+    assert settings.telegram.bot_token.get_secret_value() == TOKEN
+    assert settings.state.state_key == "from_dotenv"
+    assert settings.redis.max_connections == 9
+    assert settings.state.state_ttl is None  # an empty value means "not set"
+    assert settings.runtime.log_level == "DEBUG"
+
+
+def test_secrets_stay_out_of_reprs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BOT_TOKEN", TOKEN)
+    monkeypatch.setenv("REDIS_URL", "redis://:hunter2-password@redis:6379/0")
+    settings = load_settings(None)
+    assert TOKEN not in repr(settings)
+    assert "hunter2" not in repr(settings)
+    assert secrets_of(settings) == [TOKEN, "hunter2-password"]
+
+
+def test_log_formatter_masks_secrets_in_messages_and_tracebacks() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(RedactingFormatter("%(message)s", [TOKEN, ""]))
+    log = logging.getLogger("test_bot_config.redaction")
+    log.addHandler(handler)
+    try:
+        try:
+            raise RuntimeError(f"GET https://api.telegram.org/bot{TOKEN}/getMe failed")
+        except RuntimeError:
+            log.exception("request to /bot%s/getMe failed", TOKEN)
+    finally:
+        log.removeHandler(handler)
+    output = stream.getvalue()
+    assert TOKEN not in output
+    assert output.count(MASK) == 2
+
+
+def run_cli(tmp_path: Path, settings: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", PACKAGE],
+        cwd=tmp_path,
+        env=bot_environment(settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_cli_without_bot_token_prints_one_line_and_exits_2(tmp_path: Path) -> None:
+    result = run_cli(tmp_path, {})
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr == (
+        "Configuration error: BOT_TOKEN: is required (set it in the environment or in .env)\n"
+    )
+
+
+def test_cli_with_a_malformed_secret_never_prints_it(tmp_path: Path) -> None:
+    result = run_cli(tmp_path, {"BOT_TOKEN": TOKEN, "REDIS_URL": "redis//:SECRET-pw@host"})
+    assert result.returncode == 2
+    assert result.stderr.startswith("Configuration error: REDIS_URL: ")
+    assert result.stderr.count("\n") == 1
+    assert "SECRET" not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_reads_dotenv_from_the_working_directory(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text(f"BOT_TOKEN={TOKEN}\nLOG_LEVEL=chatty\n")
+    result = run_cli(tmp_path, {})
+    assert result.returncode == 2
+    assert result.stderr.startswith("Configuration error: LOG_LEVEL: ")

@@ -1,0 +1,128 @@
+"""The HTTP food API client against a real aiohttp server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+from aiohttp import web
+from pydantic import HttpUrl
+
+from {{ cookiecutter.project_slug }}.config import FoodApiSettings
+from {{ cookiecutter.project_slug }}.food_api import (
+    FoodOrderError,
+    HttpFoodAPI,
+    LoggingFoodAPI,
+    create_food_api,
+)
+
+from .conftest import free_port
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class OrderServer:
+    """Records each request body and answers with whatever `handler` decides."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+        self.content_types: list[str] = []
+        self.status = 200
+        self.delay = 0.0
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def _order(self, request: web.Request) -> web.Response:
+        self.bodies.append(await request.read())
+        self.content_types.append(request.content_type)
+        await asyncio.sleep(self.delay)
+        return web.Response(status=self.status, text="{}")
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/orders", self._order)
+        self._runner = web.AppRunner(app, handle_signals=False)
+        await self._runner.setup()
+        port = free_port()
+        await web.TCPSite(self._runner, "127.0.0.1", port).start()
+        self.url = f"http://127.0.0.1:{port}/orders"
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[OrderServer]:
+    server = OrderServer()
+    await server.start()
+    yield server
+    await server.close()
+
+
+@pytest.fixture
+async def api(server: OrderServer) -> AsyncIterator[HttpFoodAPI]:
+    api = HttpFoodAPI(server.url, timeout=0.5)
+    yield api
+    await api.close()
+
+
+async def test_posts_the_exact_json_body(server: OrderServer, api: HttpFoodAPI) -> None:
+    await api.order_food(1001, ["Pizza", "Cola"])
+    assert server.content_types == ["application/json"]
+    assert json.loads(server.bodies[0]) == {"user_id": 1001, "items": ["Pizza", "Cola"]}
+
+
+@pytest.mark.parametrize("status", [200, 201, 204])
+async def test_any_2xx_is_success(server: OrderServer, api: HttpFoodAPI, status: int) -> None:
+    server.status = status
+    await api.order_food(1, ["Tea"])
+    assert len(server.bodies) == 1
+
+
+@pytest.mark.parametrize("status", [301, 400, 500, 503])
+async def test_other_statuses_fail(server: OrderServer, api: HttpFoodAPI, status: int) -> None:
+    server.status = status
+    with pytest.raises(FoodOrderError, match=f"HTTP {status}"):
+        await api.order_food(1, ["Tea"])
+
+
+async def test_a_slow_answer_fails_with_a_timeout(server: OrderServer, api: HttpFoodAPI) -> None:
+    server.delay = 2.0
+    with pytest.raises(FoodOrderError, match=r"did not answer within 0\.5 s"):
+        await api.order_food(1, ["Tea"])
+
+
+async def test_connection_refused_fails() -> None:
+    api = HttpFoodAPI(f"http://127.0.0.1:{free_port()}/orders", timeout=2)
+    try:
+        with pytest.raises(FoodOrderError, match="unreachable"):
+            await api.order_food(1, ["Tea"])
+    finally:
+        await api.close()
+
+
+async def test_the_session_is_reused_and_closed(server: OrderServer, api: HttpFoodAPI) -> None:
+    await api.order_food(1, ["Tea"])
+    session = api._session
+    await api.order_food(1, ["Coffee"])
+    assert api._session is session
+    await api.close()
+    assert session is not None
+    assert session.closed
+
+
+async def test_without_a_url_orders_are_logged(caplog: pytest.LogCaptureFixture) -> None:
+    api = create_food_api(FoodApiSettings(url=None, _env_file=None))
+    assert isinstance(api, LoggingFoodAPI)
+    with caplog.at_level(logging.INFO):
+        await api.order_food(1001, ["Pizza", "Cola"])
+    assert "Order for user 1001: Pizza, Cola" in caplog.text
+
+
+def test_with_a_url_the_http_client_is_used() -> None:
+    settings = FoodApiSettings(url=HttpUrl("http://food.example/orders"), _env_file=None)
+    assert isinstance(create_food_api(settings), HttpFoodAPI)
