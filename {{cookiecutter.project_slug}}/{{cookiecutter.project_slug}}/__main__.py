@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from .config import ConfigError, Settings, load_settings
+from .healthcheck import EXIT_UNHEALTHY, run_healthcheck
 from .logging_setup import setup_logging
 from .main import run, secrets_of
 
@@ -28,9 +29,16 @@ def build_parser() -> argparse.ArgumentParser:
         prog=f"python -m {__package__}",
         description="Run the bot. Settings come from the environment and .env.",
     )
-    parser.set_defaults(command=run_bot)
+    parser.set_defaults(command=run_bot, config_error_exit=EXIT_CONFIG_ERROR)
     commands = parser.add_subparsers(title="commands")
     commands.add_parser("run", help="run the bot (the default)").set_defaults(command=run_bot)
+    commands.add_parser(
+        "healthcheck", help="exit 0 if Redis and the Bot API answer, else 1 (Docker HEALTHCHECK)"
+    ).set_defaults(
+        command=run_healthcheck,
+        # Docker reserves exit status 2 of a health check: a bad setting is simply unhealthy.
+        config_error_exit=EXIT_UNHEALTHY,
+    )
     return parser
 
 
@@ -41,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings()
     except ConfigError as exc:
         print(f"Configuration error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG_ERROR
+        return int(args.config_error_exit)
     setup_logging(settings.runtime.log_level, secrets_of(settings))
     try:
         return command(settings)
