@@ -133,6 +133,37 @@ def start_redis(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
 
 
 @pytest.fixture
+def redis_cluster_url(start_redis: Callable[..., RedisServer]) -> str:
+    """A Redis Cluster of three redis-server primaries started for the test; its seed URL."""
+    redis_cli = shutil.which("redis-cli")
+    if redis_cli is None:
+        pytest.fail("redis-cli is not on PATH: install redis-tools (apt-get)", pytrace=False)
+    servers = [
+        start_redis("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+        for _ in range(3)
+    ]
+    addresses = [f"127.0.0.1:{server.port}" for server in servers]
+    subprocess.run(
+        [redis_cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        info = subprocess.run(
+            [redis_cli, "-p", str(servers[0].port), "cluster", "info"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        if "cluster_state:ok" in info:
+            return f"redis://127.0.0.1:{servers[0].port}"
+        assert time.monotonic() < deadline, f"cluster never became ok:\n{info}"
+        time.sleep(0.1)
+
+
+@pytest.fixture
 async def redis_client(redis_url: str) -> AsyncIterator[Redis]:
     """A client for the suite's Redis, closed after the test.
 

@@ -7,47 +7,17 @@ or the lock scripts would fail with CROSSSLOT.
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio.cluster import RedisCluster
 
 from .botnodes_support import Cart, Msg, make_nodes
-from .conftest import RedisServer
 
 
 @pytest.fixture
-async def cluster(start_redis: Callable[..., RedisServer]) -> AsyncIterator[RedisCluster]:
-    redis_cli = shutil.which("redis-cli")
-    if redis_cli is None:
-        pytest.fail("redis-cli is not on PATH: install redis-tools (apt-get)", pytrace=False)
-    servers = [
-        start_redis("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
-        for _ in range(3)
-    ]
-    addresses = [f"127.0.0.1:{server.port}" for server in servers]
-    subprocess.run(
-        [redis_cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        info = subprocess.run(
-            [redis_cli, "-p", str(servers[0].port), "cluster", "info"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        if "cluster_state:ok" in info:
-            break
-        assert time.monotonic() < deadline, info
-        await asyncio.sleep(0.1)
-    client = RedisCluster(host="127.0.0.1", port=servers[0].port)
+async def cluster(redis_cluster_url: str) -> AsyncIterator[RedisCluster]:
+    client = RedisCluster.from_url(redis_cluster_url)
     await client.initialize()
     try:
         yield client
@@ -68,9 +38,7 @@ async def test_users_spread_over_the_cluster_and_locking_works(
     assert isinstance(node, Cart)
     assert node._data.items == [f"item{i}" for i in range(20)]
 
-    slots = {
-        await cluster.cluster_keyslot(f"{state_key}:{{{user_id}}}") for user_id in range(30)
-    }
+    slots = {await cluster.cluster_keyslot(f"{state_key}:{{{user_id}}}") for user_id in range(30)}
     owners = {cluster.get_node_from_key(f"{state_key}:{{{user_id}}}").name for user_id in range(30)}
     assert len(slots) > 10
     assert len(owners) == 3
