@@ -1,0 +1,171 @@
+"""Refuse answers that would generate a broken project, before any file is written.
+
+Cookiecutter renders this file with Jinja and runs it in the new project folder; when it
+exits non-zero, cookiecutter deletes that folder, so a refused answer leaves nothing behind.
+The answers reach the code only inside ``main()``, as JSON in a raw string literal, so the
+module imports cleanly in the template's unit tests and quotes or backslashes in an answer
+cannot break the script. Every check is a pure function of its input: no randomness, no
+clock, so re-generating a project (cruft update) yields the same files.
+"""
+
+from __future__ import annotations
+
+import json
+import keyword
+import re
+import sys
+from collections.abc import Mapping
+
+# The choices offered in cookiecutter.json; a template test keeps the two in step.
+SUPPORTED_PYTHON_VERSIONS = ("3.12", "3.11", "3.13")
+
+# Fixed rather than read from keyword.softkwlist: that list grows with the Python running
+# cookiecutter ("type" arrived in 3.12), and the same answer must not pass on one machine
+# and fail on another. A soft keyword is a legal module name, but `import match` next to a
+# `match` statement reads as a bug, so these are refused too.
+SOFT_KEYWORDS = frozenset({"_", "case", "match", "type"})
+
+# Top-level modules the generated project imports, is built or tested with, or ships
+# itself. A package of the same name would be imported instead of (or fight with) them.
+PROJECT_MODULES = frozenset(
+    {
+        "aiogram",
+        "aiohttp",
+        "annotated_types",
+        "botnodes",
+        "conftest",
+        "fake_telegram",
+        "magic_filter",
+        "mypy",
+        "pip",
+        "pydantic",
+        "pydantic_core",
+        "pydantic_settings",
+        "pytest",
+        "pytest_asyncio",
+        "redis",
+        "ruff",
+        "setuptools",
+        "test",
+        "tests",
+        "typing_extensions",
+        "yarl",
+    }
+)
+
+SLUG_RULE = "use lower-case letters, digits and underscores, starting with a letter"
+_SLUG_RE = re.compile(r"[a-z][a-z0-9_]*")
+# Local part, one "@", a domain with at least one dot; no spaces, quotes or backslashes
+# (it lands unescaped in a quoted TOML string). Deliberately rough otherwise: a stricter
+# check refuses real addresses.
+_EMAIL_RE = re.compile(r'[^@\s"\\]+@[^@\s."\\]+(\.[^@\s."\\]+)+')
+# Characters that would need escaping in the TOML, YAML and Markdown the answers land in.
+_UNSAFE_TEXT_RE = re.compile(r'["\\\x00-\x1f\x7f]')
+
+
+def check_project_slug(slug: str) -> str | None:
+    """Return why ``slug`` cannot be the project's folder and package name, or None.
+
+    The slug is imported (`python -m <slug>`), so it has to be an identifier that cannot be
+    mistaken for, or shadow, anything the project needs. Upper case and non-ASCII are
+    refused because PEP 8 package names are lower case and because case-insensitive file
+    systems would make `Food_Bot` and `food_bot` the same folder.
+    """
+    if not slug:
+        return f"project_slug {slug!r} is empty: {SLUG_RULE}"
+    if not slug.isidentifier():
+        return f"project_slug {slug!r} is not a valid Python identifier: {SLUG_RULE}"
+    if not slug.isascii():
+        return f"project_slug {slug!r} is not ASCII: {SLUG_RULE}"
+    if slug != slug.lower():
+        return f"project_slug {slug!r} is not lower case: {SLUG_RULE}"
+    if not _SLUG_RE.fullmatch(slug):
+        return f"project_slug {slug!r} does not start with a letter: {SLUG_RULE}"
+    if keyword.iskeyword(slug):
+        clash = "is a Python keyword"
+    elif slug in SOFT_KEYWORDS:
+        clash = "is a Python soft keyword"
+    elif slug in PROJECT_MODULES:
+        clash = f"shadows the module {slug!r} that the project imports"
+    elif slug in sys.stdlib_module_names:
+        clash = f"shadows the standard-library module {slug!r}"
+    else:
+        return None
+    return f"project_slug {slug!r} {clash}: pick another name, e.g. '{slug}_bot'"
+
+
+def check_python_version(version: str) -> str | None:
+    """Return why ``version`` is not one the Docker image and CI are written for, or None.
+
+    Cookiecutter enforces choices at its prompt, but a replay file or an older cookiecutter
+    can pass any string through.
+    """
+    if version not in SUPPORTED_PYTHON_VERSIONS:
+        offered = ", ".join(sorted(SUPPORTED_PYTHON_VERSIONS))
+        return f"python_version {version!r} is not offered: choose one of {offered}"
+    return None
+
+
+def check_email(email: str) -> str | None:
+    """Return why ``email`` does not look like an e-mail address, or None."""
+    if not _EMAIL_RE.fullmatch(email):
+        return f"author_email {email!r} is not an e-mail address: use the form name@example.com"
+    return None
+
+
+def check_text(name: str, value: str) -> str | None:
+    """Return why a free-text answer would break a generated file, or None.
+
+    Names and descriptions are written into quoted TOML strings (pyproject.toml); a double
+    quote, a backslash or a line break there makes the project uninstallable.
+    """
+    if not value.strip():
+        return f"{name} {value!r} is empty: give a short text"
+    found = _UNSAFE_TEXT_RE.search(value)
+    if found:
+        return (
+            f"{name} {value!r} contains {found.group()!r}: leave out double quotes, "
+            "backslashes and line breaks, they would break pyproject.toml"
+        )
+    return None
+
+
+def find_error(answers: Mapping[str, str]) -> str | None:
+    """Return the first problem among ``answers`` (one line), or None when all are fine.
+
+    Only the first is reported: one line is easy to read, and fixing it and re-running
+    shows the next.
+    """
+    checks = [
+        check_project_slug(answers["project_slug"]),
+        check_python_version(answers["python_version"]),
+        check_email(answers["author_email"]),
+        *(
+            check_text(name, answers[name])
+            for name in ("project_name", "description", "author_name")
+        ),
+    ]
+    return next((error for error in checks if error is not None), None)
+
+
+def main() -> int:
+    """Check the rendered answers; print one ``ERROR:`` line and fail on the first bad one."""
+    answers = json.loads(
+        r"""{{ {
+            "project_name": cookiecutter.project_name,
+            "project_slug": cookiecutter.project_slug,
+            "description": cookiecutter.description,
+            "author_name": cookiecutter.author_name,
+            "author_email": cookiecutter.author_email,
+            "python_version": cookiecutter.python_version,
+        } | tojson }}"""
+    )
+    error = find_error(answers)
+    if error is not None:
+        print(f"ERROR: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,240 @@
+"""Unit tests of the hooks' functions, imported straight from hooks/ without rendering.
+
+The end-to-end behaviour (cookiecutter exits non-zero, prints the line, leaves no folder)
+is covered in test_generation.py; here every rule is pinned down cheaply.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import keyword
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from .baking import COOKIECUTTER_JSON, TEMPLATE_DIR
+
+
+def load_hook(name: str) -> ModuleType:
+    """Import hooks/<name>.py as a module; hooks/ is not a package, so go by file path."""
+    spec = importlib.util.spec_from_file_location(name, TEMPLATE_DIR / "hooks" / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+pre_gen = load_hook("pre_gen_project")
+post_gen = load_hook("post_gen_project")
+
+RULE = "use lower-case letters, digits and underscores, starting with a letter"
+
+VALID_ANSWERS = {
+    "project_name": "Food Bot",
+    "project_slug": "food_bot",
+    "description": "A Telegram food-ordering bot.",
+    "author_name": "Zoë O'Brien",
+    "author_email": "zoe@example.com",
+    "python_version": "3.12",
+}
+
+
+@pytest.mark.parametrize("slug", ["food_bot", "kitbot", "bot2", "kit_bot_", "a", "food_bot_42"])
+def test_good_slugs_pass(slug: str) -> None:
+    assert pre_gen.check_project_slug(slug) is None
+
+
+@pytest.mark.parametrize(
+    ("slug", "message"),
+    [
+        ("", f"project_slug '' is empty: {RULE}"),
+        ("food-bot", f"project_slug 'food-bot' is not a valid Python identifier: {RULE}"),
+        ("food bot", f"project_slug 'food bot' is not a valid Python identifier: {RULE}"),
+        ("1food", f"project_slug '1food' is not a valid Python identifier: {RULE}"),
+        ("food.bot", f"project_slug 'food.bot' is not a valid Python identifier: {RULE}"),
+        ("fööd", f"project_slug 'fööd' is not ASCII: {RULE}"),
+        ("FoodBot", f"project_slug 'FoodBot' is not lower case: {RULE}"),
+        ("food_Bot", f"project_slug 'food_Bot' is not lower case: {RULE}"),
+        ("_food", f"project_slug '_food' does not start with a letter: {RULE}"),
+        ("class", "project_slug 'class' is a Python keyword: pick another name, e.g. 'class_bot'"),
+        ("async", "project_slug 'async' is a Python keyword: pick another name, e.g. 'async_bot'"),
+        (
+            "match",
+            "project_slug 'match' is a Python soft keyword: pick another name, e.g. 'match_bot'",
+        ),
+        (
+            "type",
+            "project_slug 'type' is a Python soft keyword: pick another name, e.g. 'type_bot'",
+        ),
+        (
+            "aiogram",
+            "project_slug 'aiogram' shadows the module 'aiogram' that the project imports: "
+            "pick another name, e.g. 'aiogram_bot'",
+        ),
+        (
+            "json",
+            "project_slug 'json' shadows the standard-library module 'json': "
+            "pick another name, e.g. 'json_bot'",
+        ),
+    ],
+)
+def test_bad_slug_message_names_value_and_rule(slug: str, message: str) -> None:
+    assert pre_gen.check_project_slug(slug) == message
+
+
+@pytest.mark.parametrize(
+    "module",
+    sorted(
+        {"aiogram", "redis", "pydantic", "pydantic_settings", "botnodes", "aiohttp", "tests"}
+        | {"test", "pytest", "conftest"}
+    ),
+)
+def test_slug_shadowing_a_project_module_is_refused(module: str) -> None:
+    assert pre_gen.check_project_slug(module) == (
+        f"project_slug {module!r} shadows the module {module!r} that the project imports: "
+        f"pick another name, e.g. '{module}_bot'"
+    )
+
+
+def test_every_stdlib_module_that_looks_like_a_slug_is_refused() -> None:
+    candidates = [
+        name
+        for name in sorted(sys.stdlib_module_names)
+        if pre_gen._SLUG_RE.fullmatch(name) and not keyword.iskeyword(name)
+    ]
+    assert {"asyncio", "json", "logging", "typing", "os", "email"} <= set(candidates)
+    accepted = [name for name in candidates if pre_gen.check_project_slug(name) is None]
+    assert accepted == []
+
+
+def test_soft_keywords_cover_the_running_python() -> None:
+    """The fixed list must not miss one this Python knows, or results would differ by machine."""
+    assert set(keyword.softkwlist) <= pre_gen.SOFT_KEYWORDS
+
+
+def test_python_versions_match_cookiecutter_json() -> None:
+    assert list(pre_gen.SUPPORTED_PYTHON_VERSIONS) == COOKIECUTTER_JSON["python_version"]
+
+
+@pytest.mark.parametrize("version", ["3.11", "3.12", "3.13"])
+def test_offered_python_versions_pass(version: str) -> None:
+    assert pre_gen.check_python_version(version) is None
+
+
+@pytest.mark.parametrize("version", ["3.10", "3.14", "3", "", "3.12 ", "python3.12"])
+def test_other_python_versions_are_refused(version: str) -> None:
+    assert pre_gen.check_python_version(version) == (
+        f"python_version {version!r} is not offered: choose one of 3.11, 3.12, 3.13"
+    )
+
+
+@pytest.mark.parametrize(
+    "email", ["you@example.com", "a.b+c@mail.example.org", "zoë@exämple.de", "x@y.io"]
+)
+def test_plausible_emails_pass(email: str) -> None:
+    assert pre_gen.check_email(email) is None
+
+
+@pytest.mark.parametrize(
+    "email",
+    [
+        *["", "you", "you@", "@example.com", "you@example", "a b@example.com", "a@@b.com"],
+        *["a@b..com", 'a"b@example.com', "a\\b@example.com"],
+    ],
+)
+def test_implausible_emails_are_refused(email: str) -> None:
+    assert pre_gen.check_email(email) == (
+        f"author_email {email!r} is not an e-mail address: use the form name@example.com"
+    )
+
+
+@pytest.mark.parametrize("text", ["Food Bot", "Zoë O'Brien", "Kit & Co <bots> 🍕", "山田太郎"])
+def test_ordinary_text_passes(text: str) -> None:
+    assert pre_gen.check_text("author_name", text) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "bad"),
+    [('A "great" bot', '"'), ("back\\slash", "\\"), ("two\nlines", "\n"), ("tab\there", "\t")],
+)
+def test_text_that_would_break_toml_is_refused(text: str, bad: str) -> None:
+    message = pre_gen.check_text("description", text)
+    assert message == (
+        f"description {text!r} contains {bad!r}: leave out double quotes, "
+        "backslashes and line breaks, they would break pyproject.toml"
+    )
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("text", ["", "   "])
+def test_empty_text_is_refused(text: str) -> None:
+    assert pre_gen.check_text("project_name", text) == (
+        f"project_name {text!r} is empty: give a short text"
+    )
+
+
+def test_find_error_accepts_good_answers() -> None:
+    assert pre_gen.find_error(VALID_ANSWERS) is None
+
+
+def test_find_error_reports_only_the_first_problem() -> None:
+    answers = {**VALID_ANSWERS, "project_slug": "food-bot", "author_email": "nope"}
+    assert pre_gen.find_error(answers) == (
+        f"project_slug 'food-bot' is not a valid Python identifier: {RULE}"
+    )
+    assert pre_gen.find_error({**VALID_ANSWERS, "author_email": "nope"}) == (
+        "author_email 'nope' is not an e-mail address: use the form name@example.com"
+    )
+
+
+def test_remove_strays_deletes_leftovers_and_keeps_the_project(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("BOT_TOKEN=123:secret\n")
+    (tmp_path / ".env.example").write_text("BOT_TOKEN=\n")
+    (tmp_path / "pkg" / "__pycache__").mkdir(parents=True)
+    (tmp_path / "pkg" / "__pycache__" / "mod.cpython-311.pyc").write_bytes(b"\0")
+    (tmp_path / "pkg" / "mod.py").write_text("")
+    (tmp_path / ".venv" / "lib" / "__pycache__").mkdir(parents=True)
+    (tmp_path / "pkg.egg-info").mkdir()
+    (tmp_path / ".mypy_cache").mkdir()
+
+    removed = post_gen.remove_strays(tmp_path)
+
+    assert removed == sorted(
+        tmp_path / name
+        for name in [".env", "pkg/__pycache__", ".venv", "pkg.egg-info", ".mypy_cache"]
+    )
+    remaining = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    assert remaining == [".env.example", "pkg", "pkg/mod.py"]
+
+
+def test_remove_strays_on_a_clean_project_removes_nothing(tmp_path: Path) -> None:
+    (tmp_path / "README.md").write_text("# bot\n")
+    assert post_gen.remove_strays(tmp_path) == []
+    assert (tmp_path / "README.md").is_file()
+
+
+def test_cd_target_is_relative_below_the_users_directory(tmp_path: Path) -> None:
+    assert post_gen.cd_target(tmp_path / "out" / "food_bot", tmp_path) == "out/food_bot"
+
+
+@pytest.mark.parametrize("user_cwd", [None, Path("/somewhere/else")])
+def test_cd_target_is_absolute_otherwise(tmp_path: Path, user_cwd: Path | None) -> None:
+    assert post_gen.cd_target(tmp_path / "food_bot", user_cwd) == str(tmp_path / "food_bot")
+
+
+@pytest.mark.parametrize("has_compose", [True, False])
+def test_next_steps_give_the_readme_commands(has_compose: bool) -> None:
+    text = post_gen.next_steps("kitbot", "kitbot", has_compose=has_compose)
+    lines = [line.strip() for line in text.splitlines()]
+    for command in [
+        "cd kitbot",
+        "python -m venv .venv && . .venv/bin/activate && pip install -e '.[dev]'",
+        "python -m kitbot",
+        "pytest",
+    ]:
+        assert command in lines
+    assert any(line.startswith("cp .env.example .env") and "BOT_TOKEN" in line for line in lines)
+    assert ("docker compose up" in lines) is has_compose
