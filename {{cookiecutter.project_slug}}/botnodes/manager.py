@@ -46,7 +46,7 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
     that a dead process can hold for at most `lock_ttl` seconds.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 - positional like botnodes 0.1.0, for compatibility
         self,
         redis_client: RedisClient,
         redis_property_name: str,

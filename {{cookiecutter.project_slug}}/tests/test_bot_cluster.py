@@ -10,7 +10,9 @@ from {{ cookiecutter.project_slug }}.redis_connection import create_redis
 from .test_bot_nodes import Chat, make_settings
 
 
-async def test_the_food_flow_runs_on_a_redis_cluster(redis_cluster_url: str, state_key: str) -> None:
+async def test_the_food_flow_runs_on_a_redis_cluster(
+    redis_cluster_url: str, state_key: str
+) -> None:
     settings = make_settings(state_key, url=SecretStr(redis_cluster_url), cluster=True)
     redis = create_redis(settings.redis)
     try:

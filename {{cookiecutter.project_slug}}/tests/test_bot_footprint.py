@@ -34,9 +34,8 @@ async def test_an_idle_user_costs_little_memory(
     redis_client: Redis, node: Node[Any, Any, Any, Any], limit: int
 ) -> None:
     codec: NodeCodec[Any, Any, Any] = NodeCodec(nodes_dict, DISCRIMINATOR_FIELD)
-    key = StateStore(redis_client, "nodes_state", state_ttl_ms=None, lock_ttl_ms=1, legacy=False).state_key(
-        TELEGRAM_USER_ID
-    )
+    store = StateStore(redis_client, "nodes_state", state_ttl_ms=None, lock_ttl_ms=1, legacy=False)
+    key = store.state_key(TELEGRAM_USER_ID)
     await redis_client.set(key, codec.encode(node))
     try:
         used = await redis_client.memory_usage(key)

@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.connection import Connection
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from botnodes import LockTimeoutError, StateUnavailableError
+from botnodes import LockTimeoutError, Node, StateUnavailableError
 
 from .botnodes_support import BadEnter, Cart, Ctx, Menu, Msg, make_nodes
 from .conftest import RedisServer
@@ -261,10 +262,6 @@ async def test_unreadable_state_resets_only_that_user_to_the_start_node(
 async def test_old_data_is_migrated_not_reset(
     redis_client: Redis, state_key: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from pydantic import BaseModel
-
-    from botnodes import Node
-
     class DishesModel(BaseModel):
         dishes: list[str] = []
 
@@ -350,7 +347,8 @@ async def test_redis_outage_fails_the_event_and_service_resumes(
         with pytest.raises(StateUnavailableError, match="state of user 1 is unavailable"):
             await nodes.route(Msg(1, "cart"))
         assert "Redis unavailable for user 1" in caplog.text
-        assert nodes.in_flight == 0 and nodes.busy_users == 0
+        assert nodes.in_flight == 0
+        assert nodes.busy_users == 0
         server.start()  # same port, empty (no persistence in tests)
         await nodes.route(Msg(1, "hi"))
         await nodes.route(Msg(1, "cart"))
