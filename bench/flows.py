@@ -1,0 +1,371 @@
+"""The food flow, and the three ways of implementing it that the benchmark compares.
+
+1. `botnodes`: the generated bot's own nodes, `Nodes` manager and dispatcher builder,
+   imported from a freshly baked project, so the measured path is the shipped one.
+2. `fsm` / `fsm-noiso`: the same conversation written the idiomatic aiogram way
+   (`StatesGroup`, `FSMContext.get_data / update_data / set_state`, `RedisStorage`),
+   with `RedisEventIsolation` (safe across processes) and without it (aiogram's default).
+3. `floor`: one handler doing exactly one GET and one SET of a small JSON value per update
+   and sending the same replies: the least any Redis-backed design can cost.
+
+Every variant replies with exactly the generated bot's texts, so the checks in
+`measure.py` can demand the same conversation from all of them.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib
+import itertools
+import json
+import logging
+import os
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiogram import Bot, Dispatcher, Router
+from aiogram.filters import BaseFilter, StateFilter
+from aiogram.fsm.context import FSMContext
+from aiogram.fsm.state import State, StatesGroup
+from aiogram.fsm.storage.base import DefaultKeyBuilder
+from aiogram.fsm.storage.redis import RedisEventIsolation, RedisStorage
+from aiogram.types import Chat, Message, Update, User
+from redis.asyncio import Redis
+
+from .fake_session import FakeTelegramSession
+
+#: One user's conversation: first contact, "Yes", five items, "Finish" (8 updates, 16 replies:
+#: the generated bot shows the cart again after every item).
+ITEMS = ("Pizza", "Soup", "Tea", "Cake", "Salad")
+FLOW: tuple[str, ...] = ("hi", "Yes", *ITEMS, "Finish")
+
+VARIANTS = ("botnodes", "fsm", "fsm-noiso", "floor")
+
+BOT_TOKEN = "42:BENCHMARK-TOKEN"
+_DATE = datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC)
+
+# The generated bot's texts (nodes/start.py, hungry.py, hold.py); FSM and floor reuse them.
+MENU_AGAIN = "Again main menu! Are you hungry?"
+YES_REPLY = "No worries, I've got you back!"
+NO_REPLY = "Write me when you are ready then!"
+WHAT_REPLY = "Say what?"
+EMPTY_CART_REPLY = "Cart is empty! Write Cancel to cancel the order"
+CANCELLED_REPLY = "Order cancelled!"
+ORDERED_REPLY = "Ordered!"
+
+
+def greeting(name: str) -> str:
+    return f"Hello, {name}! Are you hungry?"
+
+
+def cart_prompt(order: Sequence[str]) -> str:
+    return f"What are you gonna order? Cart: {', '.join(order) if order else 'Empty'}"
+
+
+def added(item: str) -> str:
+    return f"Added {item}"
+
+
+def ordering(order: Sequence[str]) -> str:
+    return f"Ordering {', '.join(order)}"
+
+
+def username(user_id: int) -> str:
+    return f"u{user_id}"
+
+
+def expected_first_flow(user_id: int) -> list[str]:
+    """The replies a new user gets for `FLOW`, identical for every variant."""
+    return [
+        greeting(username(user_id)),
+        YES_REPLY,
+        cart_prompt([]),
+        *(
+            reply
+            for n, item in enumerate(ITEMS, 1)
+            for reply in (added(item), cart_prompt(ITEMS[:n]))
+        ),
+        ordering(ITEMS),
+        ORDERED_REPLY,
+        MENU_AGAIN,
+    ]
+
+
+_update_ids = itertools.count(1)
+
+
+def make_update(user_id: int, text: str) -> Update:
+    """A private-chat text message from `user_id`, as Telegram would deliver it."""
+    update_id = next(_update_ids)
+    user = User(id=user_id, is_bot=False, first_name="Bench", username=username(user_id))
+    return Update(
+        update_id=update_id,
+        message=Message(
+            message_id=update_id,
+            date=_DATE,
+            chat=Chat(id=user_id, type="private"),
+            from_user=user,
+            text=text,
+        ),
+    )
+
+
+class NullFoodAPI:
+    """Accepts every order at once: the food API is an external service, like Telegram."""
+
+    def __init__(self) -> None:
+        self.orders = 0
+
+    async def order_food(self, user_id: int, items: Sequence[str]) -> None:
+        self.orders += 1
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+
+@dataclass
+class Variant:
+    """A ready-to-feed implementation: its dispatcher, bot, recorded replies and Redis."""
+
+    name: str
+    dispatcher: Dispatcher
+    bot: Bot
+    session: FakeTelegramSession
+    redis: Redis
+    food_api: NullFoodAPI
+    info: dict[str, Any] = field(default_factory=dict)
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    async def feed(self, update: Update) -> None:
+        await self.dispatcher.feed_update(self.bot, update)
+
+    async def close(self) -> None:
+        for closer in self.closers:
+            await closer()
+        await self.bot.session.close()
+
+
+# --- aiogram's filters, written as a careful user writes them --------------------------------
+# aiogram 3.31 runs every non-async filter in a worker thread (asyncio.to_thread): a plain
+# `F.text == "Yes"` or a bare `Food.hungry` state costs a thread hop per check. These are async.
+
+
+class IsPrivate(BaseFilter):
+    """Same guard as the generated bot: only private chats have a conversation."""
+
+    async def __call__(self, message: Message) -> bool:
+        return message.chat.type == "private"
+
+
+class TextIs(BaseFilter):
+    """`F.text == value`, but evaluated on the event loop."""
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    async def __call__(self, message: Message) -> bool:
+        return message.text == self.value
+
+
+class Food(StatesGroup):
+    start = State()
+    hungry = State()
+    hold = State()
+
+
+def build_fsm_router(food_api: NullFoodAPI) -> Router:
+    """The food flow in idiomatic aiogram FSM style (StateFilter + get/update_data/set_state)."""
+    router = Router(name="bench.fsm")
+    router.message.filter(IsPrivate())
+
+    @router.message(StateFilter(None))
+    async def first_contact(message: Message, state: FSMContext, bot: Bot) -> None:
+        await bot.send_message(message.chat.id, greeting(_name(message)))
+        await state.set_state(Food.start)
+
+    @router.message(StateFilter(Food.start), TextIs("Yes"))
+    async def start_yes(message: Message, state: FSMContext, bot: Bot) -> None:
+        await bot.send_message(message.chat.id, YES_REPLY)
+        await state.set_state(Food.hungry)
+        await bot.send_message(message.chat.id, cart_prompt([]))
+
+    @router.message(StateFilter(Food.start), TextIs("No"))
+    async def start_no(message: Message, state: FSMContext, bot: Bot) -> None:
+        await bot.send_message(message.chat.id, NO_REPLY)
+        await state.set_state(Food.hold)
+
+    @router.message(StateFilter(Food.start))
+    async def start_other(message: Message, bot: Bot) -> None:
+        await bot.send_message(message.chat.id, WHAT_REPLY)
+        await bot.send_message(message.chat.id, MENU_AGAIN)
+
+    @router.message(StateFilter(Food.hold))
+    async def hold_any(message: Message, state: FSMContext, bot: Bot) -> None:
+        await state.set_state(Food.start)
+        await bot.send_message(message.chat.id, MENU_AGAIN)
+
+    @router.message(StateFilter(Food.hungry), TextIs("Finish"))
+    async def hungry_finish(message: Message, state: FSMContext, bot: Bot) -> None:
+        order: list[str] = (await state.get_data()).get("order", [])
+        if not order:
+            await bot.send_message(message.chat.id, EMPTY_CART_REPLY)
+            await bot.send_message(message.chat.id, cart_prompt([]))
+            return
+        await bot.send_message(message.chat.id, ordering(order))
+        await food_api.order_food(message.chat.id, order)
+        await bot.send_message(message.chat.id, ORDERED_REPLY)
+        await state.set_data({})
+        await state.set_state(Food.start)
+        await bot.send_message(message.chat.id, MENU_AGAIN)
+
+    @router.message(StateFilter(Food.hungry), TextIs("Cancel"))
+    async def hungry_cancel(message: Message, state: FSMContext, bot: Bot) -> None:
+        await bot.send_message(message.chat.id, CANCELLED_REPLY)
+        await state.set_data({})
+        await state.set_state(Food.start)
+        await bot.send_message(message.chat.id, MENU_AGAIN)
+
+    @router.message(StateFilter(Food.hungry))
+    async def hungry_item(message: Message, state: FSMContext, bot: Bot) -> None:
+        item = message.text or ""
+        order: list[str] = (await state.get_data()).get("order", [])
+        order = [*order, item]
+        await bot.send_message(message.chat.id, added(item))
+        await state.update_data(order=order)
+        await bot.send_message(message.chat.id, cart_prompt(order))
+
+    return router
+
+
+def _name(message: Message) -> str:
+    user = message.from_user
+    if user is None:
+        return "friend"
+    return user.username or user.full_name
+
+
+def _new_bot() -> tuple[Bot, FakeTelegramSession]:
+    session = FakeTelegramSession()
+    return Bot(BOT_TOKEN, session=session), session
+
+
+def build_fsm(redis: Redis, prefix: str, *, isolation: bool) -> Variant:
+    """aiogram's FSM on RedisStorage, with RedisEventIsolation or aiogram's default (none)."""
+    bot, session = _new_bot()
+    food_api = NullFoodAPI()
+    key_builder = DefaultKeyBuilder(prefix=prefix)
+    storage = RedisStorage(redis, key_builder=key_builder)
+    kwargs: dict[str, Any] = {}
+    if isolation:
+        kwargs["events_isolation"] = RedisEventIsolation(redis, key_builder=key_builder)
+    dispatcher = Dispatcher(storage=storage, **kwargs)
+    dispatcher.include_router(build_fsm_router(food_api))
+    return Variant(
+        name="fsm" if isolation else "fsm-noiso",
+        dispatcher=dispatcher,
+        bot=bot,
+        session=session,
+        redis=redis,
+        food_api=food_api,
+        info={"isolation": "RedisEventIsolation" if isolation else "none (aiogram default)"},
+    )
+
+
+def build_floor(redis: Redis, prefix: str) -> Variant:
+    """One handler, one GET and one SET of a small JSON value per update, same replies."""
+    bot, session = _new_bot()
+    food_api = NullFoodAPI()
+    dispatcher = Dispatcher(disable_fsm=True)
+
+    @dispatcher.message()
+    async def handle(message: Message) -> None:
+        chat_id = message.chat.id
+        key = f"{prefix}:{chat_id}"
+        raw = await redis.get(key)
+        state: dict[str, Any] = json.loads(raw) if raw else {"node": None}
+        node, text = state["node"], message.text or ""
+        if node is None:
+            await bot.send_message(chat_id, greeting(_name(message)))
+            state = {"node": "start"}
+        elif node == "start":
+            if text == "Yes":
+                await bot.send_message(chat_id, YES_REPLY)
+                state = {"node": "hungry", "order": []}
+                await bot.send_message(chat_id, cart_prompt([]))
+            elif text == "No":
+                await bot.send_message(chat_id, NO_REPLY)
+                state = {"node": "hold"}
+            else:
+                await bot.send_message(chat_id, WHAT_REPLY)
+                await bot.send_message(chat_id, MENU_AGAIN)
+        elif node == "hold":
+            await bot.send_message(chat_id, MENU_AGAIN)
+            state = {"node": "start"}
+        else:
+            order: list[str] = state["order"]
+            if text == "Finish" and not order:
+                await bot.send_message(chat_id, EMPTY_CART_REPLY)
+                await bot.send_message(chat_id, cart_prompt([]))
+            elif text == "Finish":
+                await bot.send_message(chat_id, ordering(order))
+                await food_api.order_food(chat_id, order)
+                await bot.send_message(chat_id, ORDERED_REPLY)
+                await bot.send_message(chat_id, MENU_AGAIN)
+                state = {"node": "start"}
+            elif text == "Cancel":
+                await bot.send_message(chat_id, CANCELLED_REPLY)
+                await bot.send_message(chat_id, MENU_AGAIN)
+                state = {"node": "start"}
+            else:
+                await bot.send_message(chat_id, added(text))
+                state = {"node": "hungry", "order": [*order, text]}
+                await bot.send_message(chat_id, cart_prompt(state["order"]))
+        await redis.set(key, json.dumps(state, separators=(",", ":")))
+
+    info = {"isolation": "none (no lock at all)"}
+    return Variant("floor", dispatcher, bot, session, redis, food_api, info)
+
+
+def build_botnodes(redis: Redis, prefix: str, package: str) -> Variant:
+    """The baked bot's own nodes, `create_nodes` and `build_dispatcher`, on the fake session.
+
+    Settings come from the environment through the bot's own `load_settings`, exactly as in
+    production; only the Bot session (no network) and the food API (an external service)
+    are replaced. The Redis client is the shared benchmark client (same pool and timeouts
+    as the bot's `create_redis`, plus round-trip counting).
+    """
+    config = importlib.import_module(f"{package}.config")
+    main = importlib.import_module(f"{package}.main")
+    routers = importlib.import_module(f"{package}.routers")
+    middlewares = importlib.import_module(f"{package}.middlewares")
+    nodes_types = importlib.import_module(f"{package}.nodes_types")
+
+    os.environ["BOT_TOKEN"] = BOT_TOKEN
+    os.environ["STATE_KEY"] = prefix
+    settings = config.load_settings(env_file=None)
+    bot, session = _new_bot()
+    food_api = NullFoodAPI()
+    ctx = nodes_types.Ctx(
+        bot=bot, settings=settings, food_api=food_api, logger=logging.getLogger(package)
+    )
+    nodes = main.create_nodes(settings, redis, ctx)
+    dispatcher = routers.build_dispatcher(nodes, middlewares.InFlightUpdates())
+    info = {
+        "isolation": "botnodes lock (local FIFO + Redis lock in the same scripts)",
+        "lock_ttl": settings.state.lock_ttl,
+        "lock_wait_timeout": settings.state.lock_wait_timeout,
+    }
+    return Variant("botnodes", dispatcher, bot, session, redis, food_api, info)
+
+
+def build_variant(name: str, redis: Redis, prefix: str, package: str) -> Variant:
+    if name == "botnodes":
+        return build_botnodes(redis, prefix, package)
+    if name == "fsm":
+        return build_fsm(redis, prefix, isolation=True)
+    if name == "fsm-noiso":
+        return build_fsm(redis, prefix, isolation=False)
+    if name == "floor":
+        return build_floor(redis, prefix)
+    raise ValueError(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}")

@@ -1,0 +1,156 @@
+"""The three measurements, each run against one `Variant` inside one worker process.
+
+* throughput: many users, each walking the flow one update at a time, with at most
+  `in_flight` updates inside `Dispatcher.feed_update` at once (what aiogram's polling
+  `tasks_concurrency_limit` does); Redis counters are reset right before it.
+* latency: one user sending sequentially; every `feed_update` is timed.
+* burst: one user sends 50 items at once; how long until all are handled, and how many
+  of them are in the cart afterwards (a missing item is a lost update).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from .flows import FLOW, Variant, expected_first_flow, make_update, ordering
+from .redis_client import WIRE, read_commandstats, reset_commandstats, warm_pool
+
+BURST_PREFIX = "burst-item-"
+
+
+def rss_mb() -> tuple[float, float]:
+    """(current RSS, peak RSS since the last `reset_peak_rss`) in MiB, from /proc/self/status."""
+    values: dict[str, float] = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        name, _, rest = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            values[name] = int(rest.split()[0]) / 1024
+    return values["VmRSS"], values["VmHWM"]
+
+
+def reset_peak_rss() -> None:
+    """Make VmHWM start again from the current RSS (Linux: `echo 5 > /proc/self/clear_refs`)."""
+    # Not Linux, or not allowed: the peak then includes start-up, which the report says.
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+async def _feed_checked(variant: Variant, update: Any, errors: list[str]) -> None:
+    try:
+        await variant.feed(update)
+    except Exception as error:  # an update that raised is reported, not hidden
+        errors.append(f"{type(error).__name__}: {error}")
+
+
+async def warm_up(variant: Variant, users: range, pool_size: int) -> None:
+    """Open every pool connection and run a few flows: imports, caches and scripts get loaded."""
+    await warm_pool(variant.redis, pool_size)
+    errors: list[str] = []
+    await asyncio.gather(*(_walk(variant, uid, errors, None) for uid in users))
+    if errors:
+        raise RuntimeError(f"{variant.name}: warm-up failed: {errors[0]}")
+    variant.session.forget()
+
+
+async def _walk(
+    variant: Variant, user_id: int, errors: list[str], slots: asyncio.Semaphore | None
+) -> None:
+    for text in FLOW:
+        update = make_update(user_id, text)
+        if slots is None:
+            await _feed_checked(variant, update, errors)
+        else:
+            async with slots:
+                await _feed_checked(variant, update, errors)
+
+
+async def throughput(variant: Variant, users: range, in_flight: int) -> dict[str, Any]:
+    """Updates/s for `users` walking the flow, plus the Redis cost per update."""
+    slots = asyncio.Semaphore(in_flight)
+    errors: list[str] = []
+    await reset_commandstats(variant.redis)
+    WIRE.reset()
+    reset_peak_rss()
+    rss_before, _ = rss_mb()
+    started = time.perf_counter()
+    await asyncio.gather(*(_walk(variant, uid, errors, slots) for uid in users))
+    elapsed = time.perf_counter() - started
+    round_trips, commands_sent = WIRE.round_trips, WIRE.commands
+    _, peak = rss_mb()
+    stats = await read_commandstats(variant.redis)
+    updates = len(users) * len(FLOW)
+    wrong = sum(variant.session.sent.get(uid) != expected_first_flow(uid) for uid in users)
+    variant.session.forget()
+    server_commands = sum(stats.values())
+    return {
+        "updates": updates,
+        "seconds": elapsed,
+        "updates_per_s": updates / elapsed,
+        "errors": len(errors),
+        "first_error": errors[0] if errors else None,
+        "users_with_wrong_replies": wrong,
+        "round_trips_per_update": round_trips / updates,
+        "client_commands_per_update": commands_sent / updates,
+        "server_commands_per_update": server_commands / updates,
+        "commandstats": stats,
+        "rss_before_mb": rss_before,
+        "peak_rss_mb": peak,
+    }
+
+
+async def latency(variant: Variant, user_id: int, flows: int) -> dict[str, Any]:
+    """p50/p99 of single updates of one user who always waits for the previous one."""
+    errors: list[str] = []
+    await _walk(variant, user_id, errors, None)  # first contact; the repeats start from the menu
+    samples: list[float] = []
+    for _ in range(flows):
+        for text in FLOW:
+            update = make_update(user_id, text)
+            started = time.perf_counter()
+            await _feed_checked(variant, update, errors)
+            samples.append(time.perf_counter() - started)
+    variant.session.forget()
+    cuts = statistics.quantiles(samples, n=100, method="inclusive")
+    return {
+        "samples": len(samples),
+        "errors": len(errors),
+        "p50_ms": cuts[49] * 1000,
+        "p99_ms": cuts[98] * 1000,
+        "mean_ms": statistics.fmean(samples) * 1000,
+    }
+
+
+async def burst(variant: Variant, user_id: int, size: int) -> dict[str, Any]:
+    """One user in the cart sends `size` items at once; count what survived and time the drain."""
+    errors: list[str] = []
+    for text in ("hi", "Yes"):
+        await _feed_checked(variant, make_update(user_id, text), errors)
+    items = [f"{BURST_PREFIX}{n}" for n in range(size)]
+    updates = [make_update(user_id, item) for item in items]
+    started = time.perf_counter()
+    await asyncio.gather(*(_feed_checked(variant, update, errors) for update in updates))
+    drain = time.perf_counter() - started
+    before_finish = len(variant.session.sent[user_id])
+    await _feed_checked(variant, make_update(user_id, "Finish"), errors)
+    replies = variant.session.sent[user_id][before_finish:]
+    prefix = ordering([])
+    cart: list[str] = []
+    for reply in replies:
+        if reply.startswith(prefix) and reply != prefix.rstrip():
+            cart = reply.removeprefix(prefix).split(", ")
+            break
+    kept = [item for item in cart if item.startswith(BURST_PREFIX)]
+    variant.session.forget()
+    return {
+        "size": size,
+        "drain_s": drain,
+        "lost": size - len(set(kept)),
+        "in_order": kept == items,
+        "errors": len(errors),
+        "first_error": errors[0] if errors else None,
+    }

@@ -1,0 +1,203 @@
+"""Medians over repeats, the ratios and targets of issue 5, as text and as a Markdown table."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+Result = dict[str, Any]
+
+#: Display order and labels of the variants.
+LABELS = {
+    "botnodes": "botnodes (generated bot)",
+    "fsm": "aiogram FSM + RedisEventIsolation",
+    "fsm-noiso": "aiogram FSM, no isolation",
+    "floor": "floor: 1 GET + 1 SET",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    key: str
+    label: str
+    get: Callable[[Result], float]
+    fmt: str
+    higher_is_better: bool
+
+
+METRICS: tuple[Metric, ...] = (
+    Metric(
+        "updates_per_s",
+        "updates/s ({users:,} users, {in_flight} in flight)",
+        lambda r: r["throughput"]["updates_per_s"],
+        "{:,.0f}",
+        True,
+    ),
+    Metric(
+        "p50_ms", "p50 latency, one user (ms)", lambda r: r["latency"]["p50_ms"], "{:.2f}", False
+    ),
+    Metric(
+        "p99_ms", "p99 latency, one user (ms)", lambda r: r["latency"]["p99_ms"], "{:.2f}", False
+    ),
+    Metric(
+        "round_trips",
+        "Redis round trips / update (client)",
+        lambda r: r["throughput"]["round_trips_per_update"],
+        "{:.2f}",
+        False,
+    ),
+    Metric(
+        "server_commands",
+        "Redis commands / update (commandstats, incl. inside Lua)",
+        lambda r: r["throughput"]["server_commands_per_update"],
+        "{:.2f}",
+        False,
+    ),
+    Metric("peak_rss_mb", "peak RSS (MiB)", lambda r: r["peak_rss_mb"], "{:.0f}", False),
+    Metric(
+        "lost",
+        "lost updates, {burst}-event burst of one user",
+        lambda r: r["burst"]["lost"],
+        "{:.0f}",
+        False,
+    ),
+    Metric(
+        "drain_s", "time to drain that burst (s)", lambda r: r["burst"]["drain_s"], "{:.3f}", False
+    ),
+)
+
+METRIC_BY_KEY = {metric.key: metric for metric in METRICS}
+
+
+def medians(results: Sequence[Result]) -> dict[str, dict[str, float]]:
+    """Median of every metric per variant, over all repeats."""
+    by_variant: dict[str, list[Result]] = {}
+    for result in results:
+        by_variant.setdefault(result["variant"], []).append(result)
+    return {
+        variant: {m.key: statistics.median(m.get(r) for r in runs) for m in METRICS}
+        for variant, runs in by_variant.items()
+    }
+
+
+def worst(results: Sequence[Result], variant: str, key: str) -> float:
+    """The worst value over repeats (for counts that must be 0 in every run, not in the median)."""
+    return max(METRIC_BY_KEY[key].get(r) for r in results if r["variant"] == variant)
+
+
+def ratios(table: dict[str, dict[str, float]]) -> dict[str, float]:
+    """botnodes / FSM and botnodes / floor for throughput, plus the burst drain speed-up."""
+    out: dict[str, float] = {}
+    bn = table.get("botnodes")
+    if bn is None:
+        return out
+    for other in ("fsm", "fsm-noiso", "floor"):
+        if other in table:
+            out[f"updates/s botnodes/{other}"] = bn["updates_per_s"] / table[other]["updates_per_s"]
+            out[f"p50 botnodes/{other}"] = bn["p50_ms"] / table[other]["p50_ms"]
+    if "fsm" in table and bn["drain_s"] > 0:
+        out["burst drain speed-up vs fsm"] = table["fsm"]["drain_s"] / bn["drain_s"]
+    return out
+
+
+def targets(
+    results: Sequence[Result], table: dict[str, dict[str, float]]
+) -> list[tuple[str, bool, str]]:
+    """Each target of issue 5 with whether it holds and the figure it was judged on."""
+    if not {"botnodes", "fsm", "floor"} <= table.keys():
+        return []
+    bn, fsm, floor = table["botnodes"], table["fsm"], table["floor"]
+    vs_fsm = bn["updates_per_s"] / fsm["updates_per_s"]
+    vs_floor = bn["updates_per_s"] / floor["updates_per_s"]
+    speed_up = fsm["drain_s"] / bn["drain_s"] if bn["drain_s"] else float("inf")
+    lost_bn, lost_fsm = worst(results, "botnodes", "lost"), worst(results, "fsm", "lost")
+    rt = max(METRIC_BY_KEY["round_trips"].get(r) for r in results if r["variant"] == "botnodes")
+    return [
+        ("botnodes >= 2x the FSM's updates/s", vs_fsm >= 2, f"{vs_fsm:.2f}x"),
+        ("botnodes >= 0.8x the floor's updates/s", vs_floor >= 0.8, f"{vs_floor:.2f}x"),
+        ("botnodes <= 2 Redis round trips per update, lock included", rt <= 2, f"{rt:.2f}"),
+        (
+            "0 lost updates: botnodes and FSM with isolation (every run)",
+            lost_bn == 0 and lost_fsm == 0,
+            f"botnodes {lost_bn:.0f}, FSM {lost_fsm:.0f}",
+        ),
+        (
+            "50-event burst drains >= 10x faster than FSM + RedisEventIsolation",
+            speed_up >= 10,
+            f"{speed_up:.0f}x",
+        ),
+    ]
+
+
+def problems(results: Sequence[Result]) -> list[str]:
+    """Runs whose users got a wrong conversation or whose updates raised: figures are void then."""
+    found = []
+    for r in results:
+        t = r["throughput"]
+        if t["errors"] or t["users_with_wrong_replies"] or r["latency"]["errors"]:
+            found.append(
+                f"{r['variant']}: {t['errors']} errors ({t['first_error']}), "
+                f"{t['users_with_wrong_replies']} users with wrong replies, "
+                f"{r['latency']['errors']} latency errors"
+            )
+        if r["burst"]["errors"]:
+            found.append(
+                f"{r['variant']} burst: {r['burst']['errors']} errors ({r['burst']['first_error']})"
+            )
+    return found
+
+
+def markdown_table(table: dict[str, dict[str, float]], settings: dict[str, Any]) -> str:
+    """Variants as columns, metrics as rows: fits a README."""
+    variants = [v for v in LABELS if v in table]
+    lines = [
+        "| median of runs | " + " | ".join(LABELS[v] for v in variants) + " |",
+        "|---|" + "---:|" * len(variants),
+    ]
+    for metric in METRICS:
+        cells = [metric.fmt.format(table[v][metric.key]) for v in variants]
+        lines.append(f"| {metric.label.format(**settings)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def render(results: Sequence[Result], meta: dict[str, Any]) -> str:
+    """The whole printed report: table, ratios, targets, Redis command mix, any problems."""
+    table = medians(results)
+    out = [
+        f"## Results ({meta['repeats']} repeats, medians)",
+        "",
+        markdown_table(table, meta["settings"]),
+        "",
+    ]
+    out.append("Ratios (medians):")
+    out += [f"- {name}: {value:.2f}x" for name, value in ratios(table).items()]
+    out += ["", "Targets:"]
+    out += [
+        f"- [{'x' if ok else ' '}] {name}: {figure}" for name, ok, figure in targets(results, table)
+    ]
+    out += ["", "Redis commands per update by name (first run of each variant, commandstats):"]
+    seen: set[str] = set()
+    for r in results:
+        if r["variant"] in seen:
+            continue
+        seen.add(r["variant"])
+        updates = r["throughput"]["updates"]
+        mix = ", ".join(
+            f"{name} {calls / updates:.2f}"
+            for name, calls in sorted(r["throughput"]["commandstats"].items())
+        )
+        out.append(f"- {r['variant']}: {mix}")
+    issues = problems(results)
+    if issues:
+        out += ["", "PROBLEMS (figures of these runs are not comparable):"] + [
+            f"- {p}" for p in issues
+        ]
+    out += [
+        "",
+        "Machine: " + meta["machine"],
+        "Versions: " + meta["versions"],
+        "Date: " + meta["date"],
+    ]
+    return "\n".join(out)

@@ -1,0 +1,93 @@
+"""One benchmark run of one variant, in its own process, printed as one JSON object.
+
+Each run gets a fresh interpreter so peak RSS belongs to one variant only and no variant
+inherits another's warm caches; `run.py` alternates these processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.metadata
+import json
+import platform
+import sys
+from typing import Any
+
+from . import measure
+from .flows import VARIANTS, build_variant
+from .redis_client import create_client
+
+#: User id ranges per phase, so no phase finds another phase's state.
+WARM_UP_BASE, THROUGHPUT_BASE, LATENCY_USER, BURST_USER = 1_000_000, 2_000_000, 3_000_001, 4_000_001
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--variant", choices=VARIANTS, required=True)
+    parser.add_argument("--redis-url", required=True)
+    parser.add_argument("--package", required=True, help="the baked bot's package name")
+    parser.add_argument("--prefix", required=True, help="key prefix, unique per run")
+    parser.add_argument("--users", type=int, default=1000)
+    parser.add_argument("--in-flight", type=int, default=100)
+    parser.add_argument("--latency-flows", type=int, default=50)
+    parser.add_argument("--burst", type=int, default=50)
+    parser.add_argument(
+        "--profile",
+        metavar="HTML_OR_TXT",
+        help="profile the throughput phase with pyinstrument into this file",
+    )
+    return parser.parse_args(argv)
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    redis = create_client(args.redis_url, max_connections=args.in_flight)
+    variant = build_variant(args.variant, redis, args.prefix, args.package)
+    try:
+        await measure.warm_up(variant, range(WARM_UP_BASE, WARM_UP_BASE + 20), args.in_flight)
+        users = range(THROUGHPUT_BASE, THROUGHPUT_BASE + args.users)
+        if args.profile:
+            from pyinstrument import Profiler
+
+            profiler = Profiler(interval=0.0005, async_mode="enabled")
+            profiler.start()
+            throughput = await measure.throughput(variant, users, args.in_flight)
+            profiler.stop()
+            if args.profile.endswith(".html"):
+                profiler.write_html(args.profile)
+            else:
+                with open(args.profile, "w", encoding="utf-8") as out:
+                    out.write(profiler.output_text(unicode=True, show_all=False))
+        else:
+            throughput = await measure.throughput(variant, users, args.in_flight)
+        latency = await measure.latency(variant, LATENCY_USER, args.latency_flows)
+        burst = await measure.burst(variant, BURST_USER, args.burst)
+        _, peak_total = measure.rss_mb()
+        return {
+            "variant": variant.name,
+            "info": variant.info,
+            "throughput": throughput,
+            "latency": latency,
+            "burst": burst,
+            "peak_rss_mb": throughput["peak_rss_mb"],
+            "python": platform.python_version(),
+            "versions": {
+                name: importlib.metadata.version(name) for name in ("aiogram", "redis", "pydantic")
+            },
+            "peak_rss_end_mb": peak_total,
+        }
+    finally:
+        await variant.close()
+        await redis.aclose()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    result = asyncio.run(run(args))
+    json.dump(result, sys.stdout)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

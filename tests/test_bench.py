@@ -1,0 +1,107 @@
+"""Smoke test of the benchmark (bench/): tiny sizes, every figure present, nothing lost.
+
+Not a timed test: speed depends on the machine, so only the report's completeness and the
+correctness figures (lost updates, conversations, errors) are asserted. The full run is
+`python bench/run.py`; see the README's Benchmark section.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+VARIANTS = ("botnodes", "fsm", "fsm-noiso", "floor")
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str]:
+    """One tiny benchmark: 20 users, 10 in flight, 1 repeat; returns (raw JSON, report text)."""
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    command = [
+        sys.executable,
+        "bench/run.py",
+        "--users",
+        "20",
+        "--in-flight",
+        "10",
+        "--latency-flows",
+        "3",
+        "--burst",
+        "10",
+        "--repeats",
+        "1",
+        "--json",
+        str(out),
+        "--quiet",
+    ]
+    if os.environ.get("REDIS_URL"):
+        command += ["--redis-url", os.environ["REDIS_URL"]]
+    elif shutil.which("redis-server") is None:
+        pytest.fail("the benchmark needs redis-server on PATH or REDIS_URL (a private server)")
+    done = subprocess.run(
+        command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(out.read_text()), done.stdout
+
+
+def test_every_variant_ran_once(bench_run: tuple[dict[str, Any], str]) -> None:
+    data, _ = bench_run
+    assert sorted(run["variant"] for run in data["runs"]) == sorted(VARIANTS)
+
+
+def test_every_figure_is_reported(bench_run: tuple[dict[str, Any], str]) -> None:
+    data, text = bench_run
+    for run in data["runs"]:
+        throughput, latency, burst = run["throughput"], run["latency"], run["burst"]
+        assert throughput["updates_per_s"] > 0
+        assert latency["p50_ms"] > 0
+        assert latency["p99_ms"] >= latency["p50_ms"]
+        assert throughput["round_trips_per_update"] > 0
+        assert throughput["server_commands_per_update"] > 0
+        assert run["peak_rss_mb"] > 0
+        assert burst["drain_s"] > 0
+        assert burst["lost"] >= 0
+    for needle in (
+        "updates/s",
+        "p50 latency",
+        "p99 latency",
+        "round trips / update",
+        "commands / update",
+        "peak RSS",
+        "lost updates",
+        "drain",
+        "botnodes/fsm",
+        "botnodes/floor",
+        "Targets:",
+        "Machine:",
+        "Versions:",
+        "Date:",
+    ):
+        assert needle in text, f"{needle!r} missing from the report"
+
+
+def test_every_conversation_was_right(bench_run: tuple[dict[str, Any], str]) -> None:
+    data, text = bench_run
+    for run in data["runs"]:
+        assert run["throughput"]["errors"] == 0, run["throughput"]["first_error"]
+        assert run["throughput"]["users_with_wrong_replies"] == 0, run["variant"]
+        assert run["latency"]["errors"] == 0, run["variant"]
+    assert "PROBLEMS" not in text
+
+
+def test_botnodes_and_isolated_fsm_lose_nothing(bench_run: tuple[dict[str, Any], str]) -> None:
+    data, _ = bench_run
+    lost = {run["variant"]: run["burst"]["lost"] for run in data["runs"]}
+    assert lost["botnodes"] == 0
+    assert lost["fsm"] == 0
+    burst = next(run["burst"] for run in data["runs"] if run["variant"] == "botnodes")
+    assert burst["in_order"], "botnodes handles one user's events in arrival order"
