@@ -1,0 +1,348 @@
+"""Bake the template with several answer sets and check every bake the same way.
+
+Modelled on cookiecutter-django's generation tests: a data list of answer combinations
+with readable ids; each bake is checked for its files, for Jinja left in any file or path,
+and with the generated project's own linters (ruff, mypy) run from this environment.
+Bakes are shared per answer set for the session (``baked``), so the tools' caches are
+kept out of the baked folder.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from .baking import TEMPLATE_DIR, BakedProject, child_env, output_tail, write_cookiecutter_config
+
+# (answers, expected slug). Ids read as what the combination tests.
+ANSWER_SETS = [
+    pytest.param({}, "food_bot", id="defaults"),
+    pytest.param({"project_name": "Kit Bot"}, "kit_bot", id="name-derives-slug"),
+    pytest.param({"project_name": "Food-Bot Deluxe"}, "food_bot_deluxe", id="dashes-in-name"),
+    pytest.param({"project_slug": "kitbot"}, "kitbot", id="slug-alone"),
+    pytest.param({"python_version": "3.11"}, "food_bot", id="python-3.11"),
+    pytest.param({"python_version": "3.13"}, "food_bot", id="python-3.13"),
+    pytest.param(
+        {
+            "project_name": "Pizza Çafé",
+            "project_slug": "pizza_cafe",
+            "author_name": "Zoë O'Brien-Łukasiewicz 山田",
+            "author_email": "zoe@example.org",
+            "description": "Orders pizza — fast & «friendly» <b>too</b>, isn't it?",
+        },
+        "pizza_cafe",
+        id="unicode-answers",
+    ),
+]
+
+# The generated project's files that every answer set must produce.
+EXPECTED_FILES = [
+    "README.md",
+    "pyproject.toml",
+    ".env.example",
+    ".gitignore",
+    "botnodes/__init__.py",
+    "botnodes/py.typed",
+    "tests/conftest.py",
+]
+EXPECTED_PACKAGE_FILES = [
+    "__init__.py",
+    "__main__.py",
+    "config.py",
+    "nodes_types.py",
+    "food_api.py",
+    "redis_connection.py",
+    "main.py",
+    "nodes/__init__.py",
+    "nodes/start.py",
+    "nodes/hungry.py",
+    "nodes/hold.py",
+]
+
+# Jinja that cookiecutter should have rendered. Rendering consumes every unescaped "{{",
+# so what survives is a copied-verbatim file that needed rendering, or a slip with
+# {% raw %}. The generated code legitimately has "{{" elsewhere: Python f-strings escaping
+# Redis hash tags (f"{key}:{{{user_id}}}", f"{key}:{{1}}"), GitHub Actions' "${{ ... }}" and
+# Go templates ("{{.State}}"), so a bare "{{" or "}}" cannot be the test. Flagged are: a
+# cookiecutter variable however spaced; any other Jinja-style "{{ name" (a space after the
+# braces, which f-string escapes and Go templates do not have); a Jinja statement tag; a
+# Jinja comment.
+_JINJA_TAGS = (
+    "if|elif|else|endif|for|endfor|raw|endraw|set|endset|macro|endmacro|include|import|from"
+    "|block|endblock|extends|filter|endfilter|with|endwith|call|endcall"
+)
+JINJA_LEFTOVER = re.compile(
+    r"\{\{-?\s*cookiecutter\b"
+    r"|(?<![{$])\{\{-?\s+[A-Za-z_]"
+    rf"|\{{%-?\s*(?:{_JINJA_TAGS})\b"
+    r"|\{#.*?#\}"
+)
+
+
+def jinja_leftovers(project: BakedProject) -> list[str]:
+    """Return "path:line: text" for every path or line that still holds Jinja syntax."""
+    found = []
+    for rel in project.files():
+        if JINJA_LEFTOVER.search(str(rel)):
+            found.append(f"{rel}: Jinja in the path")
+        data = (project.path / rel).read_bytes()
+        if b"\0" in data:
+            continue  # binary
+        for number, line in enumerate(data.decode("utf-8").splitlines(), 1):
+            if JINJA_LEFTOVER.search(line):
+                found.append(f"{rel}:{number}: {line.strip()}")
+    return found
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        'name = "{{ cookiecutter.project_slug }}"',
+        'name = "{{cookiecutter.project_slug}}"',
+        "version: {{ python_version }}",
+        "{%- if cookiecutter.docker %}",
+        "{% endraw %}",
+        "{# a Jinja comment #}",
+    ],
+)
+def test_jinja_scan_flags_leftovers(line: str) -> None:
+    assert JINJA_LEFTOVER.search(line)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        'return f"{self._prefix}:{{{user_id}}}:lock"',
+        'await redis.get(f"{state_key}:{{1}}")',
+        "python-version: ${{ matrix.python-version }}",
+        'test: ["CMD", "docker", "inspect", "--format", "{{.State.Health}}"]',
+        'config = {"a": {"b": 1}}',
+        'text = "%s{%s}" % (a, b)',
+    ],
+)
+def test_jinja_scan_allows_legitimate_braces(line: str) -> None:
+    assert not JINJA_LEFTOVER.search(line)
+
+
+@pytest.fixture(scope="session")
+def mypy_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One mypy cache for all bakes: the third-party stubs (aiogram) are analysed once."""
+    return tmp_path_factory.mktemp("mypy-cache")
+
+
+def run_tool(project: BakedProject, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run a tool of this environment (ruff, mypy) as a module, in the baked project."""
+    return project.run(sys.executable, "-m", *args)
+
+
+@pytest.mark.parametrize(("answers", "slug"), ANSWER_SETS)
+def test_bake_has_the_project_files(
+    baked: Callable[..., BakedProject], answers: dict[str, str], slug: str
+) -> None:
+    project = baked(**answers)
+    assert project.slug == slug
+    missing = [rel for rel in EXPECTED_FILES if not project.has_file(rel)]
+    missing += [
+        f"{slug}/{rel}" for rel in EXPECTED_PACKAGE_FILES if not project.has_file(f"{slug}/{rel}")
+    ]
+    assert missing == []
+    assert not project.has_file(".env"), "a .env must never be generated: it holds the token"
+
+
+@pytest.mark.parametrize(("answers", "slug"), ANSWER_SETS)
+def test_bake_leaves_no_jinja(
+    baked: Callable[..., BakedProject], answers: dict[str, str], slug: str
+) -> None:
+    assert jinja_leftovers(baked(**answers)) == []
+
+
+@pytest.mark.parametrize(("answers", "slug"), ANSWER_SETS)
+def test_bake_has_no_template_leftovers(
+    baked: Callable[..., BakedProject], answers: dict[str, str], slug: str
+) -> None:
+    project = baked(**answers)
+    stray = [
+        str(rel)
+        for rel in project.files()
+        if {"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".venv"} & set(rel.parts)
+    ]
+    assert stray == []
+
+
+@pytest.mark.parametrize(("answers", "slug"), ANSWER_SETS)
+def test_bake_pyproject_carries_the_answers(
+    baked: Callable[..., BakedProject], answers: dict[str, str], slug: str
+) -> None:
+    """The answers reach pyproject.toml intact: quotes and non-ASCII must not break TOML."""
+    project = baked(**answers)
+    meta = tomllib.loads(project.read("pyproject.toml"))["project"]
+    author = meta["authors"][0]
+    assert author["name"] == answers.get("author_name", "Your Name")
+    assert author["email"] == answers.get("author_email", "you@example.com")
+    assert meta["description"] == answers.get(
+        "description", "A Telegram food-ordering bot on aiogram 3, botnodes and Redis."
+    )
+    # Whatever the Docker/CI Python, the project itself installs on every offered version.
+    assert meta["requires-python"] == ">=3.11"
+
+
+@pytest.mark.parametrize(("answers", "slug"), ANSWER_SETS)
+def test_bake_passes_ruff_check(
+    baked: Callable[..., BakedProject], answers: dict[str, str], slug: str
+) -> None:
+    result = run_tool(baked(**answers), "ruff", "check", "--no-cache", ".")
+    assert result.returncode == 0, output_tail(result)
+
+
+@pytest.mark.parametrize(("answers", "slug"), ANSWER_SETS)
+def test_bake_passes_ruff_format_check(
+    baked: Callable[..., BakedProject], answers: dict[str, str], slug: str
+) -> None:
+    result = run_tool(baked(**answers), "ruff", "format", "--check", "--no-cache", ".")
+    assert result.returncode == 0, output_tail(result)
+
+
+@pytest.mark.parametrize(("answers", "slug"), ANSWER_SETS)
+def test_bake_passes_mypy(
+    baked: Callable[..., BakedProject], answers: dict[str, str], slug: str, mypy_cache: Path
+) -> None:
+    """Plain `mypy` as the project's CI runs it: the files and strictness come from pyproject."""
+    result = run_tool(baked(**answers), "mypy", "--cache-dir", str(mypy_cache))
+    assert result.returncode == 0, output_tail(result)
+
+
+def test_botnodes_is_mypy_strict(baked: Callable[..., BakedProject], mypy_cache: Path) -> None:
+    """The vendored library is strict whatever the project's config says about the rest."""
+    result = run_tool(baked(), "mypy", "--strict", "--cache-dir", str(mypy_cache), "botnodes")
+    assert result.returncode == 0, output_tail(result)
+
+
+# ---- refused answers: the CLI a user runs, its one-line message, and nothing left behind.
+
+BAD_SLUGS = [
+    ("food-bot", "is not a valid Python identifier: use lower-case letters"),
+    ("food bot", "is not a valid Python identifier: use lower-case letters"),
+    ("2food", "is not a valid Python identifier: use lower-case letters"),
+    ("FoodBot", "is not lower case: use lower-case letters"),
+    ("fööd", "is not ASCII: use lower-case letters"),
+    ("class", "is a Python keyword: pick another name"),
+    ("match", "is a Python soft keyword: pick another name"),
+    ("aiogram", "shadows the module 'aiogram' that the project imports: pick another name"),
+    ("redis", "shadows the module 'redis' that the project imports: pick another name"),
+    ("botnodes", "shadows the module 'botnodes' that the project imports: pick another name"),
+    ("tests", "shadows the module 'tests' that the project imports: pick another name"),
+    ("json", "shadows the standard-library module 'json': pick another name"),
+    ("asyncio", "shadows the standard-library module 'asyncio': pick another name"),
+]
+
+
+def run_cookiecutter_cli(
+    tmp_path: Path, *answers: str, template: Path = TEMPLATE_DIR
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """Run `cookiecutter --no-input <template> key=value...` into an empty output folder."""
+    out = tmp_path / "out"
+    out.mkdir()
+    config = write_cookiecutter_config(tmp_path)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cookiecutter",
+            "--no-input",
+            "-o",
+            str(out),
+            str(template),
+            *answers,
+        ],
+        env=child_env({"COOKIECUTTER_CONFIG": str(config)}),
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+        check=False,
+    )
+    return result, out
+
+
+def error_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("ERROR:")]
+
+
+@pytest.mark.parametrize(("slug", "rule"), BAD_SLUGS, ids=[slug for slug, _ in BAD_SLUGS])
+def test_bad_slug_fails_with_one_line_and_leaves_nothing(
+    tmp_path: Path, slug: str, rule: str
+) -> None:
+    result, out = run_cookiecutter_cli(tmp_path, f"project_slug={slug}")
+    assert result.returncode != 0
+    lines = error_lines(result)
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"ERROR: project_slug {slug!r} {rule}")
+    assert "Traceback" not in result.stderr
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        (
+            "author_email=not-an-address",
+            "ERROR: author_email 'not-an-address' is not an e-mail address: "
+            "use the form name@example.com",
+        ),
+        (
+            'description=A "quoted" bot',
+            "ERROR: description 'A \"quoted\" bot' contains '\"': leave out double quotes, "
+            "backslashes and line breaks, they would break pyproject.toml",
+        ),
+    ],
+    ids=["bad-email", "quote-in-description"],
+)
+def test_bad_free_text_fails_with_one_line(tmp_path: Path, answer: str, message: str) -> None:
+    """A quote in an answer reaches the hook intact (no SyntaxError) and is refused cleanly."""
+    result, out = run_cookiecutter_cli(tmp_path, answer)
+    assert result.returncode != 0
+    assert error_lines(result) == [message], result.stderr
+    assert list(out.iterdir()) == []
+
+
+def test_cli_bake_prints_next_steps(tmp_path: Path) -> None:
+    result, out = run_cookiecutter_cli(tmp_path, "project_slug=kitbot")
+    assert result.returncode == 0, output_tail(result)
+    assert (out / "kitbot" / "kitbot" / "__main__.py").is_file()
+    lines = [line.strip() for line in result.stdout.splitlines()]
+    assert "python -m kitbot" in lines
+    assert any(line.startswith("cd ") and line.endswith("kitbot") for line in lines)
+
+
+def test_template_leftovers_and_secrets_stay_behind(tmp_path: Path) -> None:
+    """A developer's .env and caches inside the template folder must not reach a new project.
+
+    Cookiecutter copies whatever is in the template folder, so this bakes a copy of the
+    template with such left-overs planted, the way a developer's checkout can look.
+    """
+    template = tmp_path / "template"
+    shutil.copytree(
+        TEMPLATE_DIR,
+        template,
+        ignore=shutil.ignore_patterns(".git", ".venv", ".notes", "*_cache", "__pycache__"),
+    )
+    inner = template / "{{cookiecutter.project_slug}}"
+    secret = "123456:planted-secret-token"
+    (inner / ".env").write_text(f"BOT_TOKEN={secret}\n", encoding="utf-8")
+    (inner / "botnodes" / "__pycache__").mkdir()
+    (inner / "botnodes" / "__pycache__" / "node.cpython-311.pyc").write_bytes(b"\0stale")
+
+    result, out = run_cookiecutter_cli(tmp_path, template=template)
+
+    assert result.returncode == 0, output_tail(result)
+    assert not (out / "food_bot" / ".env").exists()
+    assert not (out / "food_bot" / "botnodes" / "__pycache__").exists()
+    assert (out / "food_bot" / "pyproject.toml").is_file()
+    assert secret not in result.stdout + result.stderr
