@@ -105,8 +105,8 @@ class FakeSession(BaseSession):
         chunk_size: int = 65536,
         raise_for_status: bool = True,
     ) -> AsyncGenerator[bytes, None]:
-        raise UnknownMethodError("file download")
-        yield b""  # pragma: no cover - makes this an async generator like the base class
+        raise UnknownMethodError(f"no file at {url}")
+        yield b""  # type: ignore[unreachable]  # an async generator, like the base class
 
     async def close(self) -> None:
         """Nothing to close: no network."""
@@ -158,6 +158,7 @@ class FakeBotAPIServer:
         self._update_ids = itertools.count(1)
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
+        self._closing = False
         self.port = 0
 
     @property
@@ -170,13 +171,14 @@ class FakeBotAPIServer:
         app.router.add_route("GET", "/bot{token}/{method}", self._handle)
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert server is not None
-        self.port = int(server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self.port = int(self._runner.addresses[0][1])
 
     async def close(self) -> None:
+        # Wake long-polling getUpdates calls so shutdown does not wait out their timeout.
+        async with self._changed:
+            self._closing = True
+            self._changed.notify_all()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -194,7 +196,7 @@ class FakeBotAPIServer:
     def calls(self, method: str) -> list[ApiCall]:
         return [call for call in self.telegram.calls if call.method == method]
 
-    async def wait_for(self, predicate: Any, timeout: float, what: str) -> None:  # noqa: ASYNC109
+    async def wait_for(self, predicate: Any, timeout: float, what: str) -> None:
         """Wait until `predicate()` holds; fail the test with `what` after `timeout` seconds."""
         deadline = time.monotonic() + timeout
         async with self._changed:
@@ -207,7 +209,7 @@ class FakeBotAPIServer:
                 except TimeoutError:
                     continue
 
-    async def wait_polling(self, timeout: float = 20.0) -> None:  # noqa: ASYNC109
+    async def wait_polling(self, timeout: float = 20.0) -> None:
         """Wait until a bot asks for updates, i.e. it started and is ready."""
         await self.wait_for(lambda: bool(self.calls("getUpdates")), timeout, "getUpdates")
 
@@ -261,7 +263,7 @@ class FakeBotAPIServer:
         async with self._changed:
             # Updates below the offset are confirmed: Telegram never sends them again.
             self._updates = [u for u in self._updates if u["update_id"] >= offset]
-            while not self._updates and time.monotonic() < deadline:
+            while not self._updates and not self._closing and time.monotonic() < deadline:
                 try:
                     await asyncio.wait_for(self._changed.wait(), deadline - time.monotonic())
                 except TimeoutError:
@@ -342,7 +344,7 @@ class BotProcess:
     def log(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
-    async def wait(self, timeout: float = 30.0) -> int:  # noqa: ASYNC109
+    async def wait(self, timeout: float = 30.0) -> int:
         assert self.process is not None
         try:
             return await asyncio.wait_for(self.process.wait(), timeout)
@@ -351,7 +353,7 @@ class BotProcess:
                 f"bot did not exit within {timeout}s; log:\n{self.log()}"
             ) from None
 
-    async def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 30.0) -> int:  # noqa: ASYNC109
+    async def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 30.0) -> int:
         """Send `sig` and return the exit code."""
         assert self.process is not None
         if self.process.returncode is None:

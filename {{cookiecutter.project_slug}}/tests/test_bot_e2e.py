@@ -1,0 +1,210 @@
+"""End to end: `python -m <bot>` as a subprocess against a fake Bot API server on 127.0.0.1.
+
+Real process, real signals, real Redis; only Telegram (and the food API) are stand-ins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiogram import Bot
+from aiohttp import web
+from redis.asyncio import Redis
+
+from food_bot.food_api import LoggingFoodAPI
+from food_bot.main import create_nodes
+from food_bot.middlewares import STATE_UNAVAILABLE_TEXT
+from food_bot.nodes import Start
+from food_bot.nodes_types import Ctx
+
+from .conftest import RedisServer, free_port
+from .fake_telegram import BotProcess, FakeBotAPIServer, FakeSession
+from .test_bot_nodes import make_settings
+
+pytestmark = pytest.mark.slow
+
+PACKAGE = "food_bot"
+TOKEN = "987654:E2E-secret-token-must-never-be-logged"
+ALICE = 5001
+
+GREETING = "Hello, alice! Are you hungry?"
+MAIN_MENU = "Again main menu! Are you hungry?"
+EMPTY_CART = "What are you gonna order? Cart: Empty"
+
+StartBot = Callable[..., Awaitable[BotProcess]]
+
+
+@pytest.fixture
+async def bot_api() -> AsyncIterator[FakeBotAPIServer]:
+    server = FakeBotAPIServer(TOKEN)
+    await server.start()
+    yield server
+    await server.close()
+
+
+@pytest.fixture
+async def start_bot(
+    bot_api: FakeBotAPIServer, tmp_path: Path, redis_url: str, state_key: str
+) -> AsyncIterator[StartBot]:
+    """Start bot processes wired to `bot_api`; all are killed after the test."""
+    started: list[BotProcess] = []
+
+    async def start(**settings: str) -> BotProcess:
+        env = {
+            "BOT_TOKEN": TOKEN,
+            "TELEGRAM_API_URL": bot_api.url,
+            "REDIS_URL": redis_url,
+            "STATE_KEY": state_key,
+            "LOG_LEVEL": "DEBUG",
+            **settings,
+        }
+        process = BotProcess(PACKAGE, env, tmp_path / f"bot{len(started)}")
+        started.append(process)
+        await process.start()
+        await bot_api.wait_polling()
+        return process
+
+    yield start
+    for process in started:
+        await process.kill()
+
+
+async def current_node(redis: Redis, state_key: str, user_id: int) -> Any:
+    """The node botnodes has stored for the user, read through the bot's own registry."""
+    settings = make_settings(state_key)
+    bot = Bot(TOKEN, session=FakeSession())
+    ctx = Ctx(bot=bot, settings=settings, food_api=LoggingFoodAPI(), logger=logging.getLogger())
+    return await create_nodes(settings, redis, ctx).user(user_id).get_node()
+
+
+def assert_clean_log(process: BotProcess) -> None:
+    log = process.log()
+    assert TOKEN not in log
+    assert TOKEN.split(":")[1] not in log
+    assert "Traceback" not in log
+
+
+async def test_whole_food_flow_then_sigterm_exits_0(
+    bot_api: FakeBotAPIServer, start_bot: StartBot
+) -> None:
+    bot = await start_bot()
+
+    assert await bot_api.say(ALICE, "hi", 1) == [GREETING]
+    assert await bot_api.say(ALICE, "Yes", 2) == ["No worries, I've got you back!", EMPTY_CART]
+    assert await bot_api.say(ALICE, "Pizza", 2) == [
+        "Added Pizza",
+        "What are you gonna order? Cart: Pizza",
+    ]
+    assert await bot_api.say(ALICE, "Cola", 2) == [
+        "Added Cola",
+        "What are you gonna order? Cart: Pizza, Cola",
+    ]
+    assert await bot_api.say(ALICE, "Finish", 3) == ["Ordering Pizza, Cola", "Ordered!", MAIN_MENU]
+    assert await bot_api.say(ALICE, "/start", 1) == [GREETING]
+    assert await bot_api.say(ALICE, "No", 1) == ["Write me when you are ready then!"]
+    assert await bot_api.say(ALICE, "anything", 1) == [MAIN_MENU]
+
+    # Only the update types the routers handle are requested from Telegram.
+    assert bot_api.calls("getUpdates")[0].params["allowed_updates"] == '["message"]'
+
+    assert await bot.stop(signal.SIGTERM) == 0
+    assert "Order for user 5001: Pizza, Cola" in bot.log()
+    assert_clean_log(bot)
+
+
+async def test_sigint_also_exits_0(bot_api: FakeBotAPIServer, start_bot: StartBot) -> None:
+    bot = await start_bot()
+    assert await bot_api.say(ALICE, "hi", 1) == [GREETING]
+    assert await bot.stop(signal.SIGINT) == 0
+    assert_clean_log(bot)
+
+
+async def test_redis_outage_answers_try_again_and_recovers(
+    bot_api: FakeBotAPIServer,
+    start_bot: StartBot,
+    start_redis: Callable[..., RedisServer],
+) -> None:
+    redis_server = start_redis()
+    bot = await start_bot(REDIS_URL=redis_server.url, REDIS_RETRIES="1")
+    assert await bot_api.say(ALICE, "hi", 1) == [GREETING]
+    assert await bot_api.say(ALICE, "Yes", 2) == ["No worries, I've got you back!", EMPTY_CART]
+
+    redis_server.stop()
+    assert await bot_api.say(ALICE, "Pizza", 1) == [STATE_UNAVAILABLE_TEXT]
+    assert await bot_api.say(ALICE, "Pizza", 1) == [STATE_UNAVAILABLE_TEXT]
+    assert bot.running
+
+    redis_server.start()  # same port, empty data: the user starts over
+    assert await bot_api.say(ALICE, "Pizza", 1) == [GREETING]
+    assert await bot_api.say(ALICE, "Yes", 2) == ["No worries, I've got you back!", EMPTY_CART]
+
+    assert await bot.stop() == 0
+    assert "Redis unavailable for user 5001" in bot.log()
+    assert_clean_log(bot)
+
+
+class SlowFoodAPI:
+    """A food API that takes its time, to catch a shutdown in the middle of an order."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.received = asyncio.Event()
+        self.orders: list[Mapping[str, Any]] = []
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def _order(self, request: web.Request) -> web.Response:
+        self.received.set()
+        await asyncio.sleep(self.delay)
+        self.orders.append(await request.json())
+        return web.json_response({"ok": True})
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/orders", self._order)
+        self._runner = web.AppRunner(app, handle_signals=False)
+        await self._runner.setup()
+        port = free_port()
+        await web.TCPSite(self._runner, "127.0.0.1", port).start()
+        self.url = f"http://127.0.0.1:{port}/orders"
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+@pytest.fixture
+async def slow_food_api() -> AsyncIterator[SlowFoodAPI]:
+    api = SlowFoodAPI(delay=2.0)
+    await api.start()
+    yield api
+    await api.close()
+
+
+async def test_sigterm_during_an_order_lets_it_finish(
+    bot_api: FakeBotAPIServer,
+    start_bot: StartBot,
+    slow_food_api: SlowFoodAPI,
+    redis_client: Redis,
+    state_key: str,
+) -> None:
+    bot = await start_bot(FOOD_API_URL=slow_food_api.url, SHUTDOWN_TIMEOUT="8")
+    await bot_api.say(ALICE, "hi", 1)
+    await bot_api.say(ALICE, "Yes", 2)
+    await bot_api.say(ALICE, "Pizza", 2)
+
+    finish = asyncio.create_task(bot_api.say(ALICE, "Finish", 3))
+    await asyncio.wait_for(slow_food_api.received.wait(), 15)
+    assert await bot.stop(signal.SIGTERM) == 0
+
+    assert await finish == ["Ordering Pizza", "Ordered!", MAIN_MENU]
+    assert slow_food_api.orders == [{"user_id": ALICE, "items": ["Pizza"]}]
+    assert isinstance(await current_node(redis_client, state_key, ALICE), Start)
+    assert "All in-flight updates finished" in bot.log()
+    assert_clean_log(bot)
