@@ -6,15 +6,15 @@ Real process, real signals, real Redis; only Telegram (and the food API) are sta
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiogram import Bot
-from aiohttp import web
 from redis.asyncio import Redis
 
 from food_bot.food_api import LoggingFoodAPI
@@ -23,8 +23,9 @@ from food_bot.middlewares import STATE_UNAVAILABLE_TEXT
 from food_bot.nodes import Start
 from food_bot.nodes_types import Ctx
 
-from .conftest import RedisServer, free_port
+from .conftest import RedisServer
 from .fake_telegram import BotProcess, FakeBotAPIServer, FakeSession
+from .test_bot_food_api import OrderServer
 from .test_bot_nodes import make_settings
 
 pytestmark = pytest.mark.slow
@@ -149,48 +150,18 @@ async def test_redis_outage_answers_try_again_and_recovers(
     assert_clean_log(bot)
 
 
-class SlowFoodAPI:
-    """A food API that takes its time, to catch a shutdown in the middle of an order."""
-
-    def __init__(self, delay: float) -> None:
-        self.delay = delay
-        self.received = asyncio.Event()
-        self.orders: list[Mapping[str, Any]] = []
-        self._runner: web.AppRunner | None = None
-        self.url = ""
-
-    async def _order(self, request: web.Request) -> web.Response:
-        self.received.set()
-        await asyncio.sleep(self.delay)
-        self.orders.append(await request.json())
-        return web.json_response({"ok": True})
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/orders", self._order)
-        self._runner = web.AppRunner(app, handle_signals=False)
-        await self._runner.setup()
-        port = free_port()
-        await web.TCPSite(self._runner, "127.0.0.1", port).start()
-        self.url = f"http://127.0.0.1:{port}/orders"
-
-    async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-
 @pytest.fixture
-async def slow_food_api() -> AsyncIterator[SlowFoodAPI]:
-    api = SlowFoodAPI(delay=2.0)
-    await api.start()
-    yield api
-    await api.close()
+async def slow_food_api() -> AsyncIterator[OrderServer]:
+    server = OrderServer(delay=2.0)
+    await server.start()
+    yield server
+    await server.close()
 
 
 async def test_sigterm_during_an_order_lets_it_finish(
     bot_api: FakeBotAPIServer,
     start_bot: StartBot,
-    slow_food_api: SlowFoodAPI,
+    slow_food_api: OrderServer,
     redis_client: Redis,
     state_key: str,
 ) -> None:
@@ -204,7 +175,9 @@ async def test_sigterm_during_an_order_lets_it_finish(
     assert await bot.stop(signal.SIGTERM) == 0
 
     assert await finish == ["Ordering Pizza", "Ordered!", MAIN_MENU]
-    assert slow_food_api.orders == [{"user_id": ALICE, "items": ["Pizza"]}]
+    assert [json.loads(body) for body in slow_food_api.bodies] == [
+        {"user_id": ALICE, "items": ["Pizza"]}
+    ]
     assert isinstance(await current_node(redis_client, state_key, ALICE), Start)
     assert "All in-flight updates finished" in bot.log()
     assert_clean_log(bot)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
@@ -21,23 +21,24 @@ from {{ cookiecutter.project_slug }}.food_api import (
 
 from .conftest import free_port
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
 
 class OrderServer:
-    """Records each request body and answers with whatever `handler` decides."""
+    """A food API on 127.0.0.1: records each order, answers `status` after `delay` seconds."""
 
-    def __init__(self) -> None:
+    def __init__(self, status: int = 200, delay: float = 0.0) -> None:
         self.bodies: list[bytes] = []
         self.content_types: list[str] = []
-        self.status = 200
-        self.delay = 0.0
+        self.status = status
+        self.delay = delay
+        #: Set when a request arrived (before the delay), to act while it is in flight.
+        self.received = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self.url = ""
 
     async def _order(self, request: web.Request) -> web.Response:
         self.bodies.append(await request.read())
         self.content_types.append(request.content_type)
+        self.received.set()
         await asyncio.sleep(self.delay)
         return web.Response(status=self.status, text="{}")
 
