@@ -158,3 +158,17 @@ def test_cli_reads_dotenv_from_the_working_directory(tmp_path: Path) -> None:
     result = run_cli(tmp_path, {})
     assert result.returncode == 2
     assert result.stderr.startswith("Configuration error: LOG_LEVEL: ")
+
+
+def test_env_example_lists_every_setting_with_its_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    example = Path(__file__).resolve().parent.parent / ".env.example"
+    names = {
+        line.split("=", 1)[0]
+        for line in example.read_text().splitlines()
+        if line and not line.startswith("#")
+    }
+    assert names == set(SETTING_NAMES)
+    monkeypatch.setenv("BOT_TOKEN", TOKEN)
+    assert load_settings(example) == load_settings(None)
