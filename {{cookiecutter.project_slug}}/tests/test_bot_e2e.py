@@ -17,11 +17,11 @@ import pytest
 from aiogram import Bot
 from redis.asyncio import Redis
 
-from food_bot.food_api import LoggingFoodAPI
-from food_bot.main import create_nodes
-from food_bot.middlewares import STATE_UNAVAILABLE_TEXT
-from food_bot.nodes import Start
-from food_bot.nodes_types import Ctx
+from {{ cookiecutter.project_slug }}.food_api import LoggingFoodAPI
+from {{ cookiecutter.project_slug }}.main import create_nodes
+from {{ cookiecutter.project_slug }}.middlewares import STATE_UNAVAILABLE_TEXT
+from {{ cookiecutter.project_slug }}.nodes import Start
+from {{ cookiecutter.project_slug }}.nodes_types import Ctx
 
 from .conftest import RedisServer
 from .fake_telegram import BotProcess, FakeBotAPIServer, FakeSession
@@ -30,7 +30,7 @@ from .test_bot_nodes import make_settings
 
 pytestmark = pytest.mark.slow
 
-PACKAGE = "food_bot"
+PACKAGE = "{{ cookiecutter.project_slug }}"
 TOKEN = "987654:E2E-secret-token-must-never-be-logged"
 ALICE = 5001
 
