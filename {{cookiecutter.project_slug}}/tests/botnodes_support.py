@@ -7,6 +7,7 @@ exercise the library's contract (transitions, failures, migrations) in as few li
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,6 +126,13 @@ NODES: dict[str, type[Node[Ctx, Msg, int, Any]]] = {
     "cart": Cart,
     "bad_enter": BadEnter,
 }
+
+
+async def stored_json(redis: Redis, key: str) -> Any:
+    """The JSON value stored under `key`, failing the test if there is none."""
+    raw = await redis.get(key)
+    assert raw is not None, f"nothing stored under {key}"
+    return json.loads(raw)
 
 
 def make_nodes(

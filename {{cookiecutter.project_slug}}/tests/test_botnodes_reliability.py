@@ -23,7 +23,7 @@ from redis.retry import Retry
 
 from botnodes import LockTimeoutError, Node, StateUnavailableError
 
-from .botnodes_support import BadEnter, Cart, Ctx, Menu, Msg, make_nodes
+from .botnodes_support import BadEnter, Cart, Ctx, Menu, Msg, make_nodes, stored_json
 from .conftest import RedisServer
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -290,7 +290,7 @@ async def test_old_data_is_migrated_not_reset(
     await redis_client.set(f"{state_key}:{{1}}", '{"items": ["tea"], "node_name": "cart"}')
     await nodes.route(Msg(1, "cake"))
     assert ctx.texts(1) == []  # no reset greeting
-    stored = json.loads(await redis_client.get(f"{state_key}:{{1}}"))
+    stored = await stored_json(redis_client, f"{state_key}:{{1}}")
     assert stored == {"dishes": ["tea", "cake"], "node_name": "basket", "_v": 1}
     assert "upgraded stored state of user 1: node key 'cart' renamed to 'basket'" in caplog.text
 
@@ -315,7 +315,7 @@ async def test_users_in_the_010_hash_are_moved_on_first_touch(
     await nodes.route(Msg(1, "cake"))
     assert ctx.texts(1) == []  # continued on their node, not reset
     assert await cart_items(nodes, 1) == ["tea", "cake"]
-    assert json.loads(await redis_client.get(f"{state_key}:{{1}}"))["items"] == ["tea", "cake"]
+    assert (await stored_json(redis_client, f"{state_key}:{{1}}"))["items"] == ["tea", "cake"]
     assert await redis_client.hkeys(state_key) == [b"2"]  # moved out; user 2 untouched
 
 

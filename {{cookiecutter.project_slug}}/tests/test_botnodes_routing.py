@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-import json
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
 from botnodes import ConfigurationError, UnregisteredNodeError
 
-from .botnodes_support import Cart, Ctx, Menu, Msg, Unregistered, make_nodes
+from .botnodes_support import (
+    Cart,
+    Ctx,
+    Menu,
+    Msg,
+    Unregistered,
+    make_nodes,
+    stored_json,
+)
 
 
 async def test_first_event_puts_a_new_user_on_the_start_node_without_on_event(
@@ -28,8 +36,10 @@ async def test_returned_node_is_entered_and_stored(redis_client: Redis, state_ke
     await nodes.route(Msg(1, "hi"))
     await nodes.route(Msg(1, "cart"))
     assert ctx.texts(1) == ["menu", "cart: empty"]
-    stored = await redis_client.get(f"{state_key}:{{1}}")
-    assert json.loads(stored) == {"items": [], "node_name": "cart"}
+    assert await stored_json(redis_client, f"{state_key}:{{1}}") == {
+        "items": [],
+        "node_name": "cart",
+    }
 
 
 async def test_returning_none_keeps_the_node_and_stores_changed_data_without_on_enter(
@@ -118,7 +128,7 @@ async def test_to_refuses_an_unregistered_node_before_touching_redis(
     ids=["empty-name", "braces", "lock-ttl", "lock-wait", "state-ttl"],
 )
 def test_bad_options_are_refused(
-    redis_client: Redis, options: dict[str, object], message: str
+    redis_client: Redis, options: dict[str, Any], message: str
 ) -> None:
     prefix = str(options.pop("redis_property_name", "ok"))
     with pytest.raises(ConfigurationError, match=message.replace("{", r"\{").replace("(", r"\(")):
