@@ -79,7 +79,7 @@ def next_steps(slug: str, cd_path: str, has_compose: bool) -> str:
     lines += [
         "",
         "Run without Docker (needs a Redis server; set REDIS_URL in .env):",
-        "  python -m venv .venv && . .venv/bin/activate && pip install -e '.[dev]'",
+        "  python3 -m venv .venv && . .venv/bin/activate && pip install -e '.[dev]'",
         f"  python -m {slug}",
         "",
         "Run the tests (inside the activated .venv):",

@@ -231,7 +231,7 @@ def test_next_steps_give_the_readme_commands(has_compose: bool) -> None:
     lines = [line.strip() for line in text.splitlines()]
     for command in [
         "cd kitbot",
-        "python -m venv .venv && . .venv/bin/activate && pip install -e '.[dev]'",
+        "python3 -m venv .venv && . .venv/bin/activate && pip install -e '.[dev]'",
         "python -m kitbot",
         "pytest",
     ]:
