@@ -160,6 +160,9 @@ class FakeBotAPIServer:
         self._runner: web.AppRunner | None = None
         self._closing = False
         self.port = 0
+        #: Most updates one getUpdates call returns (Telegram's `limit`); lower it to make
+        #: several polling processes share a burst.
+        self.batch_size = 100
 
     @property
     def url(self) -> str:
@@ -268,7 +271,7 @@ class FakeBotAPIServer:
                     await asyncio.wait_for(self._changed.wait(), deadline - time.monotonic())
                 except TimeoutError:
                     break
-            batch = self._updates[:100]
+            batch = self._updates[: min(int(params.get("limit", 100)), self.batch_size)]
             # Hand each update to one poller only, so several bot processes can share a server.
             self._updates = self._updates[len(batch) :]
             return batch

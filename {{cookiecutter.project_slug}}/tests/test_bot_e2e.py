@@ -181,3 +181,36 @@ async def test_sigterm_during_an_order_lets_it_finish(
     assert isinstance(await current_node(redis_client, state_key, ALICE), Start)
     assert "All in-flight updates finished" in bot.log()
     assert_clean_log(bot)
+
+
+async def wait_for_log(process: BotProcess, text: str, timeout: float = 30.0) -> None:
+    """Wait until the process has logged `text` (it polls a file, so it sleeps between looks)."""
+    async with asyncio.timeout(timeout):
+        while text not in process.log():  # noqa: ASYNC110 - the log is a file, not an event
+            await asyncio.sleep(0.05)
+
+
+async def test_two_polling_processes_lose_no_item_of_a_burst(
+    bot_api: FakeBotAPIServer, start_bot: StartBot, redis_client: Redis, state_key: str
+) -> None:
+    first = await start_bot()
+    second = await start_bot()
+    for process in (first, second):  # `start_bot` returns once *a* process polls
+        await wait_for_log(process, "Run polling")
+    await bot_api.say(ALICE, "hi", 1)
+    await bot_api.say(ALICE, "Yes", 2)
+    bot_api.batch_size = 5  # both pollers get a share of the burst
+    before = len(bot_api.sent_texts(ALICE))
+    items = [f"dish{i}" for i in range(50)]
+    for item in items:
+        await bot_api.push_message(ALICE, item)
+    await bot_api.wait_for(
+        lambda: len(bot_api.sent_texts(ALICE)) >= before + 2 * len(items), 60, "100 answers"
+    )
+
+    node = await current_node(redis_client, state_key, ALICE)
+    assert sorted(node._data.order) == sorted(items)
+    for process in (first, second):
+        assert f"transition user={ALICE} from=hungry to=hungry" in process.log()
+        assert await process.stop(signal.SIGTERM) == 0
+        assert_clean_log(process)
