@@ -61,7 +61,7 @@ async def _walk(
     variant: Variant, user_id: int, errors: list[str], slots: asyncio.Semaphore | None
 ) -> None:
     for text in FLOW:
-        update = make_update(user_id, text)
+        update = make_update(variant.bot, user_id, text)
         if slots is None:
             await _feed_checked(variant, update, errors)
         else:
@@ -110,7 +110,7 @@ async def latency(variant: Variant, user_id: int, flows: int) -> dict[str, Any]:
     samples: list[float] = []
     for _ in range(flows):
         for text in FLOW:
-            update = make_update(user_id, text)
+            update = make_update(variant.bot, user_id, text)
             started = time.perf_counter()
             await _feed_checked(variant, update, errors)
             samples.append(time.perf_counter() - started)
@@ -129,14 +129,14 @@ async def burst(variant: Variant, user_id: int, size: int) -> dict[str, Any]:
     """One user in the cart sends `size` items at once; count what survived and time the drain."""
     errors: list[str] = []
     for text in ("hi", "Yes"):
-        await _feed_checked(variant, make_update(user_id, text), errors)
+        await _feed_checked(variant, make_update(variant.bot, user_id, text), errors)
     items = [f"{BURST_PREFIX}{n}" for n in range(size)]
-    updates = [make_update(user_id, item) for item in items]
+    updates = [make_update(variant.bot, user_id, item) for item in items]
     started = time.perf_counter()
     await asyncio.gather(*(_feed_checked(variant, update, errors) for update in updates))
     drain = time.perf_counter() - started
     before_finish = len(variant.session.sent[user_id])
-    await _feed_checked(variant, make_update(user_id, "Finish"), errors)
+    await _feed_checked(variant, make_update(variant.bot, user_id, "Finish"), errors)
     replies = variant.session.sent[user_id][before_finish:]
     prefix = ordering([])
     cart: list[str] = []

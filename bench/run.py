@@ -44,7 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--latency-flows",
         type=int,
-        default=50,
+        default=100,
         help="flows (8 updates each) the single latency user sends",
     )
     parser.add_argument("--burst", type=int, default=50, help="events in the one-user burst")
