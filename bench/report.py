@@ -196,6 +196,10 @@ def render(results: Sequence[Result], meta: dict[str, Any]) -> str:
         ]
     out += [
         "",
+        f"Settings: {meta['settings']['users']} users x 8 updates, "
+        f"{meta['settings']['in_flight']} in flight; latency over "
+        f"{meta['settings']['latency_flows'] * 8} updates; burst of {meta['settings']['burst']}; "
+        f"gc.freeze() after start-up: {'yes' if meta.get('gc_freeze', True) else 'no'}",
         "Machine: " + meta["machine"],
         "Versions: " + meta["versions"],
         "Date: " + meta["date"],

@@ -65,6 +65,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="instead of benchmarking, profile botnodes' throughput run with "
         "pyinstrument into FILE (.html or text)",
     )
+    parser.add_argument(
+        "--no-gc-freeze",
+        action="store_true",
+        help="don't gc.freeze() the start-up objects in the workers (shows what it is worth)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     return parser.parse_args(argv)
 
@@ -174,6 +179,7 @@ def worker_command(
         str(args.latency_flows),
         "--burst",
         str(args.burst),
+        *(["--no-gc-freeze"] if args.no_gc_freeze else []),
     ]
 
 
@@ -265,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(),
         "versions": versions(args.redis_server),
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "gc_freeze": not args.no_gc_freeze,
         "settings": {
             "users": args.users,
             "in_flight": args.in_flight,
