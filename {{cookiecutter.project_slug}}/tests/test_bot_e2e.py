@@ -214,3 +214,30 @@ async def test_two_polling_processes_lose_no_item_of_a_burst(
         assert f"transition user={ALICE} from=hungry to=hungry" in process.log()
         assert await process.stop(signal.SIGTERM) == 0
         assert_clean_log(process)
+
+
+async def test_state_ttl_makes_an_idle_user_start_over(
+    bot_api: FakeBotAPIServer, start_bot: StartBot
+) -> None:
+    bot = await start_bot(STATE_TTL="1")
+    assert await bot_api.say(ALICE, "hi", 1) == [GREETING]
+    assert await bot_api.say(ALICE, "Yes", 2) == ["No worries, I've got you back!", EMPTY_CART]
+    await asyncio.sleep(1.5)
+    # The cart expired: "Pizza" is a first message again, answered by the start node's greeting.
+    assert await bot_api.say(ALICE, "Pizza", 1) == [GREETING]
+    assert await bot.stop(signal.SIGTERM) == 0
+
+
+async def test_the_bot_serves_from_a_redis_cluster(
+    bot_api: FakeBotAPIServer, start_bot: StartBot, redis_cluster_url: str
+) -> None:
+    bot = await start_bot(REDIS_URL=redis_cluster_url, REDIS_CLUSTER="true")
+    assert await bot_api.say(ALICE, "hi", 1) == [GREETING]
+    assert await bot_api.say(ALICE, "Yes", 2) == ["No worries, I've got you back!", EMPTY_CART]
+    assert await bot_api.say(ALICE, "Soup", 2) == [
+        "Added Soup",
+        "What are you gonna order? Cart: Soup",
+    ]
+    assert await bot_api.say(ALICE, "Finish", 3) == ["Ordering Soup", "Ordered!", MAIN_MENU]
+    assert await bot.stop(signal.SIGTERM) == 0
+    assert_clean_log(bot)

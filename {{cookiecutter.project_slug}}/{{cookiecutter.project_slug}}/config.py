@@ -64,7 +64,8 @@ class RedisSettings(BaseSettings):
     # A SecretStr because the URL may carry a password.
     url: SecretStr = SecretStr("redis://localhost:6379/0")
     cluster: bool = False
-    max_connections: int = Field(default=50, ge=1)
+    # As many as MAX_CONCURRENT_UPDATES: each update holds at most one connection at a time.
+    max_connections: int = Field(default=100, ge=1)
     pool_timeout: float = Field(default=5.0, gt=0)
     socket_timeout: float = Field(default=5.0, gt=0)
     retries: int = Field(default=3, ge=0)

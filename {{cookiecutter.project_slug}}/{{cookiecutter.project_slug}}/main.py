@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from urllib.parse import urlsplit
 
@@ -116,4 +117,9 @@ class App:
 
 async def run(settings: Settings) -> None:
     """Run the bot until it is asked to stop."""
-    await App(settings).run_polling()
+    app = App(settings)
+    # Start-up leaves ~200,000 long-lived objects (aiogram's and pydantic's models); freezing
+    # them spares every later full garbage collection from walking them again (the
+    # template's benchmark measured about 30% more updates/s with it).
+    gc.freeze()
+    await app.run_polling()
