@@ -11,8 +11,12 @@ let the manager move a user out of it the first time the user is seen.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from redis.asyncio import Redis, RedisCluster
+from redis.commands.core import AsyncScript
+
+from .pipelining import ScriptPipeline
 
 RedisClient = Redis | RedisCluster
 
@@ -20,8 +24,10 @@ RedisClient = Redis | RedisCluster
 # long the lock has left, so the caller sleeps no longer than needed. With a third key (the
 # 0.1.0 hash) a user missing from the new layout is looked up there in the same trip.
 # ARGV: token, lock TTL in ms, user id (the 0.1.0 hash field). Returns {taken, value, legacy}.
+# Holding the lock already counts as taking it, so a call retried after a lost reply succeeds.
 LOCK_AND_READ = """
-if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2])
+    or redis.call('GET', KEYS[2]) == ARGV[1] then
   local value = redis.call('GET', KEYS[1])
   if value or not KEYS[3] then
     return {1, value, 0}
@@ -34,9 +40,14 @@ return {0, redis.call('PTTL', KEYS[2]), 0}
 # Write (or just keep) the state and release the lock, but only while the lock is still
 # ours: a handler that outlived its lock must not overwrite what a newer holder wrote.
 # With a third key, the user's field in the 0.1.0 hash is dropped in the same trip.
+# A retry after a lost reply finds the lock gone and its value stored, and reports success.
 # ARGV: token, value ('' keeps the stored value), state TTL in ms ('0' = none), user id.
 WRITE_AND_UNLOCK = """
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then
+local holder = redis.call('GET', KEYS[2])
+if holder ~= ARGV[1] then
+  if not holder and ARGV[2] ~= '' and redis.call('GET', KEYS[1]) == ARGV[2] then
+    return 1
+  end
   return 0
 end
 if ARGV[2] ~= '' then
@@ -97,6 +108,8 @@ class StateStore:
         self._legacy_in_scripts = legacy and not isinstance(redis, RedisCluster)
         self._lock_and_read = redis.register_script(LOCK_AND_READ)
         self._write_and_unlock = redis.register_script(WRITE_AND_UNLOCK)
+        # A cluster pipeline splits by node and slot on its own; batching is for one server.
+        self._pipeline = None if isinstance(redis, RedisCluster) else ScriptPipeline(redis)
 
     def state_key(self, user_id: int | str) -> str:
         return f"{self._prefix}:{{{user_id}}}"
@@ -112,8 +125,8 @@ class StateStore:
 
     async def try_lock_and_read(self, user_id: int | str, token: str) -> Locked:
         """Try to take the user's lock and read their value (from 0.1.0's hash if need be)."""
-        taken, value, from_legacy = await self._lock_and_read(
-            keys=self._keys(user_id), args=[token, self._lock_ttl, str(user_id)]
+        taken, value, from_legacy = await self._run(
+            self._lock_and_read, self._keys(user_id), [token, self._lock_ttl, str(user_id)]
         )
         if not taken:
             return Locked(taken=False, lock_left_ms=int(value))
@@ -131,12 +144,17 @@ class StateStore:
         With `forget_legacy` the user's entry in the 0.1.0 hash is dropped once stored.
         """
         keys = self._keys(user_id) if forget_legacy else self._keys(user_id)[:2]
-        done = await self._write_and_unlock(
-            keys=keys, args=[token, value or "", self._state_ttl, str(user_id)]
+        done = await self._run(
+            self._write_and_unlock, keys, [token, value or "", self._state_ttl, str(user_id)]
         )
         if done and value and forget_legacy and not self._legacy_in_scripts:
             await self._redis.hdel(self._prefix, str(user_id))
         return bool(done)
+
+    async def _run(self, script: AsyncScript, keys: list[str], args: list[str]) -> Any:
+        if self._pipeline is not None:
+            return await self._pipeline(script, keys, args)
+        return await script(keys=keys, args=args)
 
     async def read(self, user_id: int | str) -> str | None:
         """Read the stored value without the lock (for inspection, not for transitions)."""

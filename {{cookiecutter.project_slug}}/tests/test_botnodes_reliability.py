@@ -125,6 +125,48 @@ async def test_a_routed_event_costs_two_round_trips_including_the_lock(
         await redis.aclose()
 
 
+async def test_concurrent_users_share_round_trips(redis_url: str, state_key: str) -> None:
+    pool = BlockingConnectionPool.from_url(redis_url, connection_class=CountingConnection)
+    redis = Redis.from_pool(pool)
+    try:
+        nodes = make_nodes(redis, state_key)
+        await nodes.route(Msg(0, "warm-up"))
+        CountingConnection.sent = 0
+        await asyncio.gather(*(nodes.route(Msg(user_id, "hi")) for user_id in range(1, 101)))
+        # The scripts of events that run at the same time travel in shared pipelines.
+        assert CountingConnection.sent <= 20
+        assert all([isinstance(await nodes.user(u).get_node(), Menu) for u in range(1, 101)])
+    finally:
+        await redis.aclose()
+
+
+async def test_scripts_are_reloaded_when_redis_forgets_them(
+    redis_client: Redis, state_key: str
+) -> None:
+    nodes = make_nodes(redis_client, state_key)
+    await nodes.route(Msg(1, "hi"))
+    await redis_client.script_flush()  # what a Redis restart without persistence does too
+    await asyncio.gather(nodes.route(Msg(1, "cart")), nodes.route(Msg(2, "hi")))
+    assert isinstance(await nodes.user(1).get_node(), Cart)
+    assert isinstance(await nodes.user(2).get_node(), Menu)
+
+
+async def test_scripts_retried_after_a_lost_reply_give_the_same_answer(
+    redis_client: Redis, state_key: str
+) -> None:
+    # redis-py retries a command whose reply was lost to a connection error; both scripts
+    # must then answer as they did the first time instead of failing the event.
+    nodes = make_nodes(redis_client, state_key)
+    store = nodes._store
+    assert (await store.try_lock_and_read(1, "token")).taken
+    assert (await store.try_lock_and_read(1, "token")).taken
+    assert not (await store.try_lock_and_read(1, "other")).taken
+    assert await store.write_and_unlock(1, "token", '{"node_name":"menu"}')
+    assert await store.write_and_unlock(1, "token", '{"node_name":"menu"}')
+    assert not await store.write_and_unlock(1, "token", '{"node_name":"cart","items":[]}')
+    assert isinstance(await nodes.user(1).get_node(), Menu)
+
+
 async def test_a_lock_left_by_a_dead_process_expires(redis_client: Redis, state_key: str) -> None:
     nodes = make_nodes(redis_client, state_key, lock_wait_timeout=5)
     await nodes.user(1).to(Cart())

@@ -1,0 +1,80 @@
+"""Script calls of concurrent events, sent together: many users' events, one round trip.
+
+redis-py pays a fixed cost per command (a pool checkout, a socket write and read, reply
+parsing). With many users active, each event's two scripts would pay it separately. Instead,
+calls made while the event loop runs other handlers are queued and sent as one pipeline on the
+loop's next turn, the way ioredis' auto-pipelining and Lettuce do it. A single user's calls
+are sequential (their events run one at a time), so batching never reorders one user's work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
+
+Arg = str | int
+
+
+@dataclass(slots=True)
+class _Call:
+    script: AsyncScript
+    keys: Sequence[str]
+    args: Sequence[Arg]
+    future: asyncio.Future[Any]
+
+
+class ScriptPipeline:
+    """Runs registered scripts, batching the calls of one event-loop turn into one pipeline."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        self._queue: list[_Call] = []
+        self._flushes: set[asyncio.Task[None]] = set()
+
+    async def __call__(self, script: AsyncScript, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Call(script, keys, args, future))
+        if len(self._queue) == 1:  # the first call of this turn schedules the send
+            flush = asyncio.create_task(self._flush())
+            self._flushes.add(flush)
+            flush.add_done_callback(self._flushes.discard)
+        return await future
+
+    async def _flush(self) -> None:
+        batch, self._queue = self._queue, []
+        pipe = self._redis.pipeline(transaction=False)
+        for call in batch:
+            pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+        try:
+            results = await pipe.execute(raise_on_error=False)
+        except BaseException as error:  # the connection failed: every call of the batch did
+            for call in batch:
+                if not call.future.done():
+                    call.future.set_exception(error)
+            if not isinstance(error, Exception):
+                raise
+            return
+        for call, result in zip(batch, results, strict=True):
+            if call.future.done():  # the caller was cancelled meanwhile
+                continue
+            if isinstance(result, NoScriptError):
+                # Redis lost its script cache (a restart, SCRIPT FLUSH): load and run directly.
+                await self._run_alone(call)
+            elif isinstance(result, Exception):
+                call.future.set_exception(result)
+            else:
+                call.future.set_result(result)
+
+    @staticmethod
+    async def _run_alone(call: _Call) -> None:
+        try:
+            call.future.set_result(await call.script(keys=call.keys, args=call.args))
+        except Exception as error:
+            if not call.future.done():
+                call.future.set_exception(error)
