@@ -53,13 +53,15 @@ class ScriptPipeline:
             pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
         try:
             results = await pipe.execute(raise_on_error=False)
-        except BaseException as error:  # the connection failed: every call of the batch did
+        except Exception as error:  # the connection failed: every call of the batch did
             for call in batch:
                 if not call.future.done():
                     call.future.set_exception(error)
-            if not isinstance(error, Exception):
-                raise
             return
+        except BaseException:  # cancelled (the loop is shutting down): so are the callers
+            for call in batch:
+                call.future.cancel()
+            raise
         for call, result in zip(batch, results, strict=True):
             if call.future.done():  # the caller was cancelled meanwhile
                 continue
