@@ -14,6 +14,7 @@ from {{ cookiecutter.project_slug }}.config import ConfigError, load_settings
 from {{ cookiecutter.project_slug }}.logging_setup import MASK, RedactingFormatter
 from {{ cookiecutter.project_slug }}.main import secrets_of
 
+from .conftest import free_port
 from .fake_telegram import SETTING_NAMES, bot_environment
 
 PACKAGE = "{{ cookiecutter.project_slug }}"
@@ -151,6 +152,21 @@ def test_cli_with_a_malformed_secret_never_prints_it(tmp_path: Path) -> None:
     assert result.stderr.count("\n") == 1
     assert "SECRET" not in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
+
+
+def test_cli_with_an_unreachable_bot_api_prints_one_line_and_exits_1(tmp_path: Path) -> None:
+    closed = free_port()  # nothing listens there
+    result = run_cli(
+        tmp_path,
+        {"BOT_TOKEN": TOKEN, "TELEGRAM_API_URL": f"http://127.0.0.1:{closed}"},
+    )
+    assert result.returncode == 1
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith(
+        f"Cannot start: getMe failed at the Bot API (http://127.0.0.1:{closed}/): "
+    )
+    assert "Traceback" not in result.stderr
+    assert TOKEN not in result.stderr + result.stdout
 
 
 def test_cli_reads_dotenv_from_the_working_directory(tmp_path: Path) -> None:

@@ -7,6 +7,8 @@ import asyncio
 import sys
 from collections.abc import Callable, Sequence
 
+from aiogram.exceptions import TelegramAPIError
+
 from .config import ConfigError, Settings, load_settings
 from .healthcheck import EXIT_UNHEALTHY, run_healthcheck
 from .logging_setup import setup_logging
@@ -18,9 +20,22 @@ EXIT_CONFIG_ERROR = 2
 Command = Callable[[Settings], int]
 
 
+#: Exit status when the Bot API refuses or can't be reached at start-up.
+EXIT_BOT_API_ERROR = 1
+
+
 def run_bot(settings: Settings) -> int:
-    """Long-poll Telegram until SIGTERM/SIGINT."""
-    asyncio.run(run(settings))
+    """Long-poll Telegram until SIGTERM/SIGINT.
+
+    Polling starts with getMe; a wrong token or an unreachable Bot API fails there, and
+    deserves one line rather than aiogram's traceback (later network errors are retried).
+    """
+    try:
+        asyncio.run(run(settings))
+    except TelegramAPIError as exc:
+        api = settings.telegram.telegram_api_url or "Telegram"
+        print(f"Cannot start: getMe failed at the Bot API ({api}): {exc}", file=sys.stderr)
+        return EXIT_BOT_API_ERROR
     return 0
 
 
