@@ -10,6 +10,7 @@ from .errors import (
 )
 from .manager import Nodes, NodesUser
 from .node import Node
+from .observer import NodesObserver
 
 __all__ = [
     "BotnodesError",
@@ -18,6 +19,7 @@ __all__ = [
     "LockTimeoutError",
     "Node",
     "Nodes",
+    "NodesObserver",
     "NodesUser",
     "StateUnavailableError",
     "UnregisteredNodeError",

@@ -19,6 +19,7 @@ from .codec import Decoded, NodeCodec
 from .errors import ConfigurationError, CorruptStateError, LockTimeoutError, StateUnavailableError
 from .keyed_lock import KeyedLock
 from .node import CtxT, EventT, Node, UserIdT
+from .observer import NodesObserver
 from .storage import RedisClient, StateStore
 
 logger = logging.getLogger("botnodes")
@@ -61,6 +62,7 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
         lock_ttl: float = 30.0,
         lock_wait_timeout: float = 10.0,
         migrate_legacy: bool = True,
+        observer: NodesObserver | None = None,
     ) -> None:
         if not isinstance(redis_property_name, str) or not redis_property_name:
             raise ConfigurationError(
@@ -88,6 +90,7 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
         self._get_start_node = get_start_node
         self._ctx = ctx
         self._event_to_user_id = event_to_user_id
+        self._observer = observer or NodesObserver()
         self._lock_wait_timeout = lock_wait_timeout
         self._local_locks: KeyedLock[UserIdT] = KeyedLock()
         self._token_prefix = secrets.token_hex(8)
@@ -132,6 +135,7 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
                     if returned is not None:  # an unregistered node could never be read back
                         self._codec.key_of(returned)
                 except Exception:
+                    self._notify(lambda: self._observer.node_failed(current.key, "on_event"))
                     logger.exception(
                         "on_event of node %r failed for user %s; user stays on it, data unchanged",
                         current.key,
@@ -144,8 +148,9 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
             if entering:
                 await self._enter(next_node, user_id)
             to_key = await self._commit(held, next_node)
+        duration = time.perf_counter() - started
+        self._notify(lambda: self._observer.transition(from_key, to_key, duration, held.lock_wait))
         if logger.isEnabledFor(logging.DEBUG):
-            duration = time.perf_counter() - started
             logger.debug(
                 "transition user=%s from=%s to=%s duration_ms=%.1f lock_wait_ms=%.1f",
                 user_id,
@@ -254,6 +259,8 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
         try:
             decoded = self._codec.decode(raw)
         except CorruptStateError as error:
+            reason = error.reason
+            self._notify(lambda: self._observer.reset(reason))
             logger.warning(
                 "resetting user %s to the start node: %s",
                 held.user_id,
@@ -276,6 +283,7 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
             await node.on_enter(user_id, self._ctx)
         except Exception:
             key = self._codec.key_of(node)
+            self._notify(lambda: self._observer.node_failed(key, "on_enter"))
             logger.exception(
                 "on_enter of node %r failed for user %s; the user is stored on it anyway",
                 key,
@@ -307,6 +315,7 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
         try:
             await self._store.write_and_unlock(held.user_id, held.token, None)
         except RedisError as error:
+            self._notify(self._observer.redis_error)
             logger.warning(
                 "could not release the lock of user %s (%s); it expires by itself",
                 held.user_id,
@@ -325,8 +334,15 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
             f"the lock of user {user_id} was not free within {self._lock_wait_timeout}s"
         )
 
-    @staticmethod
-    def _unavailable(user_id: UserIdT, error: RedisError) -> StateUnavailableError:
+    def _notify(self, call: Callable[[], None]) -> None:
+        """Run an observer hook; a failing hook is logged, never passed on to routing."""
+        try:
+            call()
+        except Exception:
+            logger.exception("botnodes observer %r failed", self._observer)
+
+    def _unavailable(self, user_id: UserIdT, error: RedisError) -> StateUnavailableError:
+        self._notify(self._observer.redis_error)
         logger.error(
             "Redis unavailable for user %s: %s", user_id, error, extra={"user_id": user_id}
         )

@@ -1,0 +1,27 @@
+"""Hooks for counting what botnodes does (metrics), without botnodes knowing any metrics library."""
+
+from __future__ import annotations
+
+
+class NodesObserver:
+    """Called by `Nodes` at the moments an operator wants to count; every method does nothing.
+
+    Subclass it and override what you need (the bot's Prometheus metrics do). Methods are
+    called on the event loop in the middle of routing, so they must be quick and must not
+    raise: an exception here is logged and ignored, never passed to the user's handler.
+    Node keys are the registered keys of `nodes_dict`, a small fixed set: safe as labels.
+    """
+
+    def transition(
+        self, from_node: str | None, to_node: str, duration: float, lock_wait: float
+    ) -> None:
+        """An event was routed and its result stored; `from_node` None = a new or reset user."""
+
+    def reset(self, reason: str) -> None:
+        """A user's stored value could not be read and they were sent to the start node."""
+
+    def node_failed(self, node: str, hook: str) -> None:
+        """`on_event` or `on_enter` (`hook`) of the node with key `node` raised."""
+
+    def redis_error(self) -> None:
+        """A Redis call failed (the event was not processed, or a release had to wait for TTL)."""
