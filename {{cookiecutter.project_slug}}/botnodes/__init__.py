@@ -6,11 +6,14 @@ from .errors import (
     CorruptStateError,
     LockTimeoutError,
     StateUnavailableError,
+    TransitionLostError,
     UnregisteredNodeError,
+    UserBusyError,
 )
-from .manager import Nodes, NodesUser
+from .manager import Nodes, NodesUser, Outcome
 from .node import Node
 from .observer import NodesObserver
+from .outbox import after_commit
 
 __all__ = [
     "BotnodesError",
@@ -21,6 +24,10 @@ __all__ = [
     "Nodes",
     "NodesObserver",
     "NodesUser",
+    "Outcome",
     "StateUnavailableError",
+    "TransitionLostError",
     "UnregisteredNodeError",
+    "UserBusyError",
+    "after_commit",
 ]

@@ -1,10 +1,14 @@
 """Turning nodes into JSON and back: the stored format and everything that can go wrong with it.
 
 A stored node is one JSON object: the node model's fields (`model_dump(mode="json")`, so
-datetimes, UUIDs and enums survive), the registered key under `discriminator_field`, and,
-when the node class has a non-zero `schema_version`, that version under `"_v"`. pydantic
-never names a field with a leading underscore, so `"_v"` can't clash with a model field.
-Without a version the format is exactly botnodes 0.1.0's, which keeps old data readable.
+datetimes, UUIDs and enums survive), the registered key under `discriminator_field`, when the
+node class has a non-zero `schema_version` that version under `"_v"`, and the user's visit
+number under `"_n"` (see `Node.visit`). pydantic never names a field with a leading
+underscore, so neither can clash with a model field. Without them the format is exactly
+botnodes 0.1.0's, which keeps old data readable.
+
+Whatever bytes are stored, `decode` either returns a node or raises `CorruptStateError` with
+a reason: never another exception, so no stored value can make routing fail.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from .errors import ConfigurationError, CorruptStateError, UnregisteredNodeError
 from .node import CtxT, EventT, Node, UserIdT
 
 VERSION_FIELD = "_v"
+VISIT_FIELD = "_n"
 
 AnyNode = Node[Any, Any, Any, Any]
 
@@ -34,6 +39,10 @@ class Decoded(Generic[CtxT, EventT, UserIdT]):
     #: Human-readable note when the data was migrated or its key renamed, else None.
     upgraded: str | None = None
 
+    @property
+    def visit(self) -> int:
+        return self.node.visit
+
 
 class NodeCodec(Generic[CtxT, EventT, UserIdT]):
     """Encodes nodes of a fixed registry and decodes them, refusing a bad registry up front."""
@@ -44,10 +53,10 @@ class NodeCodec(Generic[CtxT, EventT, UserIdT]):
         discriminator_field: str,
         key_aliases: Mapping[str, str] | None = None,
     ) -> None:
-        if not discriminator_field or discriminator_field == VERSION_FIELD:
+        if not discriminator_field or discriminator_field in (VERSION_FIELD, VISIT_FIELD):
             raise ConfigurationError(
                 f"discriminator_field {discriminator_field!r} is not allowed: "
-                f"use a non-empty name other than {VERSION_FIELD!r}"
+                f"use a non-empty name other than {VERSION_FIELD!r} and {VISIT_FIELD!r}"
             )
         if not nodes_dict:
             raise ConfigurationError("nodes_dict is empty: register at least the start node")
@@ -119,14 +128,23 @@ class NodeCodec(Generic[CtxT, EventT, UserIdT]):
         version = type(node).schema_version
         if version:
             payload[VERSION_FIELD] = version
-        return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+        if node.visit:
+            payload[VISIT_FIELD] = node.visit
+        text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            # A lone surrogate (JSON and Telegram allow "\ud800"; UTF-8 does not): escape
+            # everything instead, which reads back to the very same strings.
+            text = json.dumps(payload, ensure_ascii=True, separators=(",", ":"))
+        return text
 
     def decode(self, raw: str | bytes) -> Decoded[CtxT, EventT, UserIdT]:
         """Rebuild a node from stored JSON, migrating old data; CorruptStateError if impossible."""
         try:
             payload = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            raise CorruptStateError("the stored value is not valid JSON") from None
+        except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+            raise CorruptStateError("the stored value is not valid UTF-8 JSON") from None
         if not isinstance(payload, dict):
             raise CorruptStateError(
                 f"the stored value is a JSON {type(payload).__name__}, not an object"
@@ -144,6 +162,9 @@ class NodeCodec(Generic[CtxT, EventT, UserIdT]):
         version = payload.pop(VERSION_FIELD, 0)
         if not isinstance(version, int) or isinstance(version, bool):
             raise CorruptStateError(f"schema version {version!r} of node {key!r} is not an integer")
+        visit = payload.pop(VISIT_FIELD, 0)
+        if not isinstance(visit, int) or isinstance(visit, bool) or visit < 0:
+            raise CorruptStateError(f"visit {visit!r} of node {key!r} is not a whole number")
         if version < node_class.schema_version:
             try:
                 payload = node_class.migrate(payload, version)
@@ -156,6 +177,8 @@ class NodeCodec(Generic[CtxT, EventT, UserIdT]):
             )
         try:
             data = node_class._get_model().model_validate(payload)
+        except RecursionError:
+            raise CorruptStateError(f"data of node {key!r} is nested too deeply") from None
         except ValidationError as error:
             first = error.errors()[0]
             where = ".".join(str(part) for part in first["loc"]) or "(root)"
@@ -163,6 +186,6 @@ class NodeCodec(Generic[CtxT, EventT, UserIdT]):
                 f"data of node {key!r} (version {version}) does not validate: "
                 f"{where}: {first['msg']} ({error.error_count()} error(s))"
             ) from None
-        return Decoded(
-            key=key, node=node_class._from_model(data), upgraded="; ".join(notes) or None
-        )
+        node = node_class._from_model(data)
+        node.visit = visit
+        return Decoded(key=key, node=node, upgraded="; ".join(notes) or None)

@@ -38,3 +38,19 @@ class StateUnavailableError(BotnodesError):
 
 class LockTimeoutError(StateUnavailableError):
     """Another handler kept the user's lock longer than `lock_wait_timeout`."""
+
+
+class UserBusyError(StateUnavailableError):
+    """The user already has `max_waiting_per_user` events queued; this one was not processed.
+
+    It keeps one user's flood from occupying the slots every other user needs.
+    """
+
+
+class TransitionLostError(BotnodesError):
+    """The node ran, but its result could not be stored: the user is where they were before.
+
+    Unlike StateUnavailableError, the node may have acted (an order placed): replies it
+    queued were dropped, and the caller should tell the user the step did not go through.
+    Effects keyed by `Node.visit` are safe to repeat, since the stored visit did not change.
+    """

@@ -31,6 +31,11 @@ class KeyedLock(Generic[K]):
         """Number of keys currently held or waited for."""
         return len(self._slots)
 
+    def waiting(self, key: K) -> int:
+        """How many acquirers of `key` wait behind its holder right now."""
+        slot = self._slots.get(key)
+        return max(slot.users - 1, 0) if slot is not None else 0
+
     async def acquire(self, key: K, *, wait_seconds: float) -> bool:
         """Take the key's lock; return False if it isn't free within `wait_seconds`."""
         slot = self._slots.get(key)

@@ -26,6 +26,14 @@ class Node(ABC, Generic[CtxT, EventT, UserIdT, ModelT]):
 
     _data: ModelT
 
+    #: Which visit of this user to a node this is: botnodes counts up every time the user
+    #: enters a node (also re-entering the same class) and stores the number with the data.
+    #: It is set before `on_enter` runs, so a node can put it in its buttons' callback data;
+    #: a press carrying another number comes from an old message (see `Nodes(event_visit=)`).
+    #: It also makes a stable idempotency key for an effect: `f"{user_id}:{self.visit}"` is
+    #: the same if the same event is handled again after a crash, and new on the next visit.
+    visit: int = 0
+
     @classmethod
     @abstractmethod
     def _get_model(cls) -> type[ModelT]:

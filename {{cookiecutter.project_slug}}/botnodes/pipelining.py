@@ -18,7 +18,14 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
-Arg = str | int
+Arg = str | int | bytes
+
+
+def _encode(arg: Arg) -> bytes:
+    """The bytes redis-py would send for `arg` (UTF-8, strict), or UnicodeEncodeError now."""
+    if isinstance(arg, bytes):
+        return arg
+    return str(arg).encode()
 
 
 @dataclass(slots=True)
@@ -38,8 +45,11 @@ class ScriptPipeline:
         self._flushes: set[asyncio.Task[None]] = set()
 
     async def __call__(self, script: AsyncScript, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+        # Encode here, in the caller's own frame: a value redis-py could not encode (a lone
+        # surrogate, say) then fails this call alone instead of the whole batch it joins.
+        encoded = [_encode(arg) for arg in args]
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Call(script, keys, args, future))
+        self._queue.append(_Call(script, keys, encoded, future))
         if len(self._queue) == 1:  # the first call of this turn schedules the send
             flush = asyncio.create_task(self._flush())
             self._flushes.add(flush)

@@ -1,15 +1,24 @@
-"""The Redis layout and the two scripts that make one routed event cost two round trips.
+"""The Redis layout and the scripts that make one routed event cost two round trips.
 
 Every user has a string key `<prefix>:{<user_id>}` holding the node JSON and a lock key
 `<prefix>:{<user_id>}:lock`. The braces are a Redis Cluster hash tag: a user's two keys share
 a slot (so one script may touch both) while different users spread over the cluster.
 
-botnodes 0.1.0 kept everybody in one hash named `<prefix>`; `read_legacy` and `forget_legacy`
-let the manager move a user out of it the first time the user is seen.
+Anything at all may sit at those keys: a value written by hand, by a bug, by a restore of an
+old dump. The scripts never fail on it. A key of another type at the state key reads as "no
+usable state" (and is overwritten by the next write); a lock that no botnodes process can have
+written (another type, a value that is not a token, no TTL, a TTL longer than any holder sets)
+is recovered at once instead of blocking the user forever. Each such repair is reported back
+so the manager can log it.
+
+botnodes 0.1.0 kept everybody in one hash named `<prefix>`; the lock script reads a user's
+field from it (if that key is a hash at all) and the write script drops the field once the
+user is stored in the new layout.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,51 +29,113 @@ from .pipelining import ScriptPipeline
 
 RedisClient = Redis | RedisCluster
 
-# Take the lock if it is free and return the state in the same trip; otherwise return how
-# long the lock has left, so the caller sleeps no longer than needed. With a third key (the
-# 0.1.0 hash) a user missing from the new layout is looked up there in the same trip.
-# ARGV: token, lock TTL in ms, user id (the 0.1.0 hash field). Returns {taken, value, legacy}.
+# Take the lock if it is free (or dead) and return the state in the same trip; otherwise
+# return how long the lock has left, so the caller sleeps no longer than needed.
+# ARGV: token, lock TTL in ms, user id (the 0.1.0 hash field).
+# Returns {taken, value or ms left, source, repairs}: source 1 = the state key, 2 = the 0.1.0
+# hash, 0 = nothing readable; repairs is '' or what had to be fixed, for the log.
 # Holding the lock already counts as taking it, so a call retried after a lost reply succeeds.
 LOCK_AND_READ = """
-if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2])
-    or redis.call('GET', KEYS[2]) == ARGV[1] then
-  local value = redis.call('GET', KEYS[1])
-  if value or not KEYS[3] then
-    return {1, value, 0}
+local repairs = {}
+local lock_type = redis.call('TYPE', KEYS[2]).ok
+if lock_type == 'string' then
+  local holder = redis.call('GET', KEYS[2])
+  if holder ~= ARGV[1] then
+    local left = redis.call('PTTL', KEYS[2])
+    if not string.match(holder, '^%x+:%d+$') then
+      table.insert(repairs, 'the lock held a value that is not a botnodes token')
+    elseif left < 0 then
+      table.insert(repairs, 'the lock had no expiry')
+    elseif left > tonumber(ARGV[2]) then
+      table.insert(repairs, 'the lock expired later than any holder sets it')
+    else
+      return {0, left, 0, ''}
+    end
   end
-  return {1, redis.call('HGET', KEYS[3], ARGV[3]), 1}
+elseif lock_type ~= 'none' then
+  table.insert(repairs, 'the lock key was a Redis ' .. lock_type)
+  redis.call('DEL', KEYS[2])
 end
-return {0, redis.call('PTTL', KEYS[2]), 0}
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+local state_type = redis.call('TYPE', KEYS[1]).ok
+if state_type == 'string' then
+  return {1, redis.call('GET', KEYS[1]), 1, table.concat(repairs, '; ')}
+end
+if state_type ~= 'none' then
+  table.insert(repairs, 'the state key was a Redis ' .. state_type)
+  return {1, false, 0, table.concat(repairs, '; ')}
+end
+if KEYS[3] and redis.call('TYPE', KEYS[3]).ok == 'hash' then
+  local legacy = redis.call('HGET', KEYS[3], ARGV[3])
+  if legacy then
+    return {1, legacy, 2, table.concat(repairs, '; ')}
+  end
+end
+return {1, false, 0, table.concat(repairs, '; ')}
 """
 
-# Write (or just keep) the state and release the lock, but only while the lock is still
-# ours: a handler that outlived its lock must not overwrite what a newer holder wrote.
-# With a third key, the user's field in the 0.1.0 hash is dropped in the same trip.
-# A retry after a lost reply finds the lock gone and its value stored, and reports success.
-# ARGV: token, value ('' keeps the stored value), state TTL in ms ('0' = none), user id.
+# Store the new value only if the stored one is still what the caller read (compared by
+# SHA-1, '' = nothing readable was read), then release the lock if it is still ours.
+# Fencing by what was read, not by who holds the lock, means a handler that outlived its lock
+# still commits when nobody wrote since, and can never overwrite a newer state.
+# ARGV: token, value ('' keeps the stored value), state TTL in ms ('0' = none), user id,
+# SHA-1 of what was read. Returns 1 stored (lock released), 2 stored but the lock had been
+# lost meanwhile, 0 refused: someone else wrote since (the lock is released if ours).
+# A retry after a lost reply finds its own value stored and reports success.
 WRITE_AND_UNLOCK = """
-local holder = redis.call('GET', KEYS[2])
-if holder ~= ARGV[1] then
-  if not holder and ARGV[2] ~= '' and redis.call('GET', KEYS[1]) == ARGV[2] then
-    return 1
-  end
-  return 0
+local ours = redis.call('TYPE', KEYS[2]).ok == 'string' and redis.call('GET', KEYS[2]) == ARGV[1]
+local current = false
+if redis.call('TYPE', KEYS[1]).ok == 'string' then
+  current = redis.call('GET', KEYS[1])
 end
-if ARGV[2] ~= '' then
+if ARGV[2] ~= '' and current ~= ARGV[2] then
+  local digest = ''
+  if current then
+    digest = redis.sha1hex(current)
+  end
+  if digest ~= ARGV[5] then
+    if ours then
+      redis.call('DEL', KEYS[2])
+    end
+    return 0
+  end
   if ARGV[3] ~= '0' then
     redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
   else
     redis.call('SET', KEYS[1], ARGV[2])
   end
-  if KEYS[3] then
+  if KEYS[3] and redis.call('TYPE', KEYS[3]).ok == 'hash' then
     redis.call('HDEL', KEYS[3], ARGV[4])
   end
-elseif ARGV[3] ~= '0' then
+elseif current and ARGV[3] ~= '0' and (ours or ARGV[2] ~= '') then
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
 end
-redis.call('DEL', KEYS[2])
-return 1
+if ours then
+  redis.call('DEL', KEYS[2])
+  return 1
+end
+if ARGV[2] == '' then
+  return 1
+end
+return 2
 """
+
+# Push the lock's expiry back while a handler still runs, if the lock is still ours.
+# ARGV: token, lock TTL in ms. Returns 1 if extended, 0 if the lock was lost.
+EXTEND_LOCK = """
+if redis.call('TYPE', KEYS[1]).ok == 'string' and redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+#: What `write_and_unlock` reports.
+STORED = 1
+STORED_WITHOUT_LOCK = 2
+REFUSED = 0
+
+_FROM_STATE_KEY = 1
+_FROM_LEGACY = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,15 +143,29 @@ class Locked:
     """The outcome of one try to take a user's lock."""
 
     taken: bool
-    value: str | None = None
+    #: The raw stored bytes (undecoded: they may be anything), or None if nothing was there.
+    value: bytes | None = None
     #: The value came from botnodes 0.1.0's hash and should be moved out of it.
     from_legacy: bool = False
     #: When not taken: how many milliseconds the holder's lock has left.
     lock_left_ms: int = 0
+    #: What the script had to repair at the user's keys ('' if nothing), for the log.
+    repairs: str = ""
+
+    @property
+    def read_digest(self) -> str:
+        """SHA-1 of what was read from the state key, '' if nothing was: the write's fence."""
+        if self.value is None or self.from_legacy:
+            return ""
+        return hashlib.sha1(self.value, usedforsecurity=False).hexdigest()
 
 
-def _as_text(value: str | bytes | None) -> str | None:
-    return value.decode() if isinstance(value, bytes) else value
+def _as_bytes(value: str | bytes | None) -> bytes | None:
+    return value.encode() if isinstance(value, str) else value
+
+
+def _as_str(value: str | bytes) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
 
 
 class StateStore:
@@ -108,6 +193,7 @@ class StateStore:
         self._legacy_in_scripts = legacy and not isinstance(redis, RedisCluster)
         self._lock_and_read = redis.register_script(LOCK_AND_READ)
         self._write_and_unlock = redis.register_script(WRITE_AND_UNLOCK)
+        self._extend_lock = redis.register_script(EXTEND_LOCK)
         # A cluster pipeline splits by node and slot on its own; batching is for one server.
         self._pipeline = None if isinstance(redis, RedisCluster) else ScriptPipeline(redis)
 
@@ -125,44 +211,69 @@ class StateStore:
 
     async def try_lock_and_read(self, user_id: int | str, token: str) -> Locked:
         """Try to take the user's lock and read their value (from 0.1.0's hash if need be)."""
-        taken, value, from_legacy = await self._run(
+        taken, value, source, repairs = await self._run(
             self._lock_and_read, self._keys(user_id), [token, self._lock_ttl, str(user_id)]
         )
+        repairs = _as_str(repairs)
         if not taken:
             return Locked(taken=False, lock_left_ms=int(value))
-        text = _as_text(value)
-        if text is None and self._legacy and not self._legacy_in_scripts:
-            text = await self.read_legacy(user_id)
-            return Locked(taken=True, value=text, from_legacy=text is not None)
-        return Locked(taken=True, value=text, from_legacy=bool(from_legacy) and text is not None)
+        raw = _as_bytes(value)
+        if raw is None and source == 0 and self._legacy and not self._legacy_in_scripts:
+            raw = await self.read_legacy(user_id)
+            return Locked(taken=True, value=raw, from_legacy=raw is not None, repairs=repairs)
+        return Locked(taken=True, value=raw, from_legacy=source == _FROM_LEGACY, repairs=repairs)
 
     async def write_and_unlock(
-        self, user_id: int | str, token: str, value: str | None, *, forget_legacy: bool = False
-    ) -> bool:
-        """Store `value` (None keeps the stored one) and release; False if the lock was lost.
+        self,
+        user_id: int | str,
+        token: str,
+        value: str | None,
+        *,
+        read_digest: str,
+        forget_legacy: bool = False,
+    ) -> int:
+        """Store `value` (None keeps the stored one) and release; returns STORED & co.
 
-        With `forget_legacy` the user's entry in the 0.1.0 hash is dropped once stored.
+        `read_digest` is `Locked.read_digest` of the read this write follows: the value is
+        stored only if nobody changed it since. With `forget_legacy` the user's entry in the
+        0.1.0 hash is dropped once stored.
         """
         keys = self._keys(user_id) if forget_legacy else self._keys(user_id)[:2]
-        done = await self._run(
-            self._write_and_unlock, keys, [token, value or "", self._state_ttl, str(user_id)]
+        done = int(
+            await self._run(
+                self._write_and_unlock,
+                keys,
+                [token, value or "", self._state_ttl, str(user_id), read_digest],
+            )
         )
         if done and value and forget_legacy and not self._legacy_in_scripts:
             await self._redis.hdel(self._prefix, str(user_id))
-        return bool(done)
+        return done
+
+    async def extend_lock(self, user_id: int | str, token: str) -> bool:
+        """Give the user's lock a fresh TTL if it is still ours; False if it was lost."""
+        extended = await self._run(
+            self._extend_lock, [self.lock_key(user_id)], [token, self._lock_ttl]
+        )
+        return bool(extended)
 
     async def _run(self, script: AsyncScript, keys: list[str], args: list[str]) -> Any:
         if self._pipeline is not None:
             return await self._pipeline(script, keys, args)
         return await script(keys=keys, args=args)
 
-    async def read(self, user_id: int | str) -> str | None:
+    async def read(self, user_id: int | str) -> bytes | None:
         """Read the stored value without the lock (for inspection, not for transitions)."""
-        value = _as_text(await self._redis.get(self.state_key(user_id)))
+        key = self.state_key(user_id)
+        if await self._redis.type(key) not in (b"string", "string", b"none", "none"):
+            return None
+        value = _as_bytes(await self._redis.get(key))
         if value is None and self._legacy:
             value = await self.read_legacy(user_id)
         return value
 
-    async def read_legacy(self, user_id: int | str) -> str | None:
+    async def read_legacy(self, user_id: int | str) -> bytes | None:
         """Read the user's value from botnodes 0.1.0's single hash, if it is still there."""
-        return _as_text(await self._redis.hget(self._prefix, str(user_id)))
+        if await self._redis.type(self._prefix) not in (b"hash", "hash"):
+            return None
+        return _as_bytes(await self._redis.hget(self._prefix, str(user_id)))

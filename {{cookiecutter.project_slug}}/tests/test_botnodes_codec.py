@@ -73,8 +73,8 @@ def test_refuses_encoding_an_unregistered_node() -> None:
 @pytest.mark.parametrize(
     ("raw", "reason"),
     [
-        ("not json{", "not valid JSON"),
-        (b"\xff\xfe", "not valid JSON"),
+        ("not json{", "not valid UTF-8 JSON"),
+        (b"\xff\xfe", "not valid UTF-8 JSON"),
         ("[1, 2]", "JSON list, not an object"),
         ('{"items": []}', "no string 'node_name' field"),
         ('{"node_name": "pizza"}', "node key 'pizza' is not registered"),

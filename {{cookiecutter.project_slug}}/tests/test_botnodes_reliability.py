@@ -21,7 +21,7 @@ from redis.asyncio.connection import Connection
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from botnodes import LockTimeoutError, Node, StateUnavailableError
+from botnodes import LockTimeoutError, Node, StateUnavailableError, TransitionLostError
 
 from .botnodes_support import BadEnter, Cart, Ctx, Menu, Msg, make_nodes, stored_json
 from .conftest import RedisServer
@@ -158,19 +158,23 @@ async def test_scripts_retried_after_a_lost_reply_give_the_same_answer(
     # must then answer as they did the first time instead of failing the event.
     nodes = make_nodes(redis_client, state_key)
     store = nodes._store
-    assert (await store.try_lock_and_read(1, "token")).taken
-    assert (await store.try_lock_and_read(1, "token")).taken
-    assert not (await store.try_lock_and_read(1, "other")).taken
-    assert await store.write_and_unlock(1, "token", '{"node_name":"menu"}')
-    assert await store.write_and_unlock(1, "token", '{"node_name":"menu"}')
-    assert not await store.write_and_unlock(1, "token", '{"node_name":"cart","items":[]}')
+    first = await store.try_lock_and_read(1, "00aa:1")
+    assert first.taken
+    assert (await store.try_lock_and_read(1, "00aa:1")).taken
+    assert not (await store.try_lock_and_read(1, "00bb:2")).taken
+    menu = '{"node_name":"menu"}'
+    assert await store.write_and_unlock(1, "00aa:1", menu, read_digest=first.read_digest)
+    assert await store.write_and_unlock(1, "00aa:1", menu, read_digest=first.read_digest)
+    # A write that follows a read of what is no longer stored is refused.
+    cart = '{"node_name":"cart","items":[]}'
+    assert not await store.write_and_unlock(1, "00aa:1", cart, read_digest=first.read_digest)
     assert isinstance(await nodes.user(1).get_node(), Menu)
 
 
 async def test_a_lock_left_by_a_dead_process_expires(redis_client: Redis, state_key: str) -> None:
     nodes = make_nodes(redis_client, state_key, lock_wait_timeout=5)
     await nodes.user(1).to(Cart())
-    await redis_client.set(f"{state_key}:{{1}}:lock", "dead-process", px=300)
+    await redis_client.set(f"{state_key}:{{1}}:lock", "0123abcd:7", px=300)
     started = time.perf_counter()
     await nodes.route(Msg(1, "tea"))
     assert time.perf_counter() - started >= 0.25
@@ -191,7 +195,7 @@ async def test_waiting_for_a_held_lock_is_bounded_and_logged(
 ) -> None:
     nodes = make_nodes(redis_client, state_key, lock_wait_timeout=0.3)
     await nodes.user(1).to(Cart())
-    await redis_client.set(f"{state_key}:{{1}}:lock", "someone-else", px=60_000)
+    await redis_client.set(f"{state_key}:{{1}}:lock", "0123abcd:7", px=20_000)
     started = time.perf_counter()
     with pytest.raises(LockTimeoutError, match=r"lock of user 1 was not free within 0\.3s"):
         await nodes.route(Msg(1, "tea"))
@@ -203,19 +207,49 @@ async def test_waiting_for_a_held_lock_is_bounded_and_logged(
     assert await cart_items(nodes, 1) == []
 
 
-async def test_a_handler_that_outlives_its_lock_cannot_overwrite_newer_state(
-    redis_client: Redis, state_key: str, caplog: pytest.LogCaptureFixture
+async def test_a_handler_that_runs_past_lock_ttl_keeps_its_lock_and_nothing_is_lost(
+    redis_client: Redis, state_key: str
 ) -> None:
     slow_ctx = Ctx(delay=0.6)
     slow = make_nodes(redis_client, state_key, slow_ctx, lock_ttl=0.2)
     fast = make_nodes(redis_client, state_key)  # another process
     await fast.user(1).to(Cart())
-    slow_route = asyncio.create_task(slow.route(Msg(1, "stale")))
-    await asyncio.sleep(0.35)  # the slow handler's lock has expired by now
-    await fast.route(Msg(1, "fresh"))
+    slow_route = asyncio.create_task(slow.route(Msg(1, "first")))
+    await asyncio.sleep(0.35)  # three lock TTLs would have passed: the lock was kept alive
+    await fast.route(Msg(1, "second"))
     await slow_route
-    assert await cart_items(fast, 1) == ["fresh"]
-    assert "lock of user 1 expired before node 'cart' was saved" in caplog.text
+    assert await cart_items(fast, 1) == ["first", "second"]
+
+
+async def test_a_commit_after_the_lock_was_lost_is_stored_if_nobody_wrote_since(
+    redis_client: Redis, state_key: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    ctx = Ctx(delay=0.3)
+    nodes = make_nodes(redis_client, state_key, ctx)
+    await nodes.user(1).to(Cart())
+    route = asyncio.create_task(nodes.route(Msg(1, "tea")))
+    await asyncio.sleep(0.1)
+    await redis_client.delete(f"{state_key}:{{1}}:lock")  # lost, e.g. to a Redis failover
+    await route
+    assert await cart_items(nodes, 1) == ["tea"]
+    assert "lock of user 1 expired before node 'cart' was stored; stored anyway" in caplog.text
+
+
+async def test_a_commit_after_another_writer_stored_is_refused_and_reported(
+    redis_client: Redis, state_key: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    slow = make_nodes(redis_client, state_key, Ctx(delay=0.3))
+    other = make_nodes(redis_client, state_key)  # another process
+    await other.user(1).to(Cart())
+    route = asyncio.create_task(slow.route(Msg(1, "stale")))
+    await asyncio.sleep(0.1)
+    await redis_client.delete(f"{state_key}:{{1}}:lock")  # lost, e.g. to a Redis failover
+    await other.route(Msg(1, "fresh"))  # a genuinely concurrent writer commits first
+    with pytest.raises(TransitionLostError, match="another writer changed the state first"):
+        await route
+    assert await cart_items(other, 1) == ["fresh"]
+    assert "state of user 1 changed since it was read" in caplog.text
+    assert await redis_client.exists(f"{state_key}:{{1}}:lock") == 0
 
 
 async def test_in_process_bookkeeping_does_not_grow_with_users(
@@ -279,7 +313,7 @@ async def test_returning_an_unregistered_node_is_an_on_event_failure(
 @pytest.mark.parametrize(
     ("stored", "reason"),
     [
-        ("{not json", "the stored value is not valid JSON"),
+        ("{not json", "the stored value is not valid UTF-8 JSON"),
         ('{"node_name": "removed_in_deploy"}', "node key 'removed_in_deploy' is not registered"),
         ('{"node_name": "cart", "dishes": "x", "items": 5}', "data of node 'cart' (version 0)"),
     ],

@@ -36,9 +36,11 @@ async def test_returned_node_is_entered_and_stored(redis_client: Redis, state_ke
     await nodes.route(Msg(1, "hi"))
     await nodes.route(Msg(1, "cart"))
     assert ctx.texts(1) == ["menu", "cart: empty"]
+    # "_n" counts the user's node visits: the start node was the first, the cart the second.
     assert await stored_json(redis_client, f"{state_key}:{{1}}") == {
         "items": [],
         "node_name": "cart",
+        "_n": 2,
     }
 
 
