@@ -31,8 +31,8 @@ def _encode(arg: Arg) -> bytes:
 @dataclass(slots=True)
 class _Call:
     script: AsyncScript
-    keys: Sequence[str]
-    args: Sequence[Arg]
+    keys: Sequence[bytes]
+    args: Sequence[bytes]
     future: asyncio.Future[Any]
 
 
@@ -47,9 +47,10 @@ class ScriptPipeline:
     async def __call__(self, script: AsyncScript, keys: Sequence[str], args: Sequence[Arg]) -> Any:
         # Encode here, in the caller's own frame: a value redis-py could not encode (a lone
         # surrogate, say) then fails this call alone instead of the whole batch it joins.
-        encoded = [_encode(arg) for arg in args]
+        encoded_keys = [_encode(key) for key in keys]
+        encoded_args = [_encode(arg) for arg in args]
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Call(script, keys, encoded, future))
+        self._queue.append(_Call(script, encoded_keys, encoded_args, future))
         if len(self._queue) == 1:  # the first call of this turn schedules the send
             flush = asyncio.create_task(self._flush())
             self._flushes.add(flush)

@@ -14,13 +14,15 @@ from typing import Any
 from pydantic import BaseModel
 from redis.asyncio import Redis
 
-from botnodes import Node, Nodes
+from botnodes import Node, Nodes, after_commit
 
 
 @dataclass(frozen=True)
 class Msg:
     user_id: int
     text: str
+    #: Set on a "button press": the node visit the button was shown on (see Node.visit).
+    visit: int | None = None
 
 
 @dataclass
@@ -30,6 +32,19 @@ class Ctx:
     running: int = 0
     max_running: int = 0
     delay: float = 0.0
+    #: Orders "placed" by Checkout (an irreversible effect), and replies that must fail.
+    orders: list[list[str]] = field(default_factory=list)
+    failing_replies: set[str] = field(default_factory=set)
+
+    async def reply(self, user_id: int, text: str) -> None:
+        """A reply held until the transition is stored, like the bot's own replies."""
+
+        async def send() -> None:
+            if text in self.failing_replies:
+                raise ConnectionError(f"could not send {text!r}")
+            self.say(user_id, text)
+
+        await after_commit(send)
 
     def say(self, user_id: int, text: str) -> None:
         self.sent.append((user_id, text))
@@ -57,7 +72,7 @@ class Menu(Node[Ctx, Msg, int, Empty]):
         self._data = Empty()
 
     async def on_enter(self, user_id: int, ctx: Ctx) -> None:
-        ctx.say(user_id, "menu")
+        await ctx.reply(user_id, "menu")
 
     async def on_event(self, user_id: int, event: Msg, ctx: Ctx) -> Node[Ctx, Msg, int, Any] | None:
         if event.text == "cart":
@@ -68,6 +83,8 @@ class Menu(Node[Ctx, Msg, int, Empty]):
             return BadEnter()
         if event.text == "stray":
             return Unregistered()
+        if event.text == "checkout":
+            return Checkout()
         ctx.say(user_id, f"menu got {event.text}")
         return None
 
@@ -117,6 +134,30 @@ class BadEnter(Node[Ctx, Msg, int, Empty]):
         return Menu()
 
 
+class Checkout(Node[Ctx, Msg, int, CartModel]):
+    """Collects items; 'pay' places the order (an effect) and replies only after commit."""
+
+    @classmethod
+    def _get_model(cls) -> type[CartModel]:
+        return CartModel
+
+    def __init__(self, items: list[str] | None = None) -> None:
+        self._data = CartModel(items=items or [])
+
+    async def on_enter(self, user_id: int, ctx: Ctx) -> None:
+        await ctx.reply(user_id, f"checkout: {len(self._data.items)} item(s)")
+
+    async def on_event(self, user_id: int, event: Msg, ctx: Ctx) -> Node[Ctx, Msg, int, Any] | None:
+        if event.text == "pay":
+            await ctx.reply(user_id, "paying")
+            if ctx.delay:
+                await asyncio.sleep(ctx.delay)
+            ctx.orders.append(list(self._data.items))
+            await ctx.reply(user_id, "paid")
+            return Menu()
+        return Checkout([*self._data.items, event.text])
+
+
 class Unregistered(Menu):
     """A node class that is deliberately missing from NODES."""
 
@@ -125,6 +166,7 @@ NODES: dict[str, type[Node[Ctx, Msg, int, Any]]] = {
     "menu": Menu,
     "cart": Cart,
     "bad_enter": BadEnter,
+    "checkout": Checkout,
 }
 
 
@@ -140,12 +182,12 @@ def make_nodes(
 ) -> Nodes[Ctx, Msg, int]:
     """Nodes over the test registry, with the README's constructor keywords."""
     options.setdefault("nodes_dict", NODES)
+    options.setdefault("event_to_user_id", lambda event: event.user_id)
     return Nodes(
         redis_client=redis,
         redis_property_name=prefix,
         discriminator_field="node_name",
         get_start_node=lambda event: Menu(),
         ctx=ctx if ctx is not None else Ctx(),
-        event_to_user_id=lambda event: event.user_id,
         **options,
     )
