@@ -296,6 +296,8 @@ SETTING_NAMES = (
     "LOG_LEVEL",
     "SHUTDOWN_TIMEOUT",
     "MAX_CONCURRENT_UPDATES",
+    "MAX_PENDING_UPDATES",
+    "MAX_QUEUED_PER_USER",
 )
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

@@ -115,7 +115,7 @@ async def test_whole_food_flow_then_sigterm_exits_0(
     assert bot_api.calls("getUpdates")[0].params["allowed_updates"] == '["message"]'
 
     assert await bot.stop(signal.SIGTERM) == 0
-    assert "Order for user 5001: Pizza, Cola" in bot.log()
+    assert "for user 5001: Pizza, Cola" in bot.log()
     assert_clean_log(bot)
 
 

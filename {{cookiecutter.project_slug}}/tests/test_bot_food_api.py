@@ -21,12 +21,18 @@ from {{ cookiecutter.project_slug }}.food_api import (
 
 from .conftest import free_port
 
+KEY = "1001:7"
+
 
 class OrderServer:
     """A food API on 127.0.0.1: records each order, answers `status` after `delay` seconds."""
 
     def __init__(self, status: int = 200, delay: float = 0.0) -> None:
         self.bodies: list[bytes] = []
+        #: The Idempotency-Key of each request, and the orders placed: like a real service
+        #: that honours the key, a repeated key is answered again but placed once.
+        self.keys: list[str] = []
+        self.orders: dict[str, bytes] = {}
         self.content_types: list[str] = []
         self.status = status
         self.delay = delay
@@ -36,8 +42,12 @@ class OrderServer:
         self.url = ""
 
     async def _order(self, request: web.Request) -> web.Response:
-        self.bodies.append(await request.read())
+        body = await request.read()
+        self.bodies.append(body)
         self.content_types.append(request.content_type)
+        key = request.headers.get("Idempotency-Key", "")
+        self.keys.append(key)
+        self.orders.setdefault(key, body)
         self.received.set()
         await asyncio.sleep(self.delay)
         return web.Response(status=self.status, text="{}")
@@ -72,15 +82,16 @@ async def api(server: OrderServer) -> AsyncIterator[HttpFoodAPI]:
 
 
 async def test_posts_the_exact_json_body(server: OrderServer, api: HttpFoodAPI) -> None:
-    await api.order_food(1001, ["Pizza", "Cola"])
+    await api.order_food(1001, ["Pizza", "Cola"], idempotency_key=KEY)
     assert server.content_types == ["application/json"]
     assert json.loads(server.bodies[0]) == {"user_id": 1001, "items": ["Pizza", "Cola"]}
+    assert server.keys == [KEY]
 
 
 @pytest.mark.parametrize("status", [200, 201, 204])
 async def test_any_2xx_is_success(server: OrderServer, api: HttpFoodAPI, status: int) -> None:
     server.status = status
-    await api.order_food(1, ["Tea"])
+    await api.order_food(1, ["Tea"], idempotency_key=KEY)
     assert len(server.bodies) == 1
 
 
@@ -88,28 +99,28 @@ async def test_any_2xx_is_success(server: OrderServer, api: HttpFoodAPI, status:
 async def test_other_statuses_fail(server: OrderServer, api: HttpFoodAPI, status: int) -> None:
     server.status = status
     with pytest.raises(FoodOrderError, match=f"HTTP {status}"):
-        await api.order_food(1, ["Tea"])
+        await api.order_food(1, ["Tea"], idempotency_key=KEY)
 
 
 async def test_a_slow_answer_fails_with_a_timeout(server: OrderServer, api: HttpFoodAPI) -> None:
     server.delay = 2.0
     with pytest.raises(FoodOrderError, match=r"did not answer within 0\.5 s"):
-        await api.order_food(1, ["Tea"])
+        await api.order_food(1, ["Tea"], idempotency_key=KEY)
 
 
 async def test_connection_refused_fails() -> None:
     api = HttpFoodAPI(f"http://127.0.0.1:{free_port()}/orders", timeout=2)
     try:
         with pytest.raises(FoodOrderError, match="unreachable"):
-            await api.order_food(1, ["Tea"])
+            await api.order_food(1, ["Tea"], idempotency_key=KEY)
     finally:
         await api.close()
 
 
 async def test_the_session_is_reused_and_closed(server: OrderServer, api: HttpFoodAPI) -> None:
-    await api.order_food(1, ["Tea"])
+    await api.order_food(1, ["Tea"], idempotency_key=KEY)
     session = api._session
-    await api.order_food(1, ["Coffee"])
+    await api.order_food(1, ["Coffee"], idempotency_key=KEY)
     assert api._session is session
     await api.close()
     assert session is not None
@@ -120,8 +131,8 @@ async def test_without_a_url_orders_are_logged(caplog: pytest.LogCaptureFixture)
     api = create_food_api(FoodApiSettings(url=None, _env_file=None))
     assert isinstance(api, LoggingFoodAPI)
     with caplog.at_level(logging.INFO):
-        await api.order_food(1001, ["Pizza", "Cola"])
-    assert "Order for user 1001: Pizza, Cola" in caplog.text
+        await api.order_food(1001, ["Pizza", "Cola"], idempotency_key=KEY)
+    assert f"Order {KEY} for user 1001: Pizza, Cola" in caplog.text
 
 
 def test_with_a_url_the_http_client_is_used() -> None:

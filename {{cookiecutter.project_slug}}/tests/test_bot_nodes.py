@@ -51,12 +51,14 @@ class RecordingFoodAPI:
 
     def __init__(self) -> None:
         self.orders: list[tuple[int, list[str]]] = []
+        self.keys: list[str] = []
         self.fail = False
 
-    async def order_food(self, user_id: int, items: Sequence[str]) -> None:
+    async def order_food(self, user_id: int, items: Sequence[str], *, idempotency_key: str) -> None:
         if self.fail:
             raise FoodOrderError("food API answered HTTP 500")
         self.orders.append((user_id, list(items)))
+        self.keys.append(idempotency_key)
 
     async def close(self) -> None:
         """Nothing to release."""

@@ -114,6 +114,8 @@ class RuntimeSettings(BaseSettings):
     log_level: LogLevel = "INFO"
     shutdown_timeout: float = Field(default=8.0, gt=0)
     max_concurrent_updates: int = Field(default=100, ge=1)
+    max_pending_updates: int = Field(default=1000, ge=1)
+    max_queued_per_user: int = Field(default=50, ge=1)
 
     @field_validator("log_level", mode="before")
     @classmethod

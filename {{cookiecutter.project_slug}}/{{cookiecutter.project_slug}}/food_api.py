@@ -24,15 +24,23 @@ class FoodOrderError(Exception):
 class FoodAPI(Protocol):
     """Places orders. Implementations raise `FoodOrderError` for every failure."""
 
-    async def order_food(self, user_id: int, items: Sequence[str]) -> None:
-        """Place an order of `items` for the Telegram user `user_id`."""
+    async def order_food(self, user_id: int, items: Sequence[str], *, idempotency_key: str) -> None:
+        """Place an order of `items` for the Telegram user `user_id`.
+
+        The same `idempotency_key` means the same order: a service that honours it places
+        it once however often it is sent (after a crash, or a retried step).
+        """
 
     async def close(self) -> None:
         """Release network resources; called once at shutdown."""
 
 
 class HttpFoodAPI:
-    """POSTs `{"user_id": ..., "items": [...]}` as JSON; any 2xx answer is success."""
+    """POSTs `{"user_id": ..., "items": [...]}` as JSON; any 2xx answer is success.
+
+    The key goes in the `Idempotency-Key` header (the IETF draft Stripe and others follow),
+    so a service that honours it takes a repeated order once.
+    """
 
     def __init__(self, url: str, timeout: float) -> None:
         self._url = url
@@ -40,12 +48,13 @@ class HttpFoodAPI:
         # Created on first use: an aiohttp session must be made inside the running loop.
         self._session: aiohttp.ClientSession | None = None
 
-    async def order_food(self, user_id: int, items: Sequence[str]) -> None:
+    async def order_food(self, user_id: int, items: Sequence[str], *, idempotency_key: str) -> None:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
         payload = {"user_id": user_id, "items": list(items)}
+        headers = {"Idempotency-Key": idempotency_key}
         try:
-            async with self._session.post(self._url, json=payload) as response:
+            async with self._session.post(self._url, json=payload, headers=headers) as response:
                 if not 200 <= response.status < 300:
                     raise FoodOrderError(f"food API answered HTTP {response.status}")
         except TimeoutError:
@@ -64,8 +73,8 @@ class HttpFoodAPI:
 class LoggingFoodAPI:
     """Stands in when FOOD_API_URL is unset: the order is logged and counts as placed."""
 
-    async def order_food(self, user_id: int, items: Sequence[str]) -> None:
-        logger.info("Order for user %s: %s", user_id, ", ".join(items))
+    async def order_food(self, user_id: int, items: Sequence[str], *, idempotency_key: str) -> None:
+        logger.info("Order %s for user %s: %s", idempotency_key, user_id, ", ".join(items))
 
     async def close(self) -> None:
         """Nothing to release."""

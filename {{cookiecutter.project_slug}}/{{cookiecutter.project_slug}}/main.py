@@ -64,6 +64,10 @@ def create_nodes(settings: Settings, redis: RedisClient, ctx: Ctx) -> Nodes[Ctx,
         state_ttl=settings.state.state_ttl,
         lock_ttl=settings.state.lock_ttl,
         lock_wait_timeout=settings.state.lock_wait_timeout,
+        # Only an update whose user's turn it is takes one of these slots, so one user's
+        # backlog can't keep everybody else waiting.
+        max_concurrent=settings.runtime.max_concurrent_updates,
+        max_waiting_per_user=settings.runtime.max_queued_per_user,
     )
 
 
@@ -86,7 +90,8 @@ class App:
         await self.dispatcher.start_polling(
             self.bot,
             allowed_updates=self.dispatcher.resolve_used_update_types(),
-            tasks_concurrency_limit=self.settings.runtime.max_concurrent_updates,
+            # Bounds memory; how many run at once is botnodes' `max_concurrent`.
+            tasks_concurrency_limit=self.settings.runtime.max_pending_updates,
             handle_signals=True,
             close_bot_session=True,
         )

@@ -11,13 +11,17 @@ from aiogram import BaseMiddleware, Bot
 from aiogram.exceptions import TelegramAPIError
 from aiogram.types import Message, TelegramObject
 
-from botnodes import StateUnavailableError
+from botnodes import StateUnavailableError, TransitionLostError, UserBusyError
 
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
 
 STATE_UNAVAILABLE_TEXT = "Sorry, I can't reach my memory right now. Please try again in a moment."
+USER_BUSY_TEXT = "I'm still working on your earlier messages. Please send that again in a moment."
+TRANSITION_LOST_TEXT = (
+    "Sorry, I couldn't save that step, so I'm still where we were. Please send it again."
+)
 
 
 class InFlightUpdates(BaseMiddleware):
@@ -52,22 +56,32 @@ class InFlightUpdates(BaseMiddleware):
 
 
 class ReplyWhenStateUnavailable(BaseMiddleware):
-    """Turns `StateUnavailableError` into an apology instead of a silent failure.
+    """Tells the user, in words that are true, when botnodes could not handle their update.
 
-    botnodes changed nothing when it raises this, so the user can simply repeat the message.
+    - StateUnavailableError: nothing changed (Redis away, lock busy), so they can repeat it.
+    - UserBusyError: they have many updates queued already; this one was skipped.
+    - TransitionLostError: the node ran but its result was not stored; they are where they
+      were. Repeating is safe in this bot: the only irreversible step, the order, carries an
+      idempotency key that stays the same until the step is stored.
     """
 
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
         try:
             return await handler(event, data)
-        except StateUnavailableError as exc:
+        except (StateUnavailableError, TransitionLostError) as exc:
+            if isinstance(exc, UserBusyError):
+                text = USER_BUSY_TEXT
+            elif isinstance(exc, TransitionLostError):
+                text = TRANSITION_LOST_TEXT
+            else:
+                text = STATE_UNAVAILABLE_TEXT
             user_id = event.from_user.id if isinstance(event, Message) and event.from_user else None
             # botnodes has logged the cause already; note only what the user was told.
-            logger.info("Asked user %s to try again: %s", user_id, exc)
+            logger.info("Told user %s the update was not handled: %s", user_id, exc)
             bot: Bot = data["bot"]
             if isinstance(event, Message):
                 try:
-                    await bot.send_message(event.chat.id, STATE_UNAVAILABLE_TEXT)
+                    await bot.send_message(event.chat.id, text)
                 except TelegramAPIError as send_exc:
                     logger.warning("Could not tell user %s to retry: %s", user_id, send_exc)
             return None

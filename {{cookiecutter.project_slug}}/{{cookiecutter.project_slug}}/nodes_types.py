@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 from aiogram import Bot
-from aiogram.types import Message
+from aiogram.types import InlineKeyboardMarkup, Message
 
-from botnodes import Node
+from botnodes import Node, after_commit
 
 from .config import Settings
 from .food_api import FoodAPI
@@ -26,6 +26,18 @@ class Ctx:
     settings: Settings
     food_api: FoodAPI
     logger: logging.Logger
+
+    async def send_message(
+        self, user_id: UserId, text: str, reply_markup: InlineKeyboardMarkup | None = None
+    ) -> None:
+        """Send a reply once the transition that produced it is stored in Redis.
+
+        Nodes reply through this rather than `bot.send_message`: if the step can't be stored,
+        the user is not told it happened; if a reply fails after an irreversible step (an
+        order), the step is stored anyway and can't be repeated by the user's next message.
+        Outside a transition it sends at once.
+        """
+        await after_commit(lambda: self.bot.send_message(user_id, text, reply_markup=reply_markup))
 
 
 #: What `on_event` returns: the next node, or None to stay on the current one.

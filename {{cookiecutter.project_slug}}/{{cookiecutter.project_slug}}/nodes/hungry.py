@@ -29,34 +29,37 @@ class Hungry(Node[Ctx, Event, UserId, HungryModel]):
 
     async def on_enter(self, user_id: UserId, ctx: Ctx) -> None:
         cart = ", ".join(self._data.order) if self._data.order else "Empty"
-        await ctx.bot.send_message(user_id, f"What are you gonna order? Cart: {cart}")
+        await ctx.send_message(user_id, f"What are you gonna order? Cart: {cart}")
 
     async def on_event(self, user_id: UserId, event: Event, ctx: Ctx) -> NextNode:
         if event.text == "Finish":
             if not self._data.order:
-                await ctx.bot.send_message(
-                    user_id, "Cart is empty! Write Cancel to cancel the order"
-                )
+                await ctx.send_message(user_id, "Cart is empty! Write Cancel to cancel the order")
                 return Hungry([])
             await self._place_order(user_id, ctx)
             return start.Start(user_display_name(event))
         if event.text == "Cancel":
-            await ctx.bot.send_message(user_id, "Order cancelled!")
+            await ctx.send_message(user_id, "Order cancelled!")
             return start.Start(user_display_name(event))
         item = event.text or ""
-        await ctx.bot.send_message(user_id, f"Added {item}")
+        await ctx.send_message(user_id, f"Added {item}")
         return Hungry(order=[*self._data.order, item])
 
     async def _place_order(self, user_id: UserId, ctx: Ctx) -> None:
         # A failed order is reported to the user and the menu goes on; it is not retried,
         # because the food API may have taken the order before the failure reached us.
-        await ctx.bot.send_message(user_id, f"Ordering {', '.join(self._data.order)}")
+        # The replies go out only once the user is stored on the main menu, so a reply that
+        # fails can't leave them in the cart to order again. The key is the same if this very
+        # step runs again (the process died before storing it), and new for any other cart.
+        await ctx.send_message(user_id, f"Ordering {', '.join(self._data.order)}")
         try:
-            await ctx.food_api.order_food(user_id, self._data.order)
+            await ctx.food_api.order_food(
+                user_id, self._data.order, idempotency_key=f"{user_id}:{self.visit}"
+            )
         except FoodOrderError as exc:
             ctx.logger.error(
                 "Order for user %s failed: %s | items=%s", user_id, exc, self._data.order
             )
-            await ctx.bot.send_message(user_id, "Error")
+            await ctx.send_message(user_id, "Error")
         else:
-            await ctx.bot.send_message(user_id, "Ordered!")
+            await ctx.send_message(user_id, "Ordered!")

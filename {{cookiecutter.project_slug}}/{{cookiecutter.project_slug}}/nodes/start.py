@@ -33,16 +33,16 @@ class Start(Node[Ctx, Event, UserId, StartModel]):
 
     async def on_enter(self, user_id: UserId, ctx: Ctx) -> None:
         if self._is_first_launch:
-            await ctx.bot.send_message(user_id, f"Hello, {self._username}! Are you hungry?")
+            await ctx.send_message(user_id, f"Hello, {self._username}! Are you hungry?")
         else:
-            await ctx.bot.send_message(user_id, "Again main menu! Are you hungry?")
+            await ctx.send_message(user_id, "Again main menu! Are you hungry?")
 
     async def on_event(self, user_id: UserId, event: Event, ctx: Ctx) -> NextNode:
         if event.text == "Yes":
-            await ctx.bot.send_message(user_id, "No worries, I've got you back!")
+            await ctx.send_message(user_id, "No worries, I've got you back!")
             return hungry.Hungry()
         if event.text == "No":
-            await ctx.bot.send_message(user_id, "Write me when you are ready then!")
+            await ctx.send_message(user_id, "Write me when you are ready then!")
             return hold.Hold()
-        await ctx.bot.send_message(user_id, "Say what?")
+        await ctx.send_message(user_id, "Say what?")
         return Start(user_display_name(event))
