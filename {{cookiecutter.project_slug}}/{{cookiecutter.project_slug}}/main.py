@@ -18,7 +18,7 @@ from .config import Settings, TelegramSettings
 from .food_api import FoodAPI, create_food_api
 from .middlewares import InFlightUpdates
 from .nodes import Start, nodes_dict
-from .nodes_types import Ctx, Event, UserId, event_to_user_id, user_display_name
+from .nodes_types import Ctx, Event, UserId, event_to_user_id, event_visit, user_display_name
 from .redis_connection import RedisClient, create_redis
 from .routers import build_dispatcher
 
@@ -61,6 +61,8 @@ def create_nodes(settings: Settings, redis: RedisClient, ctx: Ctx) -> Nodes[Ctx,
         get_start_node=get_start_node,
         ctx=ctx,
         event_to_user_id=event_to_user_id,
+        # A press carries the node visit its button was shown on; an older one is stale.
+        event_visit=event_visit,
         state_ttl=settings.state.state_ttl,
         lock_ttl=settings.state.lock_ttl,
         lock_wait_timeout=settings.state.lock_wait_timeout,

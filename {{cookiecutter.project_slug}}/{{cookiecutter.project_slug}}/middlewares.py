@@ -9,7 +9,7 @@ from typing import Any
 
 from aiogram import BaseMiddleware, Bot
 from aiogram.exceptions import TelegramAPIError
-from aiogram.types import Message, TelegramObject
+from aiogram.types import CallbackQuery, Message, TelegramObject
 
 from botnodes import StateUnavailableError, TransitionLostError, UserBusyError
 
@@ -63,6 +63,9 @@ class ReplyWhenStateUnavailable(BaseMiddleware):
     - TransitionLostError: the node ran but its result was not stored; they are where they
       were. Repeating is safe in this bot: the only irreversible step, the order, carries an
       idempotency key that stays the same until the step is stored.
+
+    A message gets the text as a reply; a button press gets it as the press's answer (the
+    handler's return value, which `AnswerEveryPress` sends).
     """
 
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
@@ -75,13 +78,39 @@ class ReplyWhenStateUnavailable(BaseMiddleware):
                 text = TRANSITION_LOST_TEXT
             else:
                 text = STATE_UNAVAILABLE_TEXT
-            user_id = event.from_user.id if isinstance(event, Message) and event.from_user else None
+            from_user = getattr(event, "from_user", None)
+            user_id = from_user.id if from_user else None
             # botnodes has logged the cause already; note only what the user was told.
             logger.info("Told user %s the update was not handled: %s", user_id, exc)
-            bot: Bot = data["bot"]
+            if isinstance(event, CallbackQuery):
+                return text
             if isinstance(event, Message):
+                bot: Bot = data["bot"]
                 try:
                     await bot.send_message(event.chat.id, text)
                 except TelegramAPIError as send_exc:
                     logger.warning("Could not tell user %s to retry: %s", user_id, send_exc)
             return None
+
+
+class AnswerEveryPress(BaseMiddleware):
+    """Answers every callback query exactly once, so the client's spinner always stops.
+
+    It wraps the whole dispatch of a press (an outer middleware): handled or not, failed or
+    not, the press is answered once, with the text the handler returned if it returned one.
+    """
+
+    async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
+        text: str | None = None
+        try:
+            result = await handler(event, data)
+            if isinstance(result, str):
+                text = result
+            return result
+        finally:
+            if isinstance(event, CallbackQuery):
+                bot: Bot = data["bot"]
+                try:
+                    await bot.answer_callback_query(event.id, text=text)
+                except TelegramAPIError as exc:
+                    logger.warning("Could not answer the press %s: %s", event.id, exc)

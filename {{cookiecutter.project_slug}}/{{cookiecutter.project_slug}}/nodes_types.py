@@ -7,14 +7,16 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 from aiogram import Bot
-from aiogram.types import InlineKeyboardMarkup, Message
+from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 
 from botnodes import Node, after_commit
 
+from .buttons import unpack_press
 from .config import Settings
 from .food_api import FoodAPI
 
-Event: TypeAlias = Message
+#: What reaches the nodes: a text message, or a press of one of their buttons.
+Event: TypeAlias = Message | CallbackQuery
 UserId: TypeAlias = int
 
 
@@ -46,8 +48,29 @@ NextNode: TypeAlias = Node[Ctx, Event, UserId, Any] | None
 
 def event_to_user_id(event: Event) -> UserId:
     """The Telegram user an event belongs to; botnodes keys the state by it."""
+    if isinstance(event, CallbackQuery):
+        return event.from_user.id
     # Only private chats reach the nodes, and there the chat id is the user id.
     return event.from_user.id if event.from_user else event.chat.id
+
+
+def said(event: Event) -> str | None:
+    """What the user typed, or the word of the button they pressed: nodes compare this.
+
+    A press and typing its word are the same to a node, so every button also works typed.
+    """
+    if isinstance(event, CallbackQuery):
+        press = unpack_press(event)
+        return press.word if press else None
+    return event.text
+
+
+def event_visit(event: Event) -> int | None:
+    """The node visit a button was shown on; None for typed text (botnodes' `event_visit`)."""
+    if isinstance(event, CallbackQuery):
+        press = unpack_press(event)
+        return press.visit if press else None
+    return None
 
 
 def user_display_name(event: Event) -> str:

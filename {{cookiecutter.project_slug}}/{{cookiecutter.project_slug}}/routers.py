@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from aiogram import Bot, Dispatcher, Router
 from aiogram.filters import BaseFilter, Command
-from aiogram.types import Message
+from aiogram.types import CallbackQuery, Message
 
-from botnodes import Nodes
+from botnodes import Nodes, Outcome
 
-from .middlewares import InFlightUpdates, ReplyWhenStateUnavailable
+from .buttons import STALE_PRESS_TEXT, Press
+from .middlewares import AnswerEveryPress, InFlightUpdates, ReplyWhenStateUnavailable
 from .nodes import Start
 from .nodes_types import Ctx, Event, UserId, event_to_user_id, user_display_name
 
@@ -24,6 +25,13 @@ class IsPrivateChatMessage(BaseFilter):
 
     async def __call__(self, event: Message) -> bool:
         return event.chat.type == "private"
+
+
+class IsPrivateChatPress(BaseFilter):
+    """A press of a button on a message in a one-to-one chat."""
+
+    async def __call__(self, event: CallbackQuery) -> bool:
+        return event.message is not None and event.message.chat.type == "private"
 
 
 class IsTextMessage(BaseFilter):
@@ -52,6 +60,13 @@ def build_nodes_router(nodes: AppNodes) -> Router:
     router = Router(name=f"{__name__}.nodes")
     router.message(IsTextMessage())(nodes.route)
 
+    @router.callback_query(Press.filter())
+    async def press(query: CallbackQuery) -> str | None:
+        """A button press goes through the same route (and per-user lock) as a message."""
+        outcome = await nodes.route(query)
+        # The returned text is the press's answer (see AnswerEveryPress).
+        return STALE_PRESS_TEXT if outcome is Outcome.STALE else None
+
     @router.message()
     async def not_text(message: Message, bot: Bot) -> None:
         await bot.send_message(message.chat.id, NOT_TEXT_TEXT)
@@ -65,10 +80,13 @@ def build_dispatcher(nodes: AppNodes, in_flight: InFlightUpdates | None = None) 
     dispatcher = Dispatcher(name=__name__, disable_fsm=True)
     if in_flight is not None:
         dispatcher.update.outer_middleware(in_flight)
+    dispatcher.callback_query.outer_middleware(AnswerEveryPress())
 
     personal_router = Router(name=f"{__name__}.personal")
     personal_router.message.filter(IsPrivateChatMessage())
+    personal_router.callback_query.filter(IsPrivateChatPress())
     personal_router.message.middleware(ReplyWhenStateUnavailable())
+    personal_router.callback_query.middleware(ReplyWhenStateUnavailable())
     personal_router.include_router(build_default_router(nodes))
     personal_router.include_router(build_nodes_router(nodes))
 

@@ -6,8 +6,9 @@ from pydantic import BaseModel, Field
 
 from botnodes import Node
 
+from ..buttons import keyboard
 from ..food_api import FoodOrderError
-from ..nodes_types import Ctx, Event, NextNode, UserId, user_display_name
+from ..nodes_types import Ctx, Event, NextNode, UserId, said, user_display_name
 from . import start
 
 
@@ -29,21 +30,25 @@ class Hungry(Node[Ctx, Event, UserId, HungryModel]):
 
     async def on_enter(self, user_id: UserId, ctx: Ctx) -> None:
         cart = ", ".join(self._data.order) if self._data.order else "Empty"
-        await ctx.send_message(user_id, f"What are you gonna order? Cart: {cart}")
+        await ctx.send_message(
+            user_id,
+            f"What are you gonna order? Cart: {cart}",
+            reply_markup=keyboard(self.visit, "Finish", "Cancel"),
+        )
 
     async def on_event(self, user_id: UserId, event: Event, ctx: Ctx) -> NextNode:
-        if event.text == "Finish":
+        text = said(event) or ""
+        if text == "Finish":
             if not self._data.order:
                 await ctx.send_message(user_id, "Cart is empty! Write Cancel to cancel the order")
                 return Hungry([])
             await self._place_order(user_id, ctx)
             return start.Start(user_display_name(event))
-        if event.text == "Cancel":
+        if text == "Cancel":
             await ctx.send_message(user_id, "Order cancelled!")
             return start.Start(user_display_name(event))
-        item = event.text or ""
-        await ctx.send_message(user_id, f"Added {item}")
-        return Hungry(order=[*self._data.order, item])
+        await ctx.send_message(user_id, f"Added {text}")
+        return Hungry(order=[*self._data.order, text])
 
     async def _place_order(self, user_id: UserId, ctx: Ctx) -> None:
         # A failed order is reported to the user and the menu goes on; it is not retried,

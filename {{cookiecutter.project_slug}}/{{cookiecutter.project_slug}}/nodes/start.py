@@ -6,7 +6,8 @@ from pydantic import BaseModel
 
 from botnodes import Node
 
-from ..nodes_types import Ctx, Event, NextNode, UserId, user_display_name
+from ..buttons import keyboard
+from ..nodes_types import Ctx, Event, NextNode, UserId, said, user_display_name
 from . import hold, hungry
 
 
@@ -32,16 +33,20 @@ class Start(Node[Ctx, Event, UserId, StartModel]):
         return StartModel
 
     async def on_enter(self, user_id: UserId, ctx: Ctx) -> None:
+        # The buttons carry this visit: once the user moves on, they are out of date.
+        buttons = keyboard(self.visit, "Yes", "No")
         if self._is_first_launch:
-            await ctx.send_message(user_id, f"Hello, {self._username}! Are you hungry?")
+            text = f"Hello, {self._username}! Are you hungry?"
         else:
-            await ctx.send_message(user_id, "Again main menu! Are you hungry?")
+            text = "Again main menu! Are you hungry?"
+        await ctx.send_message(user_id, text, reply_markup=buttons)
 
     async def on_event(self, user_id: UserId, event: Event, ctx: Ctx) -> NextNode:
-        if event.text == "Yes":
+        answer = said(event)
+        if answer == "Yes":
             await ctx.send_message(user_id, "No worries, I've got you back!")
             return hungry.Hungry()
-        if event.text == "No":
+        if answer == "No":
             await ctx.send_message(user_id, "Write me when you are ready then!")
             return hold.Hold()
         await ctx.send_message(user_id, "Say what?")
