@@ -240,7 +240,8 @@ class FakeBotAPIServer:
             async with self._changed:
                 self.telegram.calls.append(ApiCall(method, params))
                 self._changed.notify_all()
-            return web.json_response({"ok": True, "result": await self._get_updates(params)})
+            updates = await self._get_updates(params, request)
+            return web.json_response({"ok": True, "result": updates})
         async with self._changed:
             try:
                 result = self.telegram.answer(method, params)
@@ -259,7 +260,9 @@ class FakeBotAPIServer:
         form = await request.post()
         return {key: str(value) for key, value in form.items()}
 
-    async def _get_updates(self, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+    async def _get_updates(
+        self, params: Mapping[str, Any], request: web.Request
+    ) -> list[dict[str, Any]]:
         offset = int(params.get("offset", 0))
         timeout = float(params.get("timeout", 0))
         deadline = time.monotonic() + timeout
@@ -271,6 +274,8 @@ class FakeBotAPIServer:
                     await asyncio.wait_for(self._changed.wait(), deadline - time.monotonic())
                 except TimeoutError:
                     break
+            if request.transport is None or request.transport.is_closing():
+                return []  # the poller is gone (killed): like Telegram, keep its updates
             batch = self._updates[: min(int(params.get("limit", 100)), self.batch_size)]
             # Hand each update to one poller only, so several bot processes can share a server.
             self._updates = self._updates[len(batch) :]

@@ -19,8 +19,8 @@ from redis.asyncio import Redis
 
 from {{ cookiecutter.project_slug }}.food_api import LoggingFoodAPI
 from {{ cookiecutter.project_slug }}.main import create_nodes
-from {{ cookiecutter.project_slug }}.middlewares import STATE_UNAVAILABLE_TEXT
-from {{ cookiecutter.project_slug }}.nodes import Start
+from {{ cookiecutter.project_slug }}.middlewares import STATE_UNAVAILABLE_TEXT, USER_BUSY_TEXT
+from {{ cookiecutter.project_slug }}.nodes import Hungry, Start
 from {{ cookiecutter.project_slug }}.nodes_types import Ctx
 
 from .conftest import RedisServer
@@ -112,7 +112,8 @@ async def test_whole_food_flow_then_sigterm_exits_0(
     assert await bot_api.say(ALICE, "anything", 1) == [MAIN_MENU]
 
     # Only the update types the routers handle are requested from Telegram.
-    assert bot_api.calls("getUpdates")[0].params["allowed_updates"] == '["message"]'
+    allowed = json.loads(bot_api.calls("getUpdates")[0].params["allowed_updates"])
+    assert sorted(allowed) == ["callback_query", "message"]
 
     assert await bot.stop(signal.SIGTERM) == 0
     assert "for user 5001: Pizza, Cola" in bot.log()
@@ -240,4 +241,61 @@ async def test_the_bot_serves_from_a_redis_cluster(
     ]
     assert await bot_api.say(ALICE, "Finish", 3) == ["Ordering Soup", "Ordered!", MAIN_MENU]
     assert await bot.stop(signal.SIGTERM) == 0
+    assert_clean_log(bot)
+
+
+async def test_killed_after_the_food_api_took_the_order_orders_once_after_restart(
+    bot_api: FakeBotAPIServer,
+    start_bot: StartBot,
+    slow_food_api: OrderServer,
+    redis_client: Redis,
+    state_key: str,
+) -> None:
+    slow_food_api.delay = 30.0
+    # A hard kill leaves the user's lock until it expires: keep that short here.
+    bot = await start_bot(FOOD_API_URL=slow_food_api.url, LOCK_TTL="2")
+    await bot_api.say(ALICE, "hi", 1)
+    await bot_api.say(ALICE, "Yes", 2)
+    await bot_api.say(ALICE, "Pizza", 2)
+    await bot_api.push_message(ALICE, "Finish")
+    await asyncio.wait_for(slow_food_api.received.wait(), 15)
+    await bot.kill()  # the food API has the order; the bot dies before storing the step
+
+    # Nothing pretended the order went through, and the user is still in the cart.
+    assert bot_api.sent_texts(ALICE)[-1] == "What are you gonna order? Cart: Pizza"
+    assert isinstance(await current_node(redis_client, state_key, ALICE), Hungry)
+
+    slow_food_api.delay = 0.0
+    await start_bot(FOOD_API_URL=slow_food_api.url, LOCK_TTL="2")
+    assert await bot_api.say(ALICE, "Finish", 3) == ["Ordering Pizza", "Ordered!", MAIN_MENU]
+    # Sent twice with the same idempotency key: the food API placed one order.
+    assert len(slow_food_api.bodies) == 2
+    assert len(slow_food_api.orders) == 1
+    assert isinstance(await current_node(redis_client, state_key, ALICE), Start)
+
+
+async def test_one_users_flood_does_not_hold_up_another_user(
+    bot_api: FakeBotAPIServer, start_bot: StartBot, slow_food_api: OrderServer
+) -> None:
+    slow_food_api.delay = 6.0
+    bot = await start_bot(FOOD_API_URL=slow_food_api.url, MAX_CONCURRENT_UPDATES="20")
+    bob = ALICE + 1
+    await bot_api.say(ALICE, "hi", 1)
+    await bot_api.say(ALICE, "Yes", 2)
+    await bot_api.say(ALICE, "Pizza", 2)
+    await bot_api.push_message(ALICE, "Finish")
+    await asyncio.wait_for(slow_food_api.received.wait(), 15)
+    for n in range(120):  # Alice floods while her order is being placed
+        await bot_api.push_message(ALICE, f"more {n}")
+
+    # Bob is answered while Alice's order still waits for the food API.
+    assert await bot_api.say(bob, "hi", 1) == ["Hello, alice! Are you hungry?"]
+    assert slow_food_api.answered == 0
+
+    # Alice's updates past MAX_QUEUED_PER_USER (50 waiting) were skipped politely.
+    await bot_api.wait_for(
+        lambda: bot_api.sent_texts(ALICE).count(USER_BUSY_TEXT) >= 70, 30, "70 busy answers"
+    )
+    assert await bot.stop(signal.SIGTERM) == 0
+    assert bot_api.sent_texts(ALICE).count(USER_BUSY_TEXT) == 70
     assert_clean_log(bot)

@@ -33,6 +33,8 @@ class OrderServer:
         #: that honours the key, a repeated key is answered again but placed once.
         self.keys: list[str] = []
         self.orders: dict[str, bytes] = {}
+        #: Requests answered so far (a request still in its delay is not).
+        self.answered = 0
         self.content_types: list[str] = []
         self.status = status
         self.delay = delay
@@ -50,6 +52,7 @@ class OrderServer:
         self.orders.setdefault(key, body)
         self.received.set()
         await asyncio.sleep(self.delay)
+        self.answered += 1
         return web.Response(status=self.status, text="{}")
 
     async def start(self) -> None:
