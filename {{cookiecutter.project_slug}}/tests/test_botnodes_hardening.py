@@ -13,6 +13,9 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from botnodes import Outcome, TransitionLostError, UserBusyError, after_commit
 
@@ -428,3 +431,52 @@ async def test_a_burst_of_20_presses_of_one_button_is_acted_on_once(
     outcomes = await asyncio.gather(*(nodes.route(Msg(1, "pay", visit=3)) for _ in range(20)))
     assert sorted(o.value for o in outcomes) == ["moved"] + ["stale"] * 19
     assert ctx.orders == [["tea"]]
+
+
+# 8. What an adversarial review found already held: keep it that way --------------------------
+
+
+async def test_a_redis_that_stalls_mid_burst_loses_nothing(
+    start_redis: Callable[..., RedisServer],
+) -> None:
+    server = start_redis("--enable-debug-command", "yes")
+    redis = Redis.from_url(server.url)
+    stalling = Redis.from_url(server.url)
+    try:
+        nodes = make_nodes(redis, "stall", lock_wait_timeout=10)
+        await nodes.user(1).to(Cart())
+        burst = asyncio.gather(*(nodes.route(Msg(1, f"dish{n}")) for n in range(50)))
+        await asyncio.sleep(0.01)
+        # Redis answers nobody for half a second while the burst is in flight.
+        await stalling.execute_command("DEBUG", "SLEEP", "0.5")  # type: ignore[no-untyped-call]
+        await burst
+        node = await nodes.user(1).get_node()
+        assert isinstance(node, Cart)
+        assert node._data.items == [f"dish{n}" for n in range(50)]
+    finally:
+        await stalling.aclose()
+        await redis.aclose()
+
+
+async def test_state_survives_an_rdb_restart_and_routing_goes_on(
+    start_redis: Callable[..., RedisServer],
+) -> None:
+    server = start_redis("--save", "3600 1")
+    # Like the bot's client (redis_connection.py): a connection the restart closed is retried.
+    redis = Redis.from_url(
+        server.url,
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.1), 3),
+        retry_on_error=[RedisConnectionError],
+    )
+    try:
+        nodes = make_nodes(redis, "rdb")
+        await nodes.user(1).to(Cart(["tea"]))
+        await redis.save()
+        server.stop()
+        server.start()
+        await nodes.route(Msg(1, "cake"))
+        node = await nodes.user(1).get_node()
+        assert isinstance(node, Cart)
+        assert node._data.items == ["tea", "cake"]
+    finally:
+        await redis.aclose()
