@@ -299,3 +299,30 @@ async def test_one_users_flood_does_not_hold_up_another_user(
     assert await bot.stop(signal.SIGTERM) == 0
     assert bot_api.sent_texts(ALICE).count(USER_BUSY_TEXT) == 70
     assert_clean_log(bot)
+
+
+async def test_redis_away_when_the_order_is_stored_is_retried_not_reported_as_nothing(
+    bot_api: FakeBotAPIServer,
+    start_bot: StartBot,
+    slow_food_api: OrderServer,
+    start_redis: Callable[..., RedisServer],
+) -> None:
+    redis_server = start_redis("--appendonly", "yes", "--appendfsync", "always")
+    slow_food_api.delay = 1.0
+    bot = await start_bot(REDIS_URL=redis_server.url, FOOD_API_URL=slow_food_api.url)
+    await bot_api.say(ALICE, "hi", 1)
+    await bot_api.say(ALICE, "Yes", 2)
+    await bot_api.say(ALICE, "Pizza", 2)
+    finish = asyncio.create_task(bot_api.say(ALICE, "Finish", 3, timeout=30))
+    await asyncio.wait_for(slow_food_api.received.wait(), 15)
+    redis_server.stop()  # Redis dies while the food API places the order ...
+    await asyncio.sleep(2.0)
+    redis_server.start()  # ... and is back a moment later, with its data (AOF)
+
+    assert await finish == ["Ordering Pizza", "Ordered!", MAIN_MENU]
+    assert STATE_UNAVAILABLE_TEXT not in bot_api.sent_texts(ALICE)
+    assert await bot_api.say(ALICE, "Finish", 2) == ["Say what?", MAIN_MENU]  # no 2nd order
+    assert len(slow_food_api.orders) == 1
+    assert await bot.stop() == 0
+    assert "storing node 'start' of user 5001 failed" in bot.log()
+    assert_clean_log(bot)
