@@ -1,4 +1,4 @@
-"""Shared fixtures: a real Redis server for every test that needs one.
+"""Shared fixtures: a real Redis server for every test that needs one, and the bot's client.
 
 REDIS_URL points the suite at a running server; otherwise a throw-away `redis-server` from
 PATH is started on a free port. Tests never flush a database: each one works under its own
@@ -13,11 +13,26 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pydantic import SecretStr
 from redis.asyncio import BlockingConnectionPool, Redis
+
+from {{ cookiecutter.project_slug }}.config import (
+    FoodApiSettings,
+    RedisSettings,
+    RuntimeSettings,
+    Settings,
+    StateSettings,
+    TelegramSettings,
+)
+from {{ cookiecutter.project_slug }}.food_api import FoodOrderError
+from {{ cookiecutter.project_slug }}.testing import BotTestClient
+
+TOKEN = "123456:TEST-in-process-token"
 
 
 def free_port() -> int:
@@ -181,3 +196,53 @@ async def redis_client(redis_url: str) -> AsyncIterator[Redis]:
 def state_key() -> str:
     """A key prefix no other test uses, so tests never need to flush the database."""
     return f"test_{uuid.uuid4().hex[:12]}"
+
+
+def make_settings(state_key: str, state_ttl: float | None = None, **redis: Any) -> Settings:
+    """Settings given explicitly, so neither the environment nor a `.env` can change them."""
+    return Settings(
+        telegram=TelegramSettings(bot_token=SecretStr(TOKEN), _env_file=None),
+        redis=RedisSettings(_env_file=None, **redis),
+        state=StateSettings(
+            state_key=state_key, state_ttl=state_ttl, lock_wait_timeout=5, _env_file=None
+        ),
+        food_api=FoodApiSettings(url=None, _env_file=None),
+        runtime=RuntimeSettings(_env_file=None),
+    )
+
+
+@pytest.fixture
+def settings(state_key: str, redis_url: str) -> Settings:
+    return make_settings(state_key, url=SecretStr(redis_url))
+
+
+class RecordingFoodAPI:
+    """Remembers orders and their idempotency keys; fails on demand like a real one must."""
+
+    def __init__(self) -> None:
+        self.orders: list[tuple[int, list[str]]] = []
+        self.keys: list[str] = []
+        self.fail = False
+
+    async def order_food(self, user_id: int, items: Sequence[str], *, idempotency_key: str) -> None:
+        if self.fail:
+            raise FoodOrderError("food API answered HTTP 500")
+        self.orders.append((user_id, list(items)))
+        self.keys.append(idempotency_key)
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+
+@pytest.fixture
+def food_api() -> RecordingFoodAPI:
+    return RecordingFoodAPI()
+
+
+@pytest.fixture
+async def client(
+    settings: Settings, redis_client: Redis, food_api: RecordingFoodAPI
+) -> AsyncIterator[BotTestClient]:
+    """The bot in process (real dispatcher, nodes, botnodes, Redis) with a fake Telegram."""
+    async with BotTestClient.start(settings, redis=redis_client, food_api=food_api) as client:
+        yield client

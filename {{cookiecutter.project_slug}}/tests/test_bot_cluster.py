@@ -5,28 +5,27 @@ from __future__ import annotations
 from pydantic import SecretStr
 
 from {{ cookiecutter.project_slug }}.nodes import Start
-from {{ cookiecutter.project_slug }}.redis_connection import create_redis
+from {{ cookiecutter.project_slug }}.testing import BotTestClient
 
-from .test_bot_nodes import Chat, make_settings
+from .conftest import RecordingFoodAPI, make_settings
 
 
 async def test_the_food_flow_runs_on_a_redis_cluster(
     redis_cluster_url: str, state_key: str
 ) -> None:
     settings = make_settings(state_key, url=SecretStr(redis_cluster_url), cluster=True)
-    redis = create_redis(settings.redis)
-    try:
-        chat = Chat(redis, settings)
-        await chat.say("hi")
-        await chat.say("Yes")
+    food_api = RecordingFoodAPI()
+    async with BotTestClient.start(settings, food_api=food_api) as client:
+        alice = client.user(1001)
+        await alice.send("hi")
+        await alice.click("Yes")
         for item in ("Soup", "Bread", "Tea"):
-            await chat.say(item)
-        assert await chat.say("Finish") == [
+            await alice.send(item)
+        replies = await alice.click("Finish")
+        assert [reply.text for reply in replies] == [
             "Ordering Soup, Bread, Tea",
             "Ordered!",
             "Again main menu! Are you hungry?",
         ]
-        assert chat.food_api.orders == [(1001, ["Soup", "Bread", "Tea"])]
-        assert isinstance(await chat.node(), Start)
-    finally:
-        await redis.aclose()
+        assert food_api.orders == [(1001, ["Soup", "Bread", "Tea"])]
+        assert isinstance(await alice.node(), Start)

@@ -14,8 +14,8 @@ from {{ cookiecutter.project_slug }}.config import ConfigError, load_settings
 from {{ cookiecutter.project_slug }}.logging_setup import MASK, RedactingFormatter
 from {{ cookiecutter.project_slug }}.main import secrets_of
 
+from .bot_process import SETTING_NAMES, bot_environment
 from .conftest import free_port
-from .fake_telegram import SETTING_NAMES, bot_environment
 
 PACKAGE = "{{ cookiecutter.project_slug }}"
 TOKEN = "123456:SECRET-token-never-printed"

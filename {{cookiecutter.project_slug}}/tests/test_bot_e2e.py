@@ -22,11 +22,11 @@ from {{ cookiecutter.project_slug }}.main import create_nodes
 from {{ cookiecutter.project_slug }}.middlewares import STATE_UNAVAILABLE_TEXT, USER_BUSY_TEXT
 from {{ cookiecutter.project_slug }}.nodes import Hungry, Start
 from {{ cookiecutter.project_slug }}.nodes_types import Ctx
+from {{ cookiecutter.project_slug }}.testing import FakeBotAPIServer, FakeSession
 
-from .conftest import RedisServer
-from .fake_telegram import BotProcess, FakeBotAPIServer, FakeSession
+from .bot_process import BotProcess
+from .conftest import RedisServer, make_settings
 from .test_bot_food_api import OrderServer
-from .test_bot_nodes import make_settings
 
 pytestmark = pytest.mark.slow
 

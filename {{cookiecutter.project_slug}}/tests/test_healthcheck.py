@@ -13,9 +13,10 @@ import redis.exceptions
 
 from {{ cookiecutter.project_slug }}.config import Settings, load_settings
 from {{ cookiecutter.project_slug }}.healthcheck import CheckFailedError, check, ping_redis
+from {{ cookiecutter.project_slug }}.testing import FakeBotAPIServer
 
+from .bot_process import SETTING_NAMES, BotProcess
 from .conftest import free_port
-from .fake_telegram import SETTING_NAMES, BotProcess, FakeBotAPIServer
 
 PACKAGE = "{{ cookiecutter.project_slug }}"
 TOKEN = "123456:health-check-SECRET-token"

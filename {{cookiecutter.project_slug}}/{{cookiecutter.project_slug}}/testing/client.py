@@ -1,0 +1,177 @@
+"""`BotTestClient`: talk to the real bot in a test, as users do, without Telegram.
+
+It wires the bot exactly as `python -m <package>` does (the same `create_nodes`,
+`build_dispatcher`, routers, middlewares, nodes and botnodes on a real Redis) with the Bot API
+replaced by `FakeTelegram`, then feeds it updates:
+
+    async with BotTestClient.start(settings) as client:
+        alice = client.user(5001, username="alice")
+        assert [r.text for r in await alice.send("hi")] == ["Hello, alice! Are you hungry?"]
+        replies = await alice.click("Yes")          # presses a button of the last message
+        assert isinstance(await alice.node(), Hungry)
+
+Every reply is checked against Telegram's rules on the way out, so a message too long for
+Telegram fails the test the way it would fail in production.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiogram import Bot, Dispatcher
+from aiogram.types import Update
+
+from botnodes import Node
+
+from ..config import Settings
+from ..food_api import FoodAPI, LoggingFoodAPI
+from ..main import create_nodes
+from ..main import logger as bot_logger
+from ..nodes_types import Ctx, Event, UserId
+from ..redis_connection import RedisClient, create_redis
+from ..routers import AppNodes, build_dispatcher
+from .fake_bot_api import FakeSession, FakeTelegram, message_update
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A message the bot sent: its text and the labels of its buttons, row by row."""
+
+    text: str
+    buttons: list[list[str]] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, message: dict[str, Any]) -> Reply:
+        rows = message.get("reply_markup", {}).get("inline_keyboard", [])
+        return cls(str(message["text"]), [[str(key["text"]) for key in row] for row in rows])
+
+
+class BotTestClient:
+    """The bot, in process, with a fake Telegram; `user()` gives a handle to talk as someone."""
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        bot: Bot,
+        nodes: AppNodes,
+        telegram: FakeTelegram,
+    ) -> None:
+        self.dispatcher = dispatcher
+        self.bot = bot
+        self.nodes = nodes
+        self.telegram = telegram
+        self._update_ids = itertools.count(1)
+
+    @classmethod
+    @asynccontextmanager
+    async def start(
+        cls,
+        settings: Settings,
+        *,
+        redis: RedisClient | None = None,
+        food_api: FoodAPI | None = None,
+        telegram: FakeTelegram | None = None,
+    ) -> AsyncIterator[BotTestClient]:
+        """Build the bot from `settings` (Redis from `settings.redis` unless given)."""
+        telegram = telegram or FakeTelegram()
+        bot = Bot(settings.telegram.bot_token.get_secret_value(), session=FakeSession(telegram))
+        own_redis = redis is None
+        client_redis = create_redis(settings.redis) if redis is None else redis
+        ctx = Ctx(
+            bot=bot,
+            settings=settings,
+            food_api=food_api or LoggingFoodAPI(),
+            logger=bot_logger,
+        )
+        nodes = create_nodes(settings, client_redis, ctx)
+        try:
+            yield cls(build_dispatcher(nodes), bot, nodes, telegram)
+        finally:
+            if own_redis:
+                await client_redis.aclose()
+
+    def user(
+        self,
+        user_id: int,
+        *,
+        username: str | None = "alice",
+        first_name: str = "Alice",
+        last_name: str | None = None,
+    ) -> TestUser:
+        """A Telegram user chatting with the bot in a private chat."""
+        return TestUser(self, user_id, username, first_name, last_name)
+
+    def next_update_id(self) -> int:
+        return next(self._update_ids)
+
+    async def feed(self, update: dict[str, Any]) -> None:
+        """Run one raw Bot API update through the dispatcher, as polling would."""
+        await self.dispatcher.feed_update(
+            self.bot, Update.model_validate(update, context={"bot": self.bot})
+        )
+
+
+class TestUser:
+    """One user of a `BotTestClient`: send text, press buttons, look at their node."""
+
+    __test__ = False  # not a pytest test class, despite the name
+
+    def __init__(
+        self,
+        client: BotTestClient,
+        user_id: int,
+        username: str | None,
+        first_name: str,
+        last_name: str | None,
+    ) -> None:
+        self.client = client
+        self.user_id = user_id
+        self._fields: dict[str, Any] = {
+            "username": username,
+            "first_name": first_name,
+            "last_name": last_name,
+        }
+        #: The text the bot answered the last press with (None: answered without text).
+        self.last_answer: str | None = None
+
+    async def send(self, text: str | None) -> list[Reply]:
+        """Send a private message (`None`: a location, i.e. not text); return the replies."""
+        update = message_update(self.client.next_update_id(), self.user_id, text, **self._fields)
+        return await self._replies_to(update)
+
+    async def click(self, button: str) -> list[Reply]:
+        """Press the button labelled `button` on the newest message showing it; the replies.
+
+        Raises LookupError naming the buttons shown if no message to this user has it.
+        """
+        telegram = self.client.telegram
+        update = telegram.press_update(
+            self.client.next_update_id(), self.user_id, button, **self._fields
+        )
+        query_id = update["callback_query"]["id"]
+        replies = await self._replies_to(update)
+        answers = telegram.answers[query_id]
+        if len(answers) != 1:  # Telegram refuses a second answer; none leaves a spinner
+            raise AssertionError(f"the press of {button!r} was answered {len(answers)} times")
+        self.last_answer = answers[0].get("text")
+        return replies
+
+    async def node(self) -> Node[Ctx, Event, UserId, Any] | None:
+        """The node the user is on (with its data in `._data`), as botnodes stored it."""
+        return await self.client.nodes.user(self.user_id).get_node()
+
+    def replies(self) -> list[Reply]:
+        """Every message the bot sent this user so far."""
+        return [Reply.of(message) for message in self.client.telegram.delivered(self.user_id)]
+
+    async def _replies_to(self, update: dict[str, Any]) -> list[Reply]:
+        before = len(self.client.telegram.delivered(self.user_id))
+        await self.client.feed(update)
+        return self.replies()[before:]
