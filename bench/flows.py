@@ -128,7 +128,9 @@ class NullFoodAPI:
     def __init__(self) -> None:
         self.orders = 0
 
-    async def order_food(self, user_id: int, items: Sequence[str]) -> None:
+    async def order_food(
+        self, user_id: int, items: Sequence[str], *, idempotency_key: str = ""
+    ) -> None:
         self.orders += 1
 
     async def close(self) -> None:
