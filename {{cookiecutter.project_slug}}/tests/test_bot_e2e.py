@@ -326,3 +326,29 @@ async def test_redis_away_when_the_order_is_stored_is_retried_not_reported_as_no
     assert await bot.stop() == 0
     assert "storing node 'start' of user 5001 failed" in bot.log()
     assert_clean_log(bot)
+
+
+async def test_the_food_flow_driven_by_presses(
+    bot_api: FakeBotAPIServer, start_bot: StartBot
+) -> None:
+    bot = await start_bot()
+    assert await bot_api.say(ALICE, "/start", 1) == [GREETING]
+    assert await bot_api.press(ALICE, "Yes", 2) == ["No worries, I've got you back!", EMPTY_CART]
+    assert await bot_api.press(ALICE, "Finish", 2) == [
+        "Cart is empty! Write Cancel to cancel the order",
+        EMPTY_CART,
+    ]
+    assert await bot_api.press(ALICE, "Cancel", 2) == ["Order cancelled!", MAIN_MENU]
+    assert await bot_api.press(ALICE, "Yes", 2) == ["No worries, I've got you back!", EMPTY_CART]
+    assert await bot_api.say(ALICE, "Pizza", 2) == [
+        "Added Pizza",
+        "What are you gonna order? Cart: Pizza",
+    ]
+    assert await bot_api.press(ALICE, "Finish", 3) == ["Ordering Pizza", "Ordered!", MAIN_MENU]
+    assert await bot_api.press(ALICE, "No", 1) == ["Write me when you are ready then!"]
+    await bot_api.wait_for(
+        lambda: not bot_api.telegram.unanswered_presses(), 10, "every press answered"
+    )
+    assert await bot.stop(signal.SIGTERM) == 0
+    assert [len(answers) for answers in bot_api.telegram.answers.values()] == [1] * 6
+    assert_clean_log(bot)
