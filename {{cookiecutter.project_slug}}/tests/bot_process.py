@@ -16,6 +16,8 @@ from pathlib import Path
 SETTING_NAMES = (
     "BOT_TOKEN",
     "TELEGRAM_API_URL",
+    "TELEGRAM_MAX_RETRIES",
+    "TELEGRAM_MAX_RETRY_WAIT",
     "REDIS_URL",
     "REDIS_CLUSTER",
     "REDIS_MAX_CONNECTIONS",

@@ -352,3 +352,53 @@ async def test_the_food_flow_driven_by_presses(
     assert await bot.stop(signal.SIGTERM) == 0
     assert [len(answers) for answers in bot_api.telegram.answers.values()] == [1] * 6
     assert_clean_log(bot)
+
+
+def text_is(text: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda params: params["text"] == text
+
+
+async def test_429_on_every_reply_of_finish_orders_once_and_delivers_everything(
+    bot_api: FakeBotAPIServer, start_bot: StartBot, slow_food_api: OrderServer
+) -> None:
+    slow_food_api.delay = 0.0
+    bot = await start_bot(FOOD_API_URL=slow_food_api.url)
+    await bot_api.say(ALICE, "hi", 1)
+    await bot_api.say(ALICE, "Yes", 2)
+    await bot_api.say(ALICE, "Pizza", 2)
+    for reply in ("Ordering Pizza", "Ordered!", MAIN_MENU):
+        bot_api.telegram.fail("sendMessage", status=429, retry_after=1, match=text_is(reply))
+    assert await bot_api.say(ALICE, "Finish", 3, timeout=30) == [
+        "Ordering Pizza",
+        "Ordered!",
+        MAIN_MENU,
+    ]
+    assert len(slow_food_api.orders) == 1
+    assert len([c for c in bot_api.calls("sendMessage") if not c.ok]) == 3
+    assert await bot_api.say(ALICE, "Finish", 2) == ["Say what?", MAIN_MENU]
+    assert await bot.stop() == 0
+    assert bot.log().count("Telegram 429 on sendMessage: retry 1 in 1.0s") == 3
+    assert_clean_log(bot)
+
+
+async def test_a_cart_of_long_items_is_shown_and_ordered(
+    bot_api: FakeBotAPIServer, start_bot: StartBot, slow_food_api: OrderServer
+) -> None:
+    slow_food_api.delay = 0.0
+    bot = await start_bot(FOOD_API_URL=slow_food_api.url)
+    items = [f"{name} " + "very " * 390 + "tasty" for name in ("soup", "stew", "cake")]
+    await bot_api.say(ALICE, "hi", 1)
+    await bot_api.say(ALICE, "Yes", 2)
+    for item in items:
+        await bot_api.push_message(ALICE, item)
+    cart = "What are you gonna order? Cart: " + ", ".join(items)
+    await bot_api.wait_for(
+        lambda: " ".join(bot_api.sent_texts(ALICE)[-2:]) == cart, 15, "the long cart"
+    )
+    replies = await bot_api.press(ALICE, "Finish", 4)
+    assert " ".join(replies[:2]) == "Ordering " + ", ".join(items)
+    assert replies[2:] == ["Ordered!", MAIN_MENU]
+    assert [json.loads(body)["items"] for body in slow_food_api.orders.values()] == [items]
+    assert all(call.ok for call in bot_api.calls("sendMessage"))
+    assert await bot.stop() == 0
+    assert_clean_log(bot)

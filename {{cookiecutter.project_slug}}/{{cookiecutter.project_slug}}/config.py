@@ -45,6 +45,8 @@ class TelegramSettings(BaseSettings):
 
     bot_token: SecretStr
     telegram_api_url: HttpUrl | None = None
+    telegram_max_retries: int = Field(default=5, ge=0, le=100)
+    telegram_max_retry_wait: float = Field(default=30.0, ge=0, le=3600, allow_inf_nan=False)
 
     @field_validator("bot_token")
     @classmethod

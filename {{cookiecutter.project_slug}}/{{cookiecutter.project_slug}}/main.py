@@ -10,7 +10,8 @@ from urllib.parse import urlsplit
 
 from aiogram import Bot, Dispatcher
 from aiogram.client.session.aiohttp import AiohttpSession
-from aiogram.client.telegram import TelegramAPIServer
+from aiogram.client.session.base import BaseSession
+from aiogram.client.telegram import PRODUCTION, TelegramAPIServer
 
 from botnodes import Nodes
 
@@ -21,6 +22,7 @@ from .nodes import Start, nodes_dict
 from .nodes_types import Ctx, Event, UserId, event_to_user_id, event_visit, user_display_name
 from .redis_connection import RedisClient, create_redis
 from .routers import build_dispatcher
+from .telegram_limits import KeepWithinLimits, RetryHook, RetryTelegram
 
 logger = logging.getLogger(__package__ or __name__)
 
@@ -42,13 +44,28 @@ def secrets_of(settings: Settings) -> list[str]:
     return found
 
 
-def create_bot(settings: TelegramSettings) -> Bot:
-    """A Bot talking to Telegram, or to the self-hosted Bot API server in TELEGRAM_API_URL."""
-    session = None
+def create_bot(settings: TelegramSettings, on_retry: RetryHook | None = None) -> Bot:
+    """A Bot talking to Telegram, or to the self-hosted Bot API server in TELEGRAM_API_URL.
+
+    Its session keeps Telegram's limits and retries what Telegram asks to retry, for every
+    call the bot makes (see telegram_limits.py).
+    """
+    api = PRODUCTION
     if settings.telegram_api_url is not None:
         api = TelegramAPIServer.from_base(str(settings.telegram_api_url))
-        session = AiohttpSession(api=api)
+    session = AiohttpSession(api=api)
+    add_telegram_rules(session, settings, on_retry)
     return Bot(settings.bot_token.get_secret_value(), session=session)
+
+
+def add_telegram_rules(
+    session: BaseSession, settings: TelegramSettings, on_retry: RetryHook | None = None
+) -> None:
+    """Install the limits (outer) and the retries (inner: each part is retried on its own)."""
+    session.middleware(KeepWithinLimits())
+    session.middleware(
+        RetryTelegram(settings.telegram_max_retries, settings.telegram_max_retry_wait, on_retry)
+    )
 
 
 def create_nodes(settings: Settings, redis: RedisClient, ctx: Ctx) -> Nodes[Ctx, Event, UserId]:

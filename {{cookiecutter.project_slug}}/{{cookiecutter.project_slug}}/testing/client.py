@@ -30,7 +30,7 @@ from botnodes import Node
 
 from ..config import Settings
 from ..food_api import FoodAPI, LoggingFoodAPI
-from ..main import create_nodes
+from ..main import add_telegram_rules, create_nodes
 from ..main import logger as bot_logger
 from ..nodes_types import Ctx, Event, UserId
 from ..redis_connection import RedisClient, create_redis
@@ -81,7 +81,9 @@ class BotTestClient:
     ) -> AsyncIterator[BotTestClient]:
         """Build the bot from `settings` (Redis from `settings.redis` unless given)."""
         telegram = telegram or FakeTelegram()
-        bot = Bot(settings.telegram.bot_token.get_secret_value(), session=FakeSession(telegram))
+        session = FakeSession(telegram)
+        add_telegram_rules(session, settings.telegram)  # the same limits and retries as live
+        bot = Bot(settings.telegram.bot_token.get_secret_value(), session=session)
         own_redis = redis is None
         client_redis = create_redis(settings.redis) if redis is None else redis
         ctx = Ctx(

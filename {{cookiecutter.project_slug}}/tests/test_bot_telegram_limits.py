@@ -1,0 +1,150 @@
+"""The bot against a Telegram that says no: 429, 5xx, dropped connections, 4,096 characters.
+
+Through the test client, so the real dispatcher, nodes, botnodes and Redis are involved and
+the fake Bot API enforces Telegram's rules on every call.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from aiogram.exceptions import TelegramBadRequest
+from aiogram.methods import AnswerCallbackQuery, SendMessage
+
+from {{ cookiecutter.project_slug }}.nodes import Start
+from {{ cookiecutter.project_slug }}.telegram_limits import (
+    MAX_MESSAGE_LENGTH,
+    split_text,
+)
+from {{ cookiecutter.project_slug }}.testing import BotTestClient, TestUser
+
+from .conftest import TOKEN, RecordingFoodAPI
+
+ALICE = 1001
+MAIN_MENU = "Again main menu! Are you hungry?"
+FINISH_REPLIES = ["Ordering Pizza", "Ordered!", MAIN_MENU]
+
+
+@pytest.fixture
+def alice(client: BotTestClient) -> TestUser:
+    return client.user(ALICE)
+
+
+async def in_cart(user: TestUser, *items: str) -> None:
+    await user.send("hi")
+    await user.send("Yes")
+    for item in items:
+        await user.send(item)
+
+
+def texts_after(user: TestUser, count: int) -> list[str]:
+    return [reply.text for reply in user.replies()[count:]]
+
+
+@pytest.mark.parametrize("reply", FINISH_REPLIES)
+async def test_a_429_on_a_reply_of_finish_is_waited_out_and_orders_once(
+    client: BotTestClient,
+    alice: TestUser,
+    food_api: RecordingFoodAPI,
+    caplog: pytest.LogCaptureFixture,
+    reply: str,
+) -> None:
+    await in_cart(alice, "Pizza")
+    client.telegram.fail(
+        "sendMessage", status=429, retry_after=1, match=lambda p: p["text"] == reply
+    )
+    before = len(alice.replies())
+    with caplog.at_level(logging.WARNING):
+        await alice.send("Finish")
+    assert texts_after(alice, before) == FINISH_REPLIES
+    assert food_api.orders == [(ALICE, ["Pizza"])]
+    assert isinstance(await alice.node(), Start)
+    [wait] = [r.getMessage() for r in caplog.records if "retry 1 in" in r.getMessage()]
+    assert wait == "Telegram 429 on sendMessage: retry 1 in 1.0s"
+    assert TOKEN.split(":")[1] not in caplog.text
+
+
+async def test_server_errors_and_dropped_connections_are_retried(
+    client: BotTestClient, alice: TestUser
+) -> None:
+    await in_cart(alice, "Pizza")
+    client.telegram.fail("sendMessage", status=502, times=2)
+    client.telegram.fail("sendMessage", drop=True)
+    before = len(alice.replies())
+    await alice.send("Finish")
+    assert texts_after(alice, before) == FINISH_REPLIES
+    assert len([c for c in client.telegram.attempts("sendMessage") if not c.ok]) == 3
+
+
+async def test_a_reply_failing_past_the_budget_still_leaves_the_user_on_the_menu(
+    client: BotTestClient, alice: TestUser, food_api: RecordingFoodAPI
+) -> None:
+    await in_cart(alice, "Pizza")
+    # Flood control asks for more than TELEGRAM_MAX_RETRY_WAIT (30 s): no wait, the reply fails.
+    client.telegram.fail(
+        "sendMessage", status=429, retry_after=600, match=lambda p: p["text"] == "Ordered!"
+    )
+    before = len(alice.replies())
+    await alice.send("Finish")
+    assert texts_after(alice, before) == ["Ordering Pizza", MAIN_MENU]
+    assert isinstance(await alice.node(), Start)
+    # The next Finish reaches the menu, not the cart: nothing can order twice.
+    assert [r.text for r in await alice.send("Finish")] == ["Say what?", MAIN_MENU]
+    assert food_api.orders == [(ALICE, ["Pizza"])]
+
+
+async def test_a_cart_of_long_items_is_shown_and_ordered_in_parts(
+    client: BotTestClient, alice: TestUser, food_api: RecordingFoodAPI
+) -> None:
+    items = [f"{name} " + "very " * 390 + "tasty" for name in ("soup", "stew", "cake")]
+    assert all(1900 < len(item) < 2100 for item in items)
+    await in_cart(alice, *items)
+    cart = "What are you gonna order? Cart: " + ", ".join(items)
+    shown = [r.text for r in alice.replies()[-2:]]
+    assert " ".join(shown) == cart  # split at a space: nothing lost
+    assert alice.replies()[-1].buttons == [["Finish", "Cancel"]]  # buttons under the last part
+    before = len(alice.replies())
+    replies = await alice.click("Finish")
+    assert " ".join(r.text for r in replies[:2]) == "Ordering " + ", ".join(items)
+    assert [r.text for r in replies[2:]] == ["Ordered!", MAIN_MENU]
+    assert food_api.orders == [(ALICE, items)]
+    assert all(len(r.text) <= MAX_MESSAGE_LENGTH for r in alice.replies())
+    assert len(alice.replies()) == before + 4
+    assert not any(not c.ok for c in client.telegram.calls)
+    assert isinstance(await alice.node(), Start)
+
+
+async def test_the_fake_refuses_what_telegram_refuses(client: BotTestClient) -> None:
+    # Without the bot's limits the same text is refused, as Telegram does.
+    too_long = SendMessage(chat_id=ALICE, text="x" * 4097)
+    with pytest.raises(TelegramBadRequest, match="message is too long"):
+        await client.bot.session.make_request(client.bot, too_long)
+
+
+async def test_a_long_callback_answer_is_shortened_to_200_characters(
+    client: BotTestClient, alice: TestUser
+) -> None:
+    await alice.send("hi")
+    update = client.telegram.press_update(client.next_update_id(), ALICE, "Yes")
+    query_id = update["callback_query"]["id"]
+    await client.bot(AnswerCallbackQuery(callback_query_id=query_id, text="y" * 500))
+    [answer] = client.telegram.answers[query_id]
+    assert len(answer["text"]) == 200
+
+
+@pytest.mark.parametrize(
+    ("text", "parts"),
+    [
+        ("short", ["short"]),
+        ("a" * 4096, ["a" * 4096]),
+        ("a" * 4000 + "\n" + "b" * 200, ["a" * 4000, "b" * 200]),
+        ("a" * 4000 + " " + "b" * 200, ["a" * 4000, "b" * 200]),
+        ("x " * 2100, ["x " * 2047 + "x", "x " * 52]),
+        ("c" * 5000, ["c" * 4096, "c" * 904]),
+    ],
+    ids=["short", "exact", "at-a-line", "at-a-space", "words", "one-long-word"],
+)
+def test_split_text(text: str, parts: list[str]) -> None:
+    assert split_text(text) == parts
+    assert all(len(part) <= MAX_MESSAGE_LENGTH for part in split_text(text))

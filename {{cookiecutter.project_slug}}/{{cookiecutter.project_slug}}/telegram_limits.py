@@ -1,0 +1,154 @@
+"""Telegram's rules, kept in one place for every Bot API call the bot makes.
+
+Two aiogram request middlewares on the bot's session, so no call site has to remember them:
+
+- `KeepWithinLimits` splits a message longer than Telegram's 4,096 characters at line or word
+  boundaries (buttons go on the last part), and shortens a callback answer to 200 characters:
+  Telegram refuses both outright, and a refused reply would stop the conversation.
+- `RetryTelegram` waits out flood control (429 with `retry_after`) and retries server errors and
+  dropped connections with backoff, within a number of retries and a total wait.
+
+What a retry can duplicate: a 429 or another 4xx means Telegram did not carry the call out, so
+retrying it can't repeat anything. A 5xx, a dropped connection or a timeout may come after
+Telegram delivered the message; retrying it may then show the user the same message twice.
+The bot accepts that (a repeated reply is better than a lost one); it never applies to the
+order, which is not a Bot API call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from typing import Any
+
+from aiogram import Bot
+from aiogram.client.session.middlewares.base import (
+    BaseRequestMiddleware,
+    NextRequestMiddlewareType,
+)
+from aiogram.exceptions import (
+    TelegramAPIError,
+    TelegramNetworkError,
+    TelegramRetryAfter,
+    TelegramServerError,
+)
+from aiogram.methods import AnswerCallbackQuery, GetUpdates, SendMessage, TelegramMethod
+from aiogram.methods.base import Response, TelegramType
+
+logger = logging.getLogger(__name__)
+
+MAX_MESSAGE_LENGTH = 4096
+MAX_CALLBACK_ANSWER_LENGTH = 200
+
+#: Called on every retry with the method, the reason ("429", "server", "network") and the wait.
+RetryHook = Callable[[str, str, float], None]
+
+_BACKOFF_BASE = 0.5
+_BACKOFF_CAP = 8.0
+
+
+def split_text(text: str, limit: int = MAX_MESSAGE_LENGTH) -> list[str]:
+    """Cut `text` into parts of at most `limit` characters, at a line break if there is one
+    in the part, else at a space, else (one word longer than the limit) anywhere."""
+    parts: list[str] = []
+    while len(text) > limit:
+        cut = text.rfind("\n", 1, limit + 1)
+        if cut <= 0:
+            cut = text.rfind(" ", 1, limit + 1)
+        if cut <= 0:
+            parts.append(text[:limit])
+            text = text[limit:]
+            continue
+        parts.append(text[:cut])
+        text = text[cut + 1 :]
+    parts.append(text)
+    return [part for part in parts if part.strip()] or [text]
+
+
+class KeepWithinLimits(BaseRequestMiddleware):
+    """Never sends what Telegram refuses for its length: long texts go out in parts."""
+
+    async def __call__(
+        self,
+        make_request: NextRequestMiddlewareType[TelegramType],
+        bot: Bot,
+        method: TelegramMethod[TelegramType],
+    ) -> Response[TelegramType]:
+        # Entity offsets can't follow a split: a message with entities is sent as it is.
+        too_long = isinstance(method, SendMessage) and len(method.text) > MAX_MESSAGE_LENGTH
+        if too_long and isinstance(method, SendMessage) and not method.entities:
+            sent: Response[TelegramType] = await self._send_in_parts(make_request, bot, method)
+            return sent
+        answer = method.text if isinstance(method, AnswerCallbackQuery) else None
+        if answer and len(answer) > MAX_CALLBACK_ANSWER_LENGTH:
+            shortened = answer[: MAX_CALLBACK_ANSWER_LENGTH - 1] + "…"
+            method = method.model_copy(update={"text": shortened})
+        return await make_request(bot, method)
+
+    @staticmethod
+    async def _send_in_parts(
+        make_request: NextRequestMiddlewareType[Any], bot: Bot, method: SendMessage
+    ) -> Any:
+        parts = split_text(method.text)
+        result: Any = None
+        for number, part in enumerate(parts, 1):
+            last = number == len(parts)
+            update: dict[str, Any] = {"text": part}
+            if not last:  # the buttons belong under the end of the text
+                update["reply_markup"] = None
+            result = await make_request(bot, method.model_copy(update=update))
+        return result
+
+
+class RetryTelegram(BaseRequestMiddleware):
+    """Waits out 429s and retries 5xx and network failures, within a budget."""
+
+    def __init__(
+        self, max_retries: int, max_wait: float, on_retry: RetryHook | None = None
+    ) -> None:
+        self._max_retries = max_retries
+        self._max_wait = max_wait
+        self._on_retry = on_retry
+
+    async def __call__(
+        self,
+        make_request: NextRequestMiddlewareType[TelegramType],
+        bot: Bot,
+        method: TelegramMethod[TelegramType],
+    ) -> Response[TelegramType]:
+        if method.__api_method__ == GetUpdates.__api_method__:
+            return await make_request(bot, method)  # polling retries it with its own backoff
+        waited = 0.0
+        attempt = 0
+        failure: TelegramAPIError
+        while True:
+            try:
+                return await make_request(bot, method)
+            except TelegramRetryAfter as error:
+                reason, delay, failure = "429", float(error.retry_after), error
+            except TelegramServerError as error:
+                reason, delay, failure = "server", self._backoff(attempt), error
+            except TelegramNetworkError as error:
+                reason, delay, failure = "network", self._backoff(attempt), error
+            attempt += 1
+            name = method.__api_method__
+            if attempt > self._max_retries or waited + delay > self._max_wait:
+                logger.warning(
+                    "Telegram %s on %s: giving up after %d retries and %.1fs of waiting",
+                    reason,
+                    name,
+                    attempt - 1,
+                    waited,
+                )
+                raise failure
+            logger.warning("Telegram %s on %s: retry %d in %.1fs", reason, name, attempt, delay)
+            if self._on_retry is not None:
+                self._on_retry(name, reason, delay)
+            await asyncio.sleep(delay)
+            waited += delay
+
+    @staticmethod
+    def _backoff(attempt: int) -> float:
+        return random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2**attempt))  # noqa: S311
