@@ -343,21 +343,15 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
         shielded and, if the caller is gone, a lock it took is handed back right away instead
         of blocking the user for `lock_ttl`.
         """
-        attempt = asyncio.ensure_future(self._store.try_lock_and_read(user_id, token))
         try:
-            return await asyncio.shield(attempt)
-        except asyncio.CancelledError:
-            attempt.add_done_callback(lambda done: self._release_orphan(user_id, token, done))
-            raise
+            return await self._store.try_lock_and_read(
+                user_id, token, on_orphaned=lambda: self._release_orphan(user_id, token)
+            )
         except RedisError as error:
             raise self._unavailable(user_id, error) from error
 
-    def _release_orphan(
-        self, user_id: UserIdT, token: str, attempt: asyncio.Future[Locked]
-    ) -> None:
-        if attempt.cancelled() or attempt.exception() is not None or not attempt.result().taken:
-            return
-        held = _Held(user_id=user_id, token=token, locked=attempt.result(), lock_wait=0.0)
+    def _release_orphan(self, user_id: UserIdT, token: str) -> None:
+        held = _Held(user_id=user_id, token=token, locked=Locked(taken=True), lock_wait=0.0)
         task = asyncio.ensure_future(self._release(held))
         self._background.add(task)
         task.add_done_callback(self._background.discard)

@@ -10,7 +10,7 @@ are sequential (their events run one at a time), so batching never reorders one 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +34,7 @@ class _Call:
     keys: Sequence[bytes]
     args: Sequence[bytes]
     future: asyncio.Future[Any]
+    orphaned: Callable[[Any], None] | None
 
 
 class ScriptPipeline:
@@ -44,13 +45,25 @@ class ScriptPipeline:
         self._queue: list[_Call] = []
         self._flushes: set[asyncio.Task[None]] = set()
 
-    async def __call__(self, script: AsyncScript, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+    async def __call__(
+        self,
+        script: AsyncScript,
+        keys: Sequence[str],
+        args: Sequence[Arg],
+        *,
+        orphaned: Callable[[Any], None] | None = None,
+    ) -> Any:
+        """Run the script in the next batch; its result, or its error.
+
+        A call still runs in Redis if its caller is cancelled meanwhile (it may be on the wire
+        already); `orphaned` then gets the result, so the caller can undo what it did.
+        """
         # Encode here, in the caller's own frame: a value redis-py could not encode (a lone
         # surrogate, say) then fails this call alone instead of the whole batch it joins.
         encoded_keys = [_encode(key) for key in keys]
         encoded_args = [_encode(arg) for arg in args]
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Call(script, encoded_keys, encoded_args, future))
+        self._queue.append(_Call(script, encoded_keys, encoded_args, future, orphaned))
         if len(self._queue) == 1:  # the first call of this turn schedules the send
             flush = asyncio.create_task(self._flush())
             self._flushes.add(flush)
@@ -75,6 +88,8 @@ class ScriptPipeline:
             raise
         for call, result in zip(batch, results, strict=True):
             if call.future.done():  # the caller was cancelled meanwhile
+                if call.orphaned is not None and not isinstance(result, Exception):
+                    call.orphaned(result)
                 continue
             if isinstance(result, NoScriptError):
                 # Redis lost its script cache (a restart, SCRIPT FLUSH): load and run directly.

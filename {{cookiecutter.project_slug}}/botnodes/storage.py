@@ -18,7 +18,9 @@ user is stored in the new layout.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,17 +32,19 @@ from .pipelining import ScriptPipeline
 RedisClient = Redis | RedisCluster
 
 # Take the lock if it is free (or dead) and return the state in the same trip; otherwise
-# return how long the lock has left, so the caller sleeps no longer than needed.
+# return how long the lock has left, so the caller sleeps no longer than needed. The common
+# path is SET NX + GET; `pcall` turns a key of another type into an error value to report.
 # ARGV: token, lock TTL in ms, user id (the 0.1.0 hash field).
 # Returns {taken, value or ms left, source, repairs}: source 1 = the state key, 2 = the 0.1.0
 # hash, 0 = nothing readable; repairs is '' or what had to be fixed, for the log.
 # Holding the lock already counts as taking it, so a call retried after a lost reply succeeds.
 LOCK_AND_READ = """
 local repairs = {}
-local lock_type = redis.call('TYPE', KEYS[2]).ok
-if lock_type == 'string' then
-  local holder = redis.call('GET', KEYS[2])
-  if holder ~= ARGV[1] then
+if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  local holder = redis.pcall('GET', KEYS[2])
+  if type(holder) == 'table' then
+    table.insert(repairs, 'the lock key was a Redis ' .. redis.call('TYPE', KEYS[2]).ok)
+  elseif holder ~= ARGV[1] then
     local left = redis.call('PTTL', KEYS[2])
     if not string.match(holder, '^%x+:%d+$') then
       table.insert(repairs, 'the lock held a value that is not a botnodes token')
@@ -52,22 +56,19 @@ if lock_type == 'string' then
       return {0, left, 0, ''}
     end
   end
-elseif lock_type ~= 'none' then
-  table.insert(repairs, 'the lock key was a Redis ' .. lock_type)
-  redis.call('DEL', KEYS[2])
+  redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 end
-redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
-local state_type = redis.call('TYPE', KEYS[1]).ok
-if state_type == 'string' then
-  return {1, redis.call('GET', KEYS[1]), 1, table.concat(repairs, '; ')}
-end
-if state_type ~= 'none' then
-  table.insert(repairs, 'the state key was a Redis ' .. state_type)
+local value = redis.pcall('GET', KEYS[1])
+if type(value) == 'table' then
+  table.insert(repairs, 'the state key was a Redis ' .. redis.call('TYPE', KEYS[1]).ok)
   return {1, false, 0, table.concat(repairs, '; ')}
 end
-if KEYS[3] and redis.call('TYPE', KEYS[3]).ok == 'hash' then
-  local legacy = redis.call('HGET', KEYS[3], ARGV[3])
-  if legacy then
+if value then
+  return {1, value, 1, table.concat(repairs, '; ')}
+end
+if KEYS[3] then
+  local legacy = redis.pcall('HGET', KEYS[3], ARGV[3])
+  if type(legacy) == 'string' then
     return {1, legacy, 2, table.concat(repairs, '; ')}
   end
 end
@@ -81,12 +82,13 @@ return {1, false, 0, table.concat(repairs, '; ')}
 # ARGV: token, value ('' keeps the stored value), state TTL in ms ('0' = none), user id,
 # SHA-1 of what was read. Returns 1 stored (lock released), 2 stored but the lock had been
 # lost meanwhile, 0 refused: someone else wrote since (the lock is released if ours).
-# A retry after a lost reply finds its own value stored and reports success.
+# A retry after a lost reply finds its own value stored and reports success. `pcall` turns a
+# key of another type into an error value instead of failing the script.
 WRITE_AND_UNLOCK = """
-local ours = redis.call('TYPE', KEYS[2]).ok == 'string' and redis.call('GET', KEYS[2]) == ARGV[1]
-local current = false
-if redis.call('TYPE', KEYS[1]).ok == 'string' then
-  current = redis.call('GET', KEYS[1])
+local ours = redis.pcall('GET', KEYS[2]) == ARGV[1]
+local current = redis.pcall('GET', KEYS[1])
+if type(current) ~= 'string' then
+  current = false
 end
 if ARGV[2] ~= '' and current ~= ARGV[2] then
   local digest = ''
@@ -104,8 +106,8 @@ if ARGV[2] ~= '' and current ~= ARGV[2] then
   else
     redis.call('SET', KEYS[1], ARGV[2])
   end
-  if KEYS[3] and redis.call('TYPE', KEYS[3]).ok == 'hash' then
-    redis.call('HDEL', KEYS[3], ARGV[4])
+  if KEYS[3] then
+    redis.pcall('HDEL', KEYS[3], ARGV[4])
   end
 elseif current and ARGV[3] ~= '0' and (ours or ARGV[2] ~= '') then
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
@@ -123,7 +125,7 @@ return 2
 # Push the lock's expiry back while a handler still runs, if the lock is still ours.
 # ARGV: token, lock TTL in ms. Returns 1 if extended, 0 if the lock was lost.
 EXTEND_LOCK = """
-if redis.call('TYPE', KEYS[1]).ok == 'string' and redis.call('GET', KEYS[1]) == ARGV[1] then
+if redis.pcall('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 0
@@ -209,10 +211,24 @@ class StateStore:
             keys.append(self._prefix)
         return keys
 
-    async def try_lock_and_read(self, user_id: int | str, token: str) -> Locked:
-        """Try to take the user's lock and read their value (from 0.1.0's hash if need be)."""
+    async def try_lock_and_read(
+        self, user_id: int | str, token: str, *, on_orphaned: Callable[[], None] | None = None
+    ) -> Locked:
+        """Try to take the user's lock and read their value (from 0.1.0's hash if need be).
+
+        If the caller is cancelled while the script runs and the script took the lock anyway,
+        `on_orphaned` is called, so the lock can be released instead of blocking the user.
+        """
+
+        def orphaned(result: Any) -> None:
+            if result[0] and on_orphaned is not None:
+                on_orphaned()
+
         taken, value, source, repairs = await self._run(
-            self._lock_and_read, self._keys(user_id), [token, self._lock_ttl, str(user_id)]
+            self._lock_and_read,
+            self._keys(user_id),
+            [token, self._lock_ttl, str(user_id)],
+            orphaned=orphaned,
         )
         repairs = _as_str(repairs)
         if not taken:
@@ -257,10 +273,31 @@ class StateStore:
         )
         return bool(extended)
 
-    async def _run(self, script: AsyncScript, keys: list[str], args: list[str]) -> Any:
+    async def _run(
+        self,
+        script: AsyncScript,
+        keys: list[str],
+        args: list[str],
+        *,
+        orphaned: Callable[[Any], None] | None = None,
+    ) -> Any:
         if self._pipeline is not None:
-            return await self._pipeline(script, keys, args)
-        return await script(keys=keys, args=args)
+            return await self._pipeline(script, keys, args, orphaned=orphaned)
+        if orphaned is None:
+            return await script(keys=keys, args=args)
+        # Without the pipeline: run the call as a task of its own that a cancelled caller
+        # does not cancel, and hand its result to `orphaned` if the caller is gone.
+        call = asyncio.ensure_future(script(keys=keys, args=args))
+        try:
+            return await asyncio.shield(call)
+        except asyncio.CancelledError:
+
+            def hand_over(done: asyncio.Future[Any]) -> None:
+                if not done.cancelled() and done.exception() is None:
+                    orphaned(done.result())
+
+            call.add_done_callback(hand_over)
+            raise
 
     async def read(self, user_id: int | str) -> bytes | None:
         """Read the stored value without the lock (for inspection, not for transitions)."""
