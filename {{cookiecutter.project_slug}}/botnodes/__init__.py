@@ -14,8 +14,10 @@ from .manager import Nodes, NodesUser, Outcome
 from .node import Node
 from .observer import NodesObserver
 from .outbox import after_commit
+from .storage import MAX_TTL_SECONDS
 
 __all__ = [
+    "MAX_TTL_SECONDS",
     "BotnodesError",
     "ConfigurationError",
     "CorruptStateError",

@@ -30,7 +30,14 @@ from .keyed_lock import KeyedLock
 from .node import CtxT, EventT, Node, UserIdT
 from .observer import NodesObserver
 from .outbox import Outbox, collecting
-from .storage import REFUSED, STORED_WITHOUT_LOCK, Locked, RedisClient, StateStore
+from .storage import (
+    MAX_TTL_SECONDS,
+    REFUSED,
+    STORED_WITHOUT_LOCK,
+    Locked,
+    RedisClient,
+    StateStore,
+)
 
 logger = logging.getLogger("botnodes")
 
@@ -577,5 +584,8 @@ class NodesUser(Generic[CtxT, EventT, UserIdT]):
 
 
 def _require_positive(name: str, value: float) -> None:
-    if not (isinstance(value, int | float) and value > 0 and math.isfinite(value)):
-        raise ConfigurationError(f"{name}={value!r} must be a positive number of seconds")
+    if not (isinstance(value, int | float) and 0 < value <= MAX_TTL_SECONDS):
+        raise ConfigurationError(
+            f"{name}={value!r} must be a positive number of seconds, at most {MAX_TTL_SECONDS:g} "
+            "(the longest expiry Redis takes)"
+        )

@@ -31,6 +31,10 @@ from .pipelining import ScriptPipeline
 
 RedisClient = Redis | RedisCluster
 
+#: The longest TTL Redis takes, in seconds: it refuses an expiry whose milliseconds, added to
+#: the current time, overflow a 64-bit integer (2**63 ms); this leaves room for "now".
+MAX_TTL_SECONDS = 9e15
+
 # Take the lock if it is free (or dead) and return the state in the same trip; otherwise
 # return how long the lock has left, so the caller sleeps no longer than needed. The common
 # path is SET NX + GET; `pcall` turns a key of another type into an error value to report.

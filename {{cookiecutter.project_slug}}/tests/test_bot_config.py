@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
+import socket
 import subprocess
 import sys
+import threading
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis as redis_sync
 
+from botnodes import MAX_TTL_SECONDS
 from {{ cookiecutter.project_slug }}.config import ConfigError, load_settings
 from {{ cookiecutter.project_slug }}.logging_setup import MASK, RedactingFormatter
 from {{ cookiecutter.project_slug }}.main import secrets_of
+from {{ cookiecutter.project_slug }}.testing import BotTestClient
 
 from .bot_process import SETTING_NAMES, bot_environment
-from .conftest import free_port
+from .conftest import RecordingFoodAPI, free_port
 
 PACKAGE = "{{ cookiecutter.project_slug }}"
 TOKEN = "123456:SECRET-token-never-printed"
@@ -188,3 +196,117 @@ def test_env_example_lists_every_setting_with_its_default(
     assert names == set(SETTING_NAMES)
     monkeypatch.setenv("BOT_TOKEN", TOKEN)
     assert load_settings(example) == load_settings(None)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "rule"),
+    [
+        ("LOCK_TTL", "inf", "finite number"),
+        ("LOCK_TTL", "nan", "finite number"),
+        ("LOCK_TTL", "1e17", "less than or equal to 9000000000000000"),
+        ("STATE_TTL", "1e17", "less than or equal to 9000000000000000"),
+        ("LOCK_WAIT_TIMEOUT", "inf", "finite number"),
+        ("SHUTDOWN_TIMEOUT", "-inf", "finite number"),
+        ("STATE_KEY", "food{bot}", "must not contain { or }"),
+    ],
+)
+def test_cli_refuses_what_botnodes_and_redis_refuse_in_one_line(
+    tmp_path: Path, name: str, value: str, rule: str
+) -> None:
+    result = run_cli(tmp_path, {"BOT_TOKEN": TOKEN, name: value})
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"Configuration error: {name}: ")
+    assert rule in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_the_largest_ttl_the_settings_take_is_one_redis_takes(redis_url: str) -> None:
+    # MAX_TTL_SECONDS, as milliseconds, is an expiry Redis accepts (and 1e17 s is not).
+    client = redis_sync.Redis.from_url(redis_url)
+    try:
+        key = f"ttl-probe-{uuid.uuid4().hex}"
+        assert client.set(key, "x", px=int(MAX_TTL_SECONDS * 1000))
+        with pytest.raises(redis_sync.ResponseError):
+            client.set(key, "x", px=int(1e17 * 1000))
+        client.delete(key)
+    finally:
+        client.close()
+
+
+GARBAGE_ANSWERS = {
+    "bad-status-line": b"HELLO /bot{token}/getMe garbage\r\n\r\n",
+    "malformed-headers": b"HTTP/1.1 200 OK\r\nContent-Length: /bot{token}/getMe\r\n\r\n",
+    "redirect-loop": (
+        b"HTTP/1.1 302 Found\r\nLocation: /bot{token}/getMe\r\nContent-Length: 0\r\n\r\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("answer", GARBAGE_ANSWERS.values(), ids=GARBAGE_ANSWERS.keys())
+def test_a_bot_api_answering_garbage_never_gets_the_token_printed(
+    tmp_path: Path, answer: bytes
+) -> None:
+    with garbage_server(answer.replace(b"{token}", TOKEN.encode())) as port:
+        result = run_cli(
+            tmp_path, {"BOT_TOKEN": TOKEN, "TELEGRAM_API_URL": f"http://127.0.0.1:{port}"}
+        )
+    assert result.returncode == 1
+    output = result.stderr + result.stdout
+    assert TOKEN.split(":")[1] not in output
+    assert "Traceback" not in output
+    [line] = [x for x in result.stderr.splitlines() if x.startswith("Cannot start: getMe failed")]
+    assert "***" in line or "/bot" not in line
+
+
+@contextlib.contextmanager
+def garbage_server(answer: bytes) -> Iterator[int]:
+    """A TCP server on 127.0.0.1 that answers every request with `answer` and hangs up."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    server.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                connection, _ = server.accept()
+            except TimeoutError:
+                continue
+            with connection:
+                connection.settimeout(2)
+                with contextlib.suppress(OSError):
+                    connection.recv(65536)
+                    connection.sendall(answer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield int(server.getsockname()[1])
+    finally:
+        stop.set()
+        thread.join(5)
+        server.close()
+
+
+async def test_a_newline_in_user_text_cannot_forge_a_log_record(
+    client: BotTestClient, food_api: RecordingFoodAPI
+) -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(RedactingFormatter("%(levelname)s %(name)s: %(message)s", [TOKEN]))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        alice = client.user(1001)
+        await alice.send("hi")
+        await alice.send("Yes")
+        await alice.send("Tea\nCRITICAL forged: the bot was hacked\r\x1b[2J")
+        food_api.fail = True
+        await alice.send("Finish")  # Hungry logs the failed order with its items
+    finally:
+        root.removeHandler(handler)
+    lines = stream.getvalue().splitlines()
+    assert not any(line.startswith("CRITICAL") for line in lines)
+    [order_line] = [line for line in lines if "failed: food API answered HTTP 500" in line]
+    assert "Tea\\nCRITICAL forged: the bot was hacked\\r\\x1b[2J" in order_line

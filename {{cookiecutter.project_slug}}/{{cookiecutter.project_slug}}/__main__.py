@@ -9,9 +9,11 @@ from collections.abc import Callable, Sequence
 
 from aiogram.exceptions import TelegramAPIError
 
+from botnodes import ConfigurationError
+
 from .config import ConfigError, Settings, load_settings
 from .healthcheck import EXIT_UNHEALTHY, run_healthcheck
-from .logging_setup import setup_logging
+from .logging_setup import escape_controls, mask, setup_logging
 from .main import run, secrets_of
 
 #: Exit status for a missing or malformed setting (like a usage error: fix it and retry).
@@ -34,9 +36,18 @@ def run_bot(settings: Settings) -> int:
         asyncio.run(run(settings))
     except TelegramAPIError as exc:
         api = settings.telegram.telegram_api_url or "Telegram"
-        print(f"Cannot start: getMe failed at the Bot API ({api}): {exc}", file=sys.stderr)
+        # aiohttp's errors may carry the request URL, and with it the token: mask the line.
+        say(settings, f"Cannot start: getMe failed at the Bot API ({api}): {exc}")
         return EXIT_BOT_API_ERROR
+    except ConfigurationError as exc:  # botnodes refused a value the settings let through
+        say(settings, f"Configuration error: {exc}")
+        return EXIT_CONFIG_ERROR
     return 0
+
+
+def say(settings: Settings, line: str) -> None:
+    """Print one line to stderr, masked and on one line like every log record."""
+    print(mask(escape_controls(line), secrets_of(settings)), file=sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:

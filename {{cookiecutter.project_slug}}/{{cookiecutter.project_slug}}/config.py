@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, HttpUrl, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from botnodes import MAX_TTL_SECONDS
+
 DEFAULT_ENV_FILE = Path(".env")
 
 S = TypeVar("S", bound=BaseSettings)
@@ -35,6 +37,8 @@ def _config(prefix: str = "") -> SettingsConfigDict:
         # `STATE_TTL=` in `.env` means "not set", not "an invalid empty number".
         env_ignore_empty=True,
         frozen=True,
+        # `inf` and `nan` are floats to Python, but no timeout or TTL.
+        allow_inf_nan=False,
     )
 
 
@@ -46,7 +50,7 @@ class TelegramSettings(BaseSettings):
     bot_token: SecretStr
     telegram_api_url: HttpUrl | None = None
     telegram_max_retries: int = Field(default=5, ge=0, le=100)
-    telegram_max_retry_wait: float = Field(default=30.0, ge=0, le=3600, allow_inf_nan=False)
+    telegram_max_retry_wait: float = Field(default=30.0, ge=0, le=3600)
 
     @field_validator("bot_token")
     @classmethod
@@ -94,9 +98,17 @@ class StateSettings(BaseSettings):
     model_config = _config()
 
     state_key: str = Field(default="nodes_state", min_length=1)
-    state_ttl: float | None = Field(default=None, gt=0)
-    lock_ttl: float = Field(default=30.0, gt=0)
-    lock_wait_timeout: float = Field(default=10.0, gt=0)
+    # The limits are botnodes' and Redis's own: refused here in one line, not at the first user.
+    state_ttl: float | None = Field(default=None, gt=0, le=MAX_TTL_SECONDS)
+    lock_ttl: float = Field(default=30.0, gt=0, le=MAX_TTL_SECONDS)
+    lock_wait_timeout: float = Field(default=10.0, gt=0, le=MAX_TTL_SECONDS)
+
+    @field_validator("state_key")
+    @classmethod
+    def _no_braces(cls, value: str) -> str:
+        if "{" in value or "}" in value:
+            raise ValueError("must not contain { or }: botnodes adds the Redis Cluster hash tag")
+        return value
 
 
 class FoodApiSettings(BaseSettings):

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable
 
 from .config import Settings
+from .logging_setup import escape_controls, mask
 from .main import create_bot, secrets_of
 from .redis_connection import create_redis
 
@@ -79,19 +80,13 @@ async def check(settings: Settings) -> str:
     return f"Redis answered PING, Bot API answered getMe as {results[1]}"
 
 
-def _mask(line: str, secrets: Iterable[str]) -> str:
-    for secret in sorted(filter(None, secrets), key=len, reverse=True):
-        line = line.replace(secret, "***")
-    return line
-
-
 def run_healthcheck(settings: Settings) -> int:
     """The `healthcheck` command: print one line, return the exit status."""
     secrets = secrets_of(settings)
     try:
         summary = asyncio.run(check(settings))
     except CheckFailedError as exc:
-        print(_mask(f"unhealthy: {exc}", secrets), file=sys.stderr)
+        print(mask(escape_controls(f"unhealthy: {exc}"), secrets), file=sys.stderr)
         return EXIT_UNHEALTHY
-    print(_mask(f"healthy: {summary}", secrets))
+    print(mask(f"healthy: {summary}", secrets))
     return EXIT_HEALTHY

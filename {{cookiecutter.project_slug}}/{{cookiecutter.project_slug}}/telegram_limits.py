@@ -34,7 +34,13 @@ from aiogram.exceptions import (
     TelegramRetryAfter,
     TelegramServerError,
 )
-from aiogram.methods import AnswerCallbackQuery, GetUpdates, SendMessage, TelegramMethod
+from aiogram.methods import (
+    AnswerCallbackQuery,
+    GetMe,
+    GetUpdates,
+    SendMessage,
+    TelegramMethod,
+)
 from aiogram.methods.base import Response, TelegramType
 
 logger = logging.getLogger(__name__)
@@ -44,6 +50,10 @@ MAX_CALLBACK_ANSWER_LENGTH = 200
 
 #: Called on every retry with the method, the reason ("429", "server", "network") and the wait.
 RetryHook = Callable[[str, str, float], None]
+
+#: Calls whose failure their caller handles: polling retries getUpdates with its own backoff,
+#: and a getMe that fails at start-up should say so at once (the process manager restarts).
+_NOT_RETRIED = frozenset({GetUpdates.__api_method__, GetMe.__api_method__})
 
 _BACKOFF_BASE = 0.5
 _BACKOFF_CAP = 8.0
@@ -118,8 +128,8 @@ class RetryTelegram(BaseRequestMiddleware):
         bot: Bot,
         method: TelegramMethod[TelegramType],
     ) -> Response[TelegramType]:
-        if method.__api_method__ == GetUpdates.__api_method__:
-            return await make_request(bot, method)  # polling retries it with its own backoff
+        if method.__api_method__ in _NOT_RETRIED:
+            return await make_request(bot, method)
         waited = 0.0
         attempt = 0
         failure: TelegramAPIError
