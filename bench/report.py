@@ -12,6 +12,7 @@ Result = dict[str, Any]
 #: Display order and labels of the variants.
 LABELS = {
     "botnodes": "botnodes (generated bot)",
+    "botnodes-before": "botnodes, version before (--baseline)",
     "fsm": "aiogram FSM + RedisEventIsolation",
     "fsm-noiso": "aiogram FSM, no isolation",
     "floor": "floor: 1 GET + 1 SET",
@@ -93,7 +94,7 @@ def ratios(table: dict[str, dict[str, float]]) -> dict[str, float]:
     bn = table.get("botnodes")
     if bn is None:
         return out
-    for other in ("fsm", "fsm-noiso", "floor"):
+    for other in ("botnodes-before", "fsm", "fsm-noiso", "floor"):
         if other in table:
             out[f"updates/s botnodes/{other}"] = bn["updates_per_s"] / table[other]["updates_per_s"]
             out[f"p50 botnodes/{other}"] = bn["p50_ms"] / table[other]["p50_ms"]

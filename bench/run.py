@@ -56,6 +56,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--redis-server", default=shutil.which("redis-server") or "redis-server")
     parser.add_argument("--template", type=Path, default=REPO_ROOT)
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="another checkout of the template (e.g. a `git worktree` of the previous release):"
+        " its bot runs as the variant `botnodes-before`, interleaved with the others, so a"
+        " change is measured against the version before it in one run",
+    )
     parser.add_argument("--json", type=Path, help="write every run's raw figures here")
     parser.add_argument("--markdown", type=Path, help="write the report here")
     parser.add_argument(
@@ -92,6 +99,7 @@ def bake(template: Path, output_dir: Path) -> Path:
     """Generate the bot project with the template's defaults; return its directory."""
     from cookiecutter.main import cookiecutter
 
+    output_dir.mkdir(parents=True, exist_ok=True)
     # A private config keeps cookiecutter's replay files out of the user's home.
     config = output_dir / "cookiecutter-config.yaml"
     config.write_text(
@@ -225,17 +233,27 @@ def versions(redis_executable: str) -> str:
     return ", ".join(parts)
 
 
-def benchmark(args: argparse.Namespace, url: str, project: Path) -> list[dict[str, Any]]:
+BASELINE = "botnodes-before"
+
+
+def benchmark(
+    args: argparse.Namespace, url: str, project: Path, baseline: Path | None = None
+) -> list[dict[str, Any]]:
     results = []
     stamp = f"{os.getpid()}-{int(time.time())}"
+    variants = [*args.variants, *([BASELINE] if baseline else [])]
     for round_no in range(args.repeats):
-        shift = round_no % len(args.variants)
-        order = args.variants[shift:] + args.variants[:shift]
+        shift = round_no % len(variants)
+        order = variants[shift:] + variants[:shift]
         for variant in order:
+            # The baseline is the botnodes variant of the other bake.
+            runs_as, where = ("botnodes", baseline) if variant == BASELINE else (variant, project)
+            assert where is not None
             command = worker_command(
-                args, variant, url, project.name, f"{stamp}-{round_no}-{variant}"
+                args, runs_as, url, where.name, f"{stamp}-{round_no}-{variant}"
             )
-            result = run_worker(command, project)
+            result = run_worker(command, where)
+            result["variant"] = variant
             results.append(result)
             if not args.quiet:
                 t, b, p50 = result["throughput"], result["burst"], result["latency"]["p50_ms"]
@@ -253,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="botnodes-bench-") as tmp:
         project = bake(args.template, Path(tmp))
+        baseline = bake(args.baseline, Path(tmp) / "baseline") if args.baseline else None
         with contextlib.ExitStack() as stack:
             url = args.redis_url or stack.enter_context(redis_server(args.redis_server, Path(tmp)))
             if args.profile:
@@ -265,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"({result['throughput']['updates_per_s']:.0f} updates/s under the profiler)"
                 )
                 return 0
-            results = benchmark(args, url, project)
+            results = benchmark(args, url, project, baseline)
     meta = {
         "repeats": args.repeats,
         "machine": machine(),

@@ -7,9 +7,11 @@ from .errors import (
     LockTimeoutError,
     StateUnavailableError,
     TransitionLostError,
+    UndeclaredTransitionError,
     UnregisteredNodeError,
     UserBusyError,
 )
+from .graph import FlowGraph
 from .manager import Nodes, NodesUser, Outcome
 from .node import Node
 from .observer import NodesObserver
@@ -21,6 +23,7 @@ __all__ = [
     "BotnodesError",
     "ConfigurationError",
     "CorruptStateError",
+    "FlowGraph",
     "LockTimeoutError",
     "Node",
     "Nodes",
@@ -29,6 +32,7 @@ __all__ = [
     "Outcome",
     "StateUnavailableError",
     "TransitionLostError",
+    "UndeclaredTransitionError",
     "UnregisteredNodeError",
     "UserBusyError",
     "after_commit",

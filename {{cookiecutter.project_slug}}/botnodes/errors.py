@@ -40,6 +40,13 @@ class LockTimeoutError(StateUnavailableError):
     """Another handler kept the user's lock longer than `lock_wait_timeout`."""
 
 
+class UndeclaredTransitionError(BotnodesError):
+    """A node returned a node its `on_event` annotation does not declare (strict mode).
+
+    Raised out of `route` so a test fails loudly; in production it is only logged.
+    """
+
+
 class UserBusyError(StateUnavailableError):
     """The user already has `max_waiting_per_user` events queued; this one was not processed.
 

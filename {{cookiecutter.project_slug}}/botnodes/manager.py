@@ -24,8 +24,10 @@ from .errors import (
     LockTimeoutError,
     StateUnavailableError,
     TransitionLostError,
+    UndeclaredTransitionError,
     UserBusyError,
 )
+from .graph import FlowGraph
 from .keyed_lock import KeyedLock
 from .node import CtxT, EventT, Node, UserIdT
 from .observer import NodesObserver
@@ -100,6 +102,8 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
         max_concurrent: int | None = None,
         max_waiting_per_user: int | None = None,
         commit_timeout: float | None = None,
+        start_node: type[Node[CtxT, EventT, UserIdT, Any]] | None = None,
+        strict_transitions: bool = False,
     ) -> None:
         if not isinstance(redis_property_name, str) or not redis_property_name:
             raise ConfigurationError(
@@ -140,6 +144,12 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
         self._lock_ttl = lock_ttl
         self._commit_timeout = commit_timeout if commit_timeout is not None else lock_wait_timeout
         self._event_visit = event_visit
+        # With the start node known, the declared flow is checked now: a deploy with a node
+        # nobody can reach, or a target nobody registered, fails here and not for a user.
+        self._graph = FlowGraph(nodes_dict, start_node) if start_node is not None else None
+        if self._graph is not None:
+            self._graph.check()
+        self._strict_transitions = strict_transitions
         self._max_waiting = max_waiting_per_user
         self._slots = asyncio.Semaphore(max_concurrent) if max_concurrent else None
         self._background: set[asyncio.Task[None]] = set()
@@ -247,8 +257,26 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
             return Outcome.FAILED, None
         if returned is None:
             return Outcome.STAYED, current.node
+        self._check_declared(current.key, returned)
         await self._enter(returned, user_id, visit=current.visit + 1)
         return Outcome.MOVED, returned
+
+    def _check_declared(self, from_key: str, returned: Node[CtxT, EventT, UserIdT, Any]) -> None:
+        """A transition the flow does not declare: an error in strict mode, else a warning."""
+        if self._graph is None or self._graph.allows(from_key, type(returned)):
+            return
+        message = (
+            f"node {from_key!r} returned {type(returned).__qualname__}, which the return "
+            "annotation of its on_event does not declare"
+        )
+        if self._strict_transitions:
+            raise UndeclaredTransitionError(message)
+        logger.warning("%s", message, extra={"node": from_key})
+
+    @property
+    def graph(self) -> FlowGraph | None:
+        """The declared flow (when `start_node` was given), e.g. to draw it."""
+        return self._graph
 
     async def drain(self, timeout: float) -> bool:  # noqa: ASYNC109 - returns False, never raises
         """Wait until no event is being handled; False if some still run after `timeout` seconds.
@@ -577,6 +605,14 @@ class NodesUser(Generic[CtxT, EventT, UserIdT]):
     async def to(self, node: Node[CtxT, EventT, UserIdT, Any]) -> None:
         """Put the user on `node`, running its on_enter, under the same lock as routing."""
         await self._nodes._put(self._user_id, node)
+
+    async def forget(self) -> None:
+        """Delete the user's stored node, under their lock: their next event starts over."""
+        async with self._nodes._locked(self._user_id):
+            try:
+                await self._nodes._store.forget(self._user_id)
+            except RedisError as error:
+                raise self._nodes._unavailable(self._user_id, error) from error
 
     async def get_node(self) -> Node[CtxT, EventT, UserIdT, Any] | None:
         """The user's current node, or None if they have none (or it can't be read)."""

@@ -24,6 +24,9 @@ class Node(ABC, Generic[CtxT, EventT, UserIdT, ModelT]):
     #: Bump when the model changes incompatibly and implement `migrate` for older data.
     schema_version: ClassVar[int] = 0
 
+    #: A node where a conversation may end (it leads nowhere): the flow check allows it.
+    final: ClassVar[bool] = False
+
     _data: ModelT
 
     #: Which visit of this user to a node this is: botnodes counts up every time the user

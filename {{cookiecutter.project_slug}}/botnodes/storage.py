@@ -313,6 +313,12 @@ class StateStore:
             value = await self.read_legacy(user_id)
         return value
 
+    async def forget(self, user_id: int | str) -> None:
+        """Delete the user's stored value (also from the 0.1.0 hash); the caller holds the lock."""
+        await self._redis.delete(self.state_key(user_id))
+        if self._legacy and await self._redis.type(self._prefix) in (b"hash", "hash"):
+            await self._redis.hdel(self._prefix, str(user_id))
+
     async def read_legacy(self, user_id: int | str) -> bytes | None:
         """Read the user's value from botnodes 0.1.0's single hash, if it is still there."""
         if await self._redis.type(self._prefix) not in (b"hash", "hash"):

@@ -183,11 +183,11 @@ def make_nodes(
     """Nodes over the test registry, with the README's constructor keywords."""
     options.setdefault("nodes_dict", NODES)
     options.setdefault("event_to_user_id", lambda event: event.user_id)
+    options.setdefault("get_start_node", lambda event: Menu())
     return Nodes(
         redis_client=redis,
         redis_property_name=prefix,
         discriminator_field="node_name",
-        get_start_node=lambda event: Menu(),
         ctx=ctx if ctx is not None else Ctx(),
         **options,
     )

@@ -6,11 +6,14 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from aiogram.exceptions import TelegramAPIError
 
 from botnodes import ConfigurationError
 
+from . import diagram
+from .chat import run_chat
 from .config import ConfigError, Settings, load_settings
 from .healthcheck import EXIT_UNHEALTHY, run_healthcheck
 from .logging_setup import escape_controls, mask, setup_logging
@@ -55,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog=f"python -m {__package__}",
         description="Run the bot. Settings come from the environment and .env.",
     )
-    parser.set_defaults(command=run_bot, config_error_exit=EXIT_CONFIG_ERROR)
+    parser.set_defaults(
+        command=run_bot, config_error_exit=EXIT_CONFIG_ERROR, without_settings=None, need_token=True
+    )
     commands = parser.add_subparsers(title="commands")
     commands.add_parser("run", help="run the bot (the default)").set_defaults(command=run_bot)
     commands.add_parser(
@@ -65,19 +70,50 @@ def build_parser() -> argparse.ArgumentParser:
         # Docker reserves exit status 2 of a health check: a bad setting is simply unhealthy.
         config_error_exit=EXIT_UNHEALTHY,
     )
+    flow = commands.add_parser(
+        "diagram", help="print the flow of nodes as a Mermaid diagram (no settings needed)"
+    )
+    flow.add_argument("--readme", help="update the diagram between the markers in this file")
+    flow.set_defaults(without_settings=print_diagram)
+    talk = commands.add_parser(
+        "chat", help="talk to the bot in this terminal: no Telegram, no token (Redis needed)"
+    )
+    talk.add_argument("--name", default="alice", help="your username in the chat (alice)")
+    talk.set_defaults(command=lambda settings: 0, chat=True, need_token=False)
     return parser
+
+
+def print_diagram(args: argparse.Namespace) -> int:
+    """Print the flow as Mermaid, or update it in a README (needs no settings)."""
+    package = __package__ or "bot"
+    if args.readme is None:
+        print(diagram.mermaid(), end="")
+        return 0
+    readme = Path(args.readme)
+    try:
+        text = readme.read_text(encoding="utf-8")
+        readme.write_text(diagram.replace_in_readme(text, package), encoding="utf-8")
+    except (OSError, ValueError) as exc:
+        print(f"Cannot update {readme}: {exc}", file=sys.stderr)
+        return 1
+    print(f"Updated the flow diagram in {readme}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.without_settings is not None:
+        return int(args.without_settings(args))
     command: Command = args.command
     try:
-        settings = load_settings()
+        settings = load_settings(need_token=args.need_token)
     except ConfigError as exc:
         print(f"Configuration error: {exc}", file=sys.stderr)
         return int(args.config_error_exit)
     setup_logging(settings.runtime.log_level, secrets_of(settings))
     try:
+        if getattr(args, "chat", False):
+            return run_chat(settings, args.name)
         return command(settings)
     except KeyboardInterrupt:
         return 130

@@ -161,6 +161,15 @@ def _rule(error: Any) -> str:
     return str(error["msg"]).removeprefix("Value error, ")
 
 
+def _load_without_token(env_file: Path | None) -> TelegramSettings:
+    try:
+        return _load(TelegramSettings, env_file)
+    except ConfigError as exc:
+        if not str(exc).startswith("BOT_TOKEN: is required"):
+            raise
+    return TelegramSettings(_env_file=env_file, bot_token=SecretStr(LOCAL_TOKEN))
+
+
 def _load(settings_class: type[S], env_file: Path | None) -> S:
     try:
         return settings_class(_env_file=env_file)
@@ -169,10 +178,18 @@ def _load(settings_class: type[S], env_file: Path | None) -> S:
         raise ConfigError(f"{_env_name(settings_class, first)}: {_rule(first)}") from None
 
 
-def load_settings(env_file: Path | None = DEFAULT_ENV_FILE) -> Settings:
-    """Read every setting; raise `ConfigError` naming the first bad one."""
+#: The token of `chat`, which never talks to Telegram: it only has to look like one.
+LOCAL_TOKEN = "1:local-chat-without-telegram"  # noqa: S105 - a placeholder, never a secret
+
+
+def load_settings(env_file: Path | None = DEFAULT_ENV_FILE, *, need_token: bool = True) -> Settings:
+    """Read every setting; raise `ConfigError` naming the first bad one.
+
+    Without `need_token` (the local chat) a missing BOT_TOKEN is not an error.
+    """
+    telegram = _load(TelegramSettings, env_file) if need_token else _load_without_token(env_file)
     return Settings(
-        telegram=_load(TelegramSettings, env_file),
+        telegram=telegram,
         redis=_load(RedisSettings, env_file),
         state=_load(StateSettings, env_file),
         food_api=_load(FoodApiSettings, env_file),

@@ -68,8 +68,14 @@ def add_telegram_rules(
     )
 
 
-def create_nodes(settings: Settings, redis: RedisClient, ctx: Ctx) -> Nodes[Ctx, Event, UserId]:
-    """The botnodes manager for this bot's nodes, with the state settings applied."""
+def create_nodes(
+    settings: Settings, redis: RedisClient, ctx: Ctx, *, strict_transitions: bool = False
+) -> Nodes[Ctx, Event, UserId]:
+    """The botnodes manager for this bot's nodes, with the state settings applied.
+
+    The flow the nodes declare is checked here (see botnodes/graph.py); `strict_transitions`
+    (the tests' and the chat's choice) makes an undeclared transition an error, not a warning.
+    """
     return Nodes(
         redis_client=redis,
         redis_property_name=settings.state.state_key,
@@ -87,6 +93,8 @@ def create_nodes(settings: Settings, redis: RedisClient, ctx: Ctx) -> Nodes[Ctx,
         # backlog can't keep everybody else waiting.
         max_concurrent=settings.runtime.max_concurrent_updates,
         max_waiting_per_user=settings.runtime.max_queued_per_user,
+        start_node=Start,
+        strict_transitions=strict_transitions,
     )
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import TypeAlias
 
 from aiogram import Bot
 from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 
-from botnodes import Node, after_commit
+from botnodes import after_commit
 
 from .buttons import unpack_press
 from .config import Settings
@@ -40,10 +40,6 @@ class Ctx:
         Outside a transition it sends at once.
         """
         await after_commit(lambda: self.bot.send_message(user_id, text, reply_markup=reply_markup))
-
-
-#: What `on_event` returns: the next node, or None to stay on the current one.
-NextNode: TypeAlias = Node[Ctx, Event, UserId, Any] | None
 
 
 def event_to_user_id(event: Event) -> UserId:

@@ -6,7 +6,7 @@ from pydantic import BaseModel
 
 from botnodes import Node
 
-from ..nodes_types import Ctx, Event, NextNode, UserId, user_display_name
+from ..nodes_types import Ctx, Event, UserId, user_display_name
 from . import start
 
 
@@ -27,5 +27,5 @@ class Hold(Node[Ctx, Event, UserId, HoldModel]):
     async def on_enter(self, user_id: UserId, ctx: Ctx) -> None:
         """The user said they are not ready: don't write until they do."""
 
-    async def on_event(self, user_id: UserId, event: Event, ctx: Ctx) -> NextNode:
+    async def on_event(self, user_id: UserId, event: Event, ctx: Ctx) -> start.Start:
         return start.Start(user_display_name(event))

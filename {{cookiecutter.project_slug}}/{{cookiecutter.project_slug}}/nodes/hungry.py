@@ -8,7 +8,7 @@ from botnodes import Node
 
 from ..buttons import keyboard
 from ..food_api import FoodOrderError
-from ..nodes_types import Ctx, Event, NextNode, UserId, said, user_display_name
+from ..nodes_types import Ctx, Event, UserId, said, user_display_name
 from . import start
 
 
@@ -36,7 +36,7 @@ class Hungry(Node[Ctx, Event, UserId, HungryModel]):
             reply_markup=keyboard(self.visit, "Finish", "Cancel"),
         )
 
-    async def on_event(self, user_id: UserId, event: Event, ctx: Ctx) -> NextNode:
+    async def on_event(self, user_id: UserId, event: Event, ctx: Ctx) -> start.Start | Hungry:
         text = said(event) or ""
         if text == "Finish":
             if not self._data.order:

@@ -7,7 +7,7 @@ from pydantic import BaseModel
 from botnodes import Node
 
 from ..buttons import keyboard
-from ..nodes_types import Ctx, Event, NextNode, UserId, said, user_display_name
+from ..nodes_types import Ctx, Event, UserId, said, user_display_name
 from . import hold, hungry
 
 
@@ -41,7 +41,9 @@ class Start(Node[Ctx, Event, UserId, StartModel]):
             text = "Again main menu! Are you hungry?"
         await ctx.send_message(user_id, text, reply_markup=buttons)
 
-    async def on_event(self, user_id: UserId, event: Event, ctx: Ctx) -> NextNode:
+    async def on_event(
+        self, user_id: UserId, event: Event, ctx: Ctx
+    ) -> hungry.Hungry | hold.Hold | Start:
         answer = said(event)
         if answer == "Yes":
             await ctx.send_message(user_id, "No worries, I've got you back!")

@@ -78,8 +78,13 @@ class BotTestClient:
         redis: RedisClient | None = None,
         food_api: FoodAPI | None = None,
         telegram: FakeTelegram | None = None,
+        strict_transitions: bool = True,
     ) -> AsyncIterator[BotTestClient]:
-        """Build the bot from `settings` (Redis from `settings.redis` unless given)."""
+        """Build the bot from `settings` (Redis from `settings.redis` unless given).
+
+        A node returning a node its `on_event` annotation does not declare raises
+        `UndeclaredTransitionError` here (`strict_transitions`); the running bot only logs it.
+        """
         telegram = telegram or FakeTelegram()
         session = FakeSession(telegram)
         add_telegram_rules(session, settings.telegram)  # the same limits and retries as live
@@ -92,7 +97,7 @@ class BotTestClient:
             food_api=food_api or LoggingFoodAPI(),
             logger=bot_logger,
         )
-        nodes = create_nodes(settings, client_redis, ctx)
+        nodes = create_nodes(settings, client_redis, ctx, strict_transitions=strict_transitions)
         try:
             yield cls(build_dispatcher(nodes), bot, nodes, telegram)
         finally:

@@ -1,0 +1,57 @@
+"""The flow of the bot's nodes, as declared in their code, and its copy in the README."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from {{ cookiecutter.project_slug }}.diagram import flow_graph, mermaid, readme_block
+
+from .bot_process import PROJECT_ROOT, bot_environment
+
+PACKAGE = "{{ cookiecutter.project_slug }}"
+
+
+def test_the_flow_is_sound() -> None:
+    assert flow_graph().problems() == []
+
+
+def test_the_readme_shows_the_current_flow() -> None:
+    readme = (PROJECT_ROOT / "README.md").read_text(encoding="utf-8")
+    assert readme_block(PACKAGE) in readme, (
+        f"the Flow diagram in README.md is out of date: run "
+        f"`python -m {PACKAGE} diagram --readme README.md`"
+    )
+
+
+def test_diagram_prints_the_flow_without_any_setting(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", PACKAGE, "diagram"],
+        cwd=tmp_path,
+        env=bot_environment({}),  # no BOT_TOKEN, no Redis
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == mermaid()
+    assert "    hungry --> start" in result.stdout
+
+
+def test_diagram_updates_a_readme_between_its_markers(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    stale = readme_block(PACKAGE).replace("hungry --> start", "hungry --> nowhere")
+    readme.write_text(f"# Bot\n\n{stale}\n\nMore text.\n", encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", PACKAGE, "diagram", "--readme", str(readme)],
+        cwd=tmp_path,
+        env=bot_environment({}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert readme.read_text(encoding="utf-8") == f"# Bot\n\n{readme_block(PACKAGE)}\n\nMore text.\n"
