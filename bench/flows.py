@@ -41,7 +41,7 @@ from .fake_session import FakeTelegramSession
 ITEMS = ("Pizza", "Soup", "Tea", "Cake", "Salad")
 FLOW: tuple[str, ...] = ("hi", "Yes", *ITEMS, "Finish")
 
-VARIANTS = ("botnodes", "fsm", "fsm-noiso", "floor")
+VARIANTS = ("botnodes", "fsm", "fsm-noiso", "floor", "ceiling")
 
 BOT_TOKEN = "42:BENCHMARK-TOKEN"
 _DATE = datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC)
@@ -149,6 +149,8 @@ class Variant:
     food_api: NullFoodAPI
     info: dict[str, Any] = field(default_factory=dict)
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    #: Sizes of the in-process structures that could grow with users (scale run).
+    probe: Callable[[], dict[str, int]] = field(default=lambda: {})
 
     async def feed(self, update: Update) -> None:
         await self.dispatcher.feed_update(self.bot, update)
@@ -293,59 +295,99 @@ class GetSetState:
     filter and middleware of the botnodes variant, so the two differ only in state handling.
     """
 
-    def __init__(self, redis: Redis, prefix: str, bot: Bot, food_api: NullFoodAPI) -> None:
+    def __init__(
+        self, redis: Redis, prefix: str, bot: Bot, food_api: NullFoodAPI, package: str
+    ) -> None:
         self._redis, self._prefix, self._bot, self._food_api = redis, prefix, bot, food_api
+        # The bot's own buttons, so every variant on the bot's dispatcher sends the same replies.
+        self._keyboard = importlib.import_module(f"{package}.buttons").keyboard
 
     def user(self, user_id: int) -> Any:
         raise NotImplementedError("/start is not part of the benchmark's flow")
 
-    async def route(self, event: Message) -> None:
-        bot, chat_id = self._bot, event.chat.id
-        key = f"{self._prefix}:{chat_id}"
+    async def _load(self, key: str) -> dict[str, Any]:
         raw = await self._redis.get(key)
-        state: dict[str, Any] = json.loads(raw) if raw else {"node": None}
+        return json.loads(raw) if raw else {"node": None, "v": 0}
+
+    async def _save(self, key: str, state: dict[str, Any]) -> None:
+        await self._redis.set(key, json.dumps(state, separators=(",", ":")))
+
+    async def route(self, event: Message) -> None:
+        key = f"{self._prefix}:{event.chat.id}"
+        state = await self._load(key)
+        await self._save(key, await self._next(state, state.get("v", 0) + 1, event))
+
+    async def _next(self, state: dict[str, Any], visit: int, event: Message) -> dict[str, Any]:
+        """Send the replies the bot sends for `event`; return the new state."""
+        bot, chat_id = self._bot, event.chat.id
         node, text = state["node"], event.text or ""
+        yes_no = self._keyboard(visit, "Yes", "No")
         if node is None:
-            await bot.send_message(chat_id, greeting(_name(event)))
-            state = {"node": "start"}
+            await bot.send_message(chat_id, greeting(_name(event)), reply_markup=yes_no)
+            state = {"node": "start", "v": visit}
         elif node == "start":
             if text == "Yes":
                 await bot.send_message(chat_id, YES_REPLY)
-                state = {"node": "hungry", "order": []}
-                await bot.send_message(chat_id, cart_prompt([]))
+                state = {"node": "hungry", "order": [], "v": visit}
+                cart = self._keyboard(visit, "Finish", "Cancel")
+                await bot.send_message(chat_id, cart_prompt([]), reply_markup=cart)
             elif text == "No":
                 await bot.send_message(chat_id, NO_REPLY)
-                state = {"node": "hold"}
+                state = {"node": "hold", "v": visit}
             else:
                 await bot.send_message(chat_id, WHAT_REPLY)
-                await bot.send_message(chat_id, MENU_AGAIN)
+                await bot.send_message(chat_id, MENU_AGAIN, reply_markup=yes_no)
+                state = {"node": "start", "v": visit}
         elif node == "hold":
-            await bot.send_message(chat_id, MENU_AGAIN)
-            state = {"node": "start"}
+            await bot.send_message(chat_id, MENU_AGAIN, reply_markup=yes_no)
+            state = {"node": "start", "v": visit}
         else:
-            state = await self._hungry(chat_id, text, state["order"])
-        await self._redis.set(key, json.dumps(state, separators=(",", ":")))
+            state = await self._hungry(chat_id, text, state["order"], visit)
+        return state
 
-    async def _hungry(self, chat_id: int, text: str, order: list[str]) -> dict[str, Any]:
+    async def _hungry(
+        self, chat_id: int, text: str, order: list[str], visit: int
+    ) -> dict[str, Any]:
         bot = self._bot
+        cart = self._keyboard(visit, "Finish", "Cancel")
         if text == "Finish" and not order:
             await bot.send_message(chat_id, EMPTY_CART_REPLY)
-            await bot.send_message(chat_id, cart_prompt([]))
-            return {"node": "hungry", "order": []}
+            await bot.send_message(chat_id, cart_prompt([]), reply_markup=cart)
+            return {"node": "hungry", "order": [], "v": visit}
         if text == "Finish":
             await bot.send_message(chat_id, ordering(order))
             await self._food_api.order_food(chat_id, order)
             await bot.send_message(chat_id, ORDERED_REPLY)
-            await bot.send_message(chat_id, MENU_AGAIN)
-            return {"node": "start"}
+            yes_no = self._keyboard(visit, "Yes", "No")
+            await bot.send_message(chat_id, MENU_AGAIN, reply_markup=yes_no)
+            return {"node": "start", "v": visit}
         if text == "Cancel":
             await bot.send_message(chat_id, CANCELLED_REPLY)
-            await bot.send_message(chat_id, MENU_AGAIN)
-            return {"node": "start"}
+            yes_no = self._keyboard(visit, "Yes", "No")
+            await bot.send_message(chat_id, MENU_AGAIN, reply_markup=yes_no)
+            return {"node": "start", "v": visit}
         order = [*order, text]
         await bot.send_message(chat_id, added(text))
-        await bot.send_message(chat_id, cart_prompt(order))
-        return {"node": "hungry", "order": order}
+        await bot.send_message(chat_id, cart_prompt(order), reply_markup=cart)
+        return {"node": "hungry", "order": order, "v": visit}
+
+
+class InMemoryState(GetSetState):
+    """The ceiling: the same handler and replies, with the state in a dict, no storage at all.
+
+    It is what the bot's dispatcher, routers, middlewares and replies cost by themselves;
+    botnodes' throughput over this is the share of the update that state handling takes.
+    """
+
+    def __init__(self, bot: Bot, food_api: NullFoodAPI, package: str) -> None:
+        super().__init__(None, "", bot, food_api, package)  # type: ignore[arg-type]
+        self._states: dict[str, dict[str, Any]] = {}
+
+    async def _load(self, key: str) -> dict[str, Any]:
+        return self._states.get(key) or {"node": None, "v": 0}
+
+    async def _save(self, key: str, state: dict[str, Any]) -> None:
+        self._states[key] = state
 
 
 def build_floor(redis: Redis, prefix: str, package: str) -> Variant:
@@ -354,10 +396,22 @@ def build_floor(redis: Redis, prefix: str, package: str) -> Variant:
     middlewares = importlib.import_module(f"{package}.middlewares")
     bot, session = _new_bot()
     food_api = NullFoodAPI()
-    state = GetSetState(redis, prefix, bot, food_api)
+    state = GetSetState(redis, prefix, bot, food_api, package)
     dispatcher = routers.build_dispatcher(state, middlewares.InFlightUpdates())
     info = {"isolation": "none (no lock at all)", "dispatcher": "the bot's build_dispatcher"}
     return Variant("floor", dispatcher, bot, session, redis, food_api, info)
+
+
+def build_ceiling(redis: Redis, prefix: str, package: str) -> Variant:
+    """The bot's own dispatcher with `InMemoryState`: no storage at all, the ceiling."""
+    routers = importlib.import_module(f"{package}.routers")
+    middlewares = importlib.import_module(f"{package}.middlewares")
+    bot, session = _new_bot()
+    food_api = NullFoodAPI()
+    state = InMemoryState(bot, food_api, package)
+    dispatcher = routers.build_dispatcher(state, middlewares.InFlightUpdates())
+    info = {"isolation": "none; state in a dict", "dispatcher": "the bot's build_dispatcher"}
+    return Variant("ceiling", dispatcher, bot, session, redis, food_api, info)
 
 
 def build_botnodes(redis: Redis, prefix: str, package: str) -> Variant:
@@ -388,8 +442,23 @@ def build_botnodes(redis: Redis, prefix: str, package: str) -> Variant:
         "isolation": "botnodes lock (local FIFO + Redis lock in the same scripts)",
         "lock_ttl": settings.state.lock_ttl,
         "lock_wait_timeout": settings.state.lock_wait_timeout,
+        "prefix": prefix,
     }
-    return Variant("botnodes", dispatcher, bot, session, redis, food_api, info)
+    keyboard = importlib.import_module(f"{package}.buttons").keyboard
+
+    def probe() -> dict[str, int]:
+        # Private attributes, read on purpose: these are what would leak per user.
+        pipeline = nodes._store._pipeline
+        return {
+            "botnodes busy users (local lock slots)": nodes.busy_users,
+            "botnodes routes in flight": nodes.in_flight,
+            "botnodes background tasks": len(nodes._background),
+            "pipeline queued calls": len(pipeline._queue) if pipeline else 0,
+            "pipeline flushes running": len(pipeline._flushes) if pipeline else 0,
+            "cached keyboards (bounded: 4096)": keyboard.cache_info().currsize,
+        }
+
+    return Variant("botnodes", dispatcher, bot, session, redis, food_api, info, probe=probe)
 
 
 def build_variant(name: str, redis: Redis, prefix: str, package: str) -> Variant:
@@ -401,4 +470,6 @@ def build_variant(name: str, redis: Redis, prefix: str, package: str) -> Variant
         return build_fsm(redis, prefix, isolation=False)
     if name == "floor":
         return build_floor(redis, prefix, package)
+    if name == "ceiling":
+        return build_ceiling(redis, prefix, package)
     raise ValueError(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}")

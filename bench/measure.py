@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import statistics
 import time
 from pathlib import Path
@@ -151,6 +152,71 @@ async def burst(variant: Variant, user_id: int, size: int) -> dict[str, Any]:
         "drain_s": drain,
         "lost": size - len(set(kept)),
         "in_order": kept == items,
+        "errors": len(errors),
+        "first_error": errors[0] if errors else None,
+    }
+
+
+async def used_memory(variant: Variant) -> int:
+    """Redis's `used_memory`: meaningful per user only over many users (buffers move it)."""
+    info = await variant.redis.info("memory")
+    return int(info["used_memory"])
+
+
+async def sampled_key_bytes(variant: Variant, keys: list[str]) -> float:
+    """Mean `MEMORY USAGE` of some users' state keys: the per-user cost without the noise."""
+    sizes = [await variant.redis.memory_usage(key) or 0 for key in keys]
+    return sum(sizes) / len(sizes)
+
+
+async def _batch(
+    variant: Variant, users: range, errors: list[str], slots: asyncio.Semaphore
+) -> float:
+    """Walk `users` through the flow; updates/s. (Its own frame: nothing outlives the batch.)"""
+    began = time.perf_counter()
+    await asyncio.gather(*(_walk(variant, uid, errors, slots) for uid in users))
+    return len(users) * len(FLOW) / (time.perf_counter() - began)
+
+
+async def scale(variant: Variant, first_user: int, users: int, in_flight: int) -> dict[str, Any]:
+    """`users` distinct users walk the flow, 1,000 at a time with `in_flight` updates at once.
+
+    Reports updates/s of the first and the last batch, Redis memory per stored user, the
+    worker's RSS, and what the in-process structures hold once every user is idle.
+    """
+    batch = 1000
+    errors: list[str] = []
+    slots = asyncio.Semaphore(in_flight)
+    gc.collect()
+    rss_before, _ = rss_mb()
+    memory_before = await used_memory(variant)
+    objects_before = len(gc.get_objects())
+
+    rates: list[float] = []
+    for start in range(0, users, batch):
+        ids = range(first_user + start, first_user + min(start + batch, users))
+        rates.append(await _batch(variant, ids, errors, slots))
+        variant.session.forget()  # the harness's own record of replies must not grow
+    rss_after, _ = rss_mb()
+    gc.collect()
+    rss_after_gc, _ = rss_mb()
+    memory_after = await used_memory(variant)
+    sample = [
+        f"{variant.info.get('prefix', '')}:{{{first_user + n}}}"
+        for n in range(0, users, max(users // 100, 1))
+    ]
+    return {
+        "sampled_state_key_bytes": await sampled_key_bytes(variant, sample),
+        "users": users,
+        "batches": len(rates),
+        "first_batch_updates_per_s": rates[0],
+        "last_batch_updates_per_s": rates[-1],
+        "redis_bytes_per_user": (memory_after - memory_before) / users,
+        "rss_before_mb": rss_before,
+        "rss_after_mb": rss_after,
+        "rss_after_gc_mb": rss_after_gc,
+        "gc_objects_per_user": (len(gc.get_objects()) - objects_before) / users,
+        "structures_when_idle": variant.probe(),
         "errors": len(errors),
         "first_error": errors[0] if errors else None,
     }

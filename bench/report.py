@@ -16,6 +16,7 @@ LABELS = {
     "fsm": "aiogram FSM + RedisEventIsolation",
     "fsm-noiso": "aiogram FSM, no isolation",
     "floor": "floor: 1 GET + 1 SET",
+    "ceiling": "ceiling: no storage",
 }
 
 
@@ -94,7 +95,7 @@ def ratios(table: dict[str, dict[str, float]]) -> dict[str, float]:
     bn = table.get("botnodes")
     if bn is None:
         return out
-    for other in ("botnodes-before", "fsm", "fsm-noiso", "floor"):
+    for other in ("botnodes-before", "fsm", "fsm-noiso", "floor", "ceiling"):
         if other in table:
             out[f"updates/s botnodes/{other}"] = bn["updates_per_s"] / table[other]["updates_per_s"]
             out[f"p50 botnodes/{other}"] = bn["p50_ms"] / table[other]["p50_ms"]
@@ -115,7 +116,19 @@ def targets(
     speed_up = fsm["drain_s"] / bn["drain_s"] if bn["drain_s"] else float("inf")
     lost_bn, lost_fsm = worst(results, "botnodes", "lost"), worst(results, "fsm", "lost")
     rt = max(METRIC_BY_KEY["round_trips"].get(r) for r in results if r["variant"] == "botnodes")
+    vs_ceiling = (
+        [
+            (
+                "botnodes >= 0.8x the ceiling's updates/s (no storage at all)",
+                bn["updates_per_s"] / table["ceiling"]["updates_per_s"] >= 0.8,
+                f"{bn['updates_per_s'] / table['ceiling']['updates_per_s']:.2f}x",
+            )
+        ]
+        if "ceiling" in table
+        else []
+    )
     return [
+        *vs_ceiling,
         ("botnodes >= 2x the FSM's updates/s", vs_fsm >= 2, f"{vs_fsm:.2f}x"),
         ("botnodes >= 0.8x the floor's updates/s", vs_floor >= 0.8, f"{vs_floor:.2f}x"),
         ("botnodes <= 2 Redis round trips per update, lock included", rt <= 2, f"{rt:.2f}"),
@@ -205,4 +218,32 @@ def render(results: Sequence[Result], meta: dict[str, Any]) -> str:
         "Versions: " + meta["versions"],
         "Date: " + meta["date"],
     ]
+    return "\n".join(out)
+
+
+def render_scale(scale: dict[str, Any], machine: str, versions: str) -> str:
+    """The scale run: speed at the start and the end, memory, and what stayed in process."""
+    out = [
+        f"## Scale: {scale['users']:,} distinct users, 1,000 at a time",
+        "",
+        "| figure | value |",
+        "|---|---:|",
+        f"| updates/s, first batch | {scale['first_batch_updates_per_s']:,.0f} |",
+        f"| updates/s, last batch | {scale['last_batch_updates_per_s']:,.0f} |",
+        f"| Redis used_memory per stored user (bytes) | {scale['redis_bytes_per_user']:,.0f} |",
+        f"| MEMORY USAGE of a user's key, mean of a sample (bytes) | "
+        f"{scale['sampled_state_key_bytes']:,.0f} |",
+        f"| worker RSS before (MiB) | {scale['rss_before_mb']:,.0f} |",
+        f"| worker RSS after (MiB) | {scale['rss_after_mb']:,.0f} |",
+        f"| worker RSS after gc.collect() (MiB) | {scale['rss_after_gc_mb']:,.0f} |",
+        f"| Python objects left per user (bounded caches of aiogram included) | "
+        f"{scale['gc_objects_per_user']:.3f} |",
+    ]
+    out += [
+        f"| {name}, all users idle | {value:,} |"
+        for name, value in scale["structures_when_idle"].items()
+    ]
+    if scale["errors"]:
+        out += ["", f"PROBLEMS: {scale['errors']} errors ({scale['first_error']})"]
+    out += ["", "Machine: " + machine, "Versions: " + versions]
     return "\n".join(out)

@@ -57,6 +57,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--redis-server", default=shutil.which("redis-server") or "redis-server")
     parser.add_argument("--template", type=Path, default=REPO_ROOT)
     parser.add_argument(
+        "--scale",
+        type=int,
+        metavar="USERS",
+        help="instead of the comparison: USERS distinct users (e.g. 100000) through the"
+        " botnodes bot, 1,000 at a time; growth of memory and in-process structures",
+    )
+    parser.add_argument(
         "--baseline",
         type=Path,
         help="another checkout of the template (e.g. a `git worktree` of the previous release):"
@@ -274,6 +281,13 @@ def main(argv: list[str] | None = None) -> int:
         baseline = bake(args.baseline, Path(tmp) / "baseline") if args.baseline else None
         with contextlib.ExitStack() as stack:
             url = args.redis_url or stack.enter_context(redis_server(args.redis_server, Path(tmp)))
+            if args.scale:
+                command = worker_command(
+                    args, "botnodes", url, project.name, f"scale-{os.getpid()}"
+                )
+                result = run_worker([*command, "--scale", str(args.scale)], project)
+                print(report.render_scale(result["scale"], machine(), versions(args.redis_server)))
+                return 0
             if args.profile:
                 command = worker_command(
                     args, "botnodes", url, project.name, f"profile-{os.getpid()}"

@@ -21,6 +21,7 @@ from .redis_client import create_client
 
 #: User id ranges per phase, so no phase finds another phase's state.
 WARM_UP_BASE, THROUGHPUT_BASE, LATENCY_USER, BURST_USER = 1_000_000, 2_000_000, 3_000_001, 4_000_001
+SCALE_BASE = 10_000_000
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -37,6 +38,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--no-gc-freeze",
         action="store_true",
         help="leave the start-up objects in the collected generations (see README)",
+    )
+    parser.add_argument(
+        "--scale", type=int, metavar="USERS", help="only the scale run, with this many users"
     )
     parser.add_argument(
         "--profile",
@@ -57,6 +61,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             # reach. Without it every full collection walks them all and costs ~0.2 s.
             gc.collect()
             gc.freeze()
+        if args.scale:
+            return {
+                "variant": variant.name,
+                "scale": await measure.scale(variant, SCALE_BASE, args.scale, args.in_flight),
+            }
         users = range(THROUGHPUT_BASE, THROUGHPUT_BASE + args.users)
         if args.profile:
             from pyinstrument import Profiler

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-VARIANTS = ("botnodes", "fsm", "fsm-noiso", "floor")
+VARIANTS = ("botnodes", "fsm", "fsm-noiso", "floor", "ceiling", "botnodes-before")
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +41,9 @@ def bench_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any],
         "--json",
         str(out),
         "--quiet",
+        # The template itself as the "version before": exercises the comparison option.
+        "--baseline",
+        str(REPO_ROOT),
     ]
     if os.environ.get("REDIS_URL"):
         command += ["--redis-url", os.environ["REDIS_URL"]]
@@ -65,8 +68,12 @@ def test_every_figure_is_reported(bench_run: tuple[dict[str, Any], str]) -> None
         assert throughput["updates_per_s"] > 0
         assert latency["p50_ms"] > 0
         assert latency["p99_ms"] >= latency["p50_ms"]
-        assert throughput["round_trips_per_update"] > 0
-        assert throughput["server_commands_per_update"] > 0
+        if run["variant"] == "ceiling":  # touches no storage at all
+            assert throughput["round_trips_per_update"] == 0
+            assert throughput["server_commands_per_update"] == 0
+        else:
+            assert throughput["round_trips_per_update"] > 0
+            assert throughput["server_commands_per_update"] > 0
         assert run["peak_rss_mb"] > 0
         assert burst["drain_s"] > 0
         assert burst["lost"] >= 0
@@ -81,6 +88,9 @@ def test_every_figure_is_reported(bench_run: tuple[dict[str, Any], str]) -> None
         "drain",
         "botnodes/fsm",
         "botnodes/floor",
+        "botnodes/ceiling",
+        "botnodes/botnodes-before",
+        "the ceiling's updates/s",
         "Targets:",
         "Machine:",
         "Versions:",
@@ -105,3 +115,21 @@ def test_botnodes_and_isolated_fsm_lose_nothing(bench_run: tuple[dict[str, Any],
     assert lost["fsm"] == 0
     burst = next(run["burst"] for run in data["runs"] if run["variant"] == "botnodes")
     assert burst["in_order"], "botnodes handles one user's events in arrival order"
+
+
+def test_the_scale_run_reports_growth_and_idle_structures() -> None:
+    command = [sys.executable, "bench/run.py", "--scale", "300", "--in-flight", "10", "--quiet"]
+    if os.environ.get("REDIS_URL"):
+        command += ["--redis-url", os.environ["REDIS_URL"]]
+    done = subprocess.run(
+        command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = done.stdout
+    assert "## Scale: 300 distinct users, 1,000 at a time" in report
+    for figure in ("updates/s, first batch", "updates/s, last batch", "MEMORY USAGE", "RSS"):
+        assert figure in report, f"{figure!r} missing from the scale report"
+    for structure in ("busy users", "routes in flight", "pipeline queued calls"):
+        [row] = [line for line in report.splitlines() if structure in line]
+        assert row.endswith("| 0 |"), row
+    assert "PROBLEMS" not in report

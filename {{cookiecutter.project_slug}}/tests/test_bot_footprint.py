@@ -6,6 +6,8 @@ suite if a change makes an idle user noticeably bigger.
 
 from __future__ import annotations
 
+import asyncio
+import gc
 from typing import Any
 
 import pytest
@@ -14,8 +16,12 @@ from redis.asyncio import Redis
 from botnodes import Node
 from botnodes.codec import NodeCodec
 from botnodes.storage import StateStore
+from {{ cookiecutter.project_slug }}.buttons import keyboard
 from {{ cookiecutter.project_slug }}.main import DISCRIMINATOR_FIELD
 from {{ cookiecutter.project_slug }}.nodes import Hold, Hungry, Start, nodes_dict
+from {{ cookiecutter.project_slug }}.testing import BotTestClient
+
+from .conftest import RecordingFoodAPI
 
 TELEGRAM_USER_ID = 5_123_456_789  # ten digits, like today's Telegram ids
 
@@ -45,3 +51,37 @@ async def test_an_idle_user_costs_little_memory(
     print(f"{codec.key_of(node)}: {used} bytes ({codec.encode(node)})")
     assert used is not None
     assert used <= limit
+
+
+async def walk_the_flow(client: BotTestClient, food_api: RecordingFoodAPI, user_ids: range) -> None:
+    """Every user says hi, opens the cart, adds an item and orders: then they are idle."""
+
+    async def walk(user_id: int) -> None:
+        user = client.user(user_id)
+        for text in ("hi", "Yes", "Tea", "Finish"):
+            await user.send(text)
+
+    await asyncio.gather(*(walk(user_id) for user_id in user_ids))
+    # What the stand-ins record (replies, orders) is the test's memory, not the bot's.
+    client.telegram.messages.clear()
+    client.telegram.calls.clear()
+    food_api.orders.clear()
+    food_api.keys.clear()
+
+
+async def test_nothing_in_process_keeps_growing_once_users_are_idle(
+    client: BotTestClient, food_api: RecordingFoodAPI
+) -> None:
+    await walk_the_flow(client, food_api, range(1, 401))  # fills every bounded cache once
+    gc.collect()
+    objects_before = len(gc.get_objects())
+    await walk_the_flow(client, food_api, range(1001, 1401))  # 400 new users
+    gc.collect()
+    grown = len(gc.get_objects()) - objects_before
+    nodes = client.nodes
+    pipeline = nodes._store._pipeline
+    assert pipeline is not None
+    assert (nodes.busy_users, nodes.in_flight, len(nodes._background)) == (0, 0, 0)
+    assert (len(pipeline._queue), len(pipeline._flushes)) == (0, 0)
+    assert keyboard.cache_info().currsize <= 4096
+    assert grown < 40, f"{grown} objects more after 400 more users: something keeps them"
