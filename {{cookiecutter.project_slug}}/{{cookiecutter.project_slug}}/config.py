@@ -6,12 +6,20 @@ failing on the first user. Secrets are `SecretStr`: they never show up in reprs,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import Field, HttpUrl, SecretStr, ValidationError, field_validator
+from pydantic import (
+    Field,
+    HttpUrl,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from botnodes import MAX_TTL_SECONDS
@@ -21,6 +29,8 @@ DEFAULT_ENV_FILE = Path(".env")
 S = TypeVar("S", bound=BaseSettings)
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+_SECRET_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,256}")
 
 
 class ConfigError(Exception):
@@ -137,6 +147,50 @@ class RuntimeSettings(BaseSettings):
         return value.upper() if isinstance(value, str) else value
 
 
+class WebhookSettings(BaseSettings):
+    """Webhook mode: set WEBHOOK_URL and Telegram POSTs updates to this process."""
+
+    model_config = _config("WEBHOOK_")
+
+    #: The public HTTPS URL Telegram posts to; its path is where the server listens.
+    url: HttpUrl | None = None
+    secret: SecretStr | None = None
+    host: str = "0.0.0.0"  # noqa: S104 - a container's server listens on every interface
+    port: int = Field(default=8080, ge=1, le=65535)
+
+    @field_validator("url")
+    @classmethod
+    def _https(cls, value: HttpUrl | None) -> HttpUrl | None:
+        if value is not None and value.scheme != "https":
+            raise ValueError("must be an https:// URL: Telegram only posts to HTTPS")
+        return value
+
+    @field_validator("secret")
+    @classmethod
+    def _secret_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        # Telegram's rule for secret_token: 1-256 characters A-Z, a-z, 0-9, _ and -.
+        if value is not None and not _SECRET_TOKEN.fullmatch(value.get_secret_value()):
+            raise ValueError("must be 1 to 256 characters of A-Z, a-z, 0-9, _ and -")
+        return value
+
+    @model_validator(mode="after")
+    def _secret_with_url(self) -> WebhookSettings:
+        if self.url is not None and self.secret is None:
+            raise ValueError(
+                "WEBHOOK_SECRET: is required when WEBHOOK_URL is set (Telegram sends it back "
+                "with every update, so others can't post updates)"
+            )
+        return self
+
+
+class MetricsSettings(BaseSettings):
+    """Prometheus metrics: on the webhook server, or on their own port when polling."""
+
+    model_config = _config("METRICS_")
+
+    port: int | None = Field(default=None, ge=1, le=65535)
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """All settings of the bot, grouped by concern."""
@@ -146,12 +200,14 @@ class Settings:
     state: StateSettings
     food_api: FoodApiSettings
     runtime: RuntimeSettings
+    webhook: WebhookSettings = field(default_factory=lambda: WebhookSettings(_env_file=None))
+    metrics: MetricsSettings = field(default_factory=lambda: MetricsSettings(_env_file=None))
 
 
 def _env_name(settings_class: type[BaseSettings], error: Any) -> str:
     prefix = str(settings_class.model_config.get("env_prefix", ""))
-    field = str(error["loc"][0]) if error["loc"] else ""
-    return f"{prefix}{field}".upper()
+    name = str(error["loc"][0]) if error["loc"] else ""
+    return f"{prefix}{name}".upper()
 
 
 def _rule(error: Any) -> str:
@@ -175,6 +231,8 @@ def _load(settings_class: type[S], env_file: Path | None) -> S:
         return settings_class(_env_file=env_file)
     except ValidationError as exc:
         first = exc.errors(include_input=False, include_url=False)[0]
+        if not first["loc"]:  # a rule across settings names them itself
+            raise ConfigError(_rule(first)) from None
         raise ConfigError(f"{_env_name(settings_class, first)}: {_rule(first)}") from None
 
 
@@ -194,4 +252,6 @@ def load_settings(env_file: Path | None = DEFAULT_ENV_FILE, *, need_token: bool 
         state=_load(StateSettings, env_file),
         food_api=_load(FoodApiSettings, env_file),
         runtime=_load(RuntimeSettings, env_file),
+        webhook=_load(WebhookSettings, env_file),
+        metrics=_load(MetricsSettings, env_file),
     )

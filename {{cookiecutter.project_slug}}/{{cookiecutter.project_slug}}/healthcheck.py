@@ -12,6 +12,8 @@ import asyncio
 import sys
 from collections.abc import Awaitable
 
+import aiohttp
+
 from .config import Settings
 from .logging_setup import escape_controls, mask
 from .main import create_bot, secrets_of
@@ -67,8 +69,28 @@ async def _named(name: str, check: Awaitable[object]) -> object:
         raise CheckFailedError(f"{name}: {_describe(exc)}") from exc
 
 
+async def ready_endpoint(
+    settings: Settings,
+    timeout: float = CHECK_TIMEOUT,  # noqa: ASYNC109
+) -> str:
+    """Webhook mode: ask the running server's /readyz (Redis and the webhook as it sees them)."""
+    url = f"http://127.0.0.1:{settings.webhook.port}/readyz"
+    client_timeout = aiohttp.ClientTimeout(total=timeout)
+    async with aiohttp.ClientSession(timeout=client_timeout) as session, session.get(url) as reply:
+        text = (await reply.text()).strip()
+        if reply.status != 200:
+            raise CheckFailedError(f"/readyz answered {reply.status}: {text}")
+    return text
+
+
 async def check(settings: Settings) -> str:
-    """Run both checks concurrently; return a summary or raise `CheckFailedError`."""
+    """Run both checks concurrently; return a summary or raise `CheckFailedError`.
+
+    In webhook mode the server itself is asked (`/readyz`), which covers both.
+    """
+    if settings.webhook.url is not None:
+        await _named("webhook server", ready_endpoint(settings))
+        return f"webhook server on port {settings.webhook.port} is ready"
     results = await asyncio.gather(
         _named("Redis", ping_redis(settings)),
         _named("Bot API", get_me(settings)),

@@ -13,10 +13,11 @@ from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.session.base import BaseSession
 from aiogram.client.telegram import PRODUCTION, TelegramAPIServer
 
-from botnodes import Nodes
+from botnodes import Nodes, NodesObserver
 
 from .config import Settings, TelegramSettings
 from .food_api import FoodAPI, create_food_api
+from .metrics import BotMetrics, CountUpdates
 from .middlewares import InFlightUpdates
 from .nodes import Start, nodes_dict
 from .nodes_types import Ctx, Event, UserId, event_to_user_id, event_visit, user_display_name
@@ -69,7 +70,12 @@ def add_telegram_rules(
 
 
 def create_nodes(
-    settings: Settings, redis: RedisClient, ctx: Ctx, *, strict_transitions: bool = False
+    settings: Settings,
+    redis: RedisClient,
+    ctx: Ctx,
+    *,
+    strict_transitions: bool = False,
+    observer: NodesObserver | None = None,
 ) -> Nodes[Ctx, Event, UserId]:
     """The botnodes manager for this bot's nodes, with the state settings applied.
 
@@ -95,6 +101,7 @@ def create_nodes(
         max_waiting_per_user=settings.runtime.max_queued_per_user,
         start_node=Start,
         strict_transitions=strict_transitions,
+        observer=observer,
     )
 
 
@@ -103,25 +110,15 @@ class App:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.metrics = BotMetrics()
         self.redis: RedisClient = create_redis(settings.redis)
-        self.bot: Bot = create_bot(settings.telegram)
+        self.bot: Bot = create_bot(settings.telegram, on_retry=self.metrics.telegram_retry)
         self.food_api: FoodAPI = create_food_api(settings.food_api)
         self.ctx = Ctx(bot=self.bot, settings=settings, food_api=self.food_api, logger=logger)
-        self.nodes = create_nodes(settings, self.redis, self.ctx)
+        self.nodes = create_nodes(settings, self.redis, self.ctx, observer=self.metrics)
         self.in_flight = InFlightUpdates()
         self.dispatcher: Dispatcher = build_dispatcher(self.nodes, self.in_flight)
-        self.dispatcher.shutdown.register(self.on_shutdown)
-
-    async def run_polling(self) -> None:
-        """Long polling until SIGTERM/SIGINT; returns after `on_shutdown` and the session close."""
-        await self.dispatcher.start_polling(
-            self.bot,
-            allowed_updates=self.dispatcher.resolve_used_update_types(),
-            # Bounds memory; how many run at once is botnodes' `max_concurrent`.
-            tasks_concurrency_limit=self.settings.runtime.max_pending_updates,
-            handle_signals=True,
-            close_bot_session=True,
-        )
+        self.dispatcher.update.outer_middleware(CountUpdates(self.metrics))
 
     async def on_shutdown(self) -> None:
         """Let in-flight updates finish (bounded), then close Redis and the food API.
@@ -148,10 +145,17 @@ class App:
 
 
 async def run(settings: Settings) -> None:
-    """Run the bot until it is asked to stop."""
+    """Run the bot until it is asked to stop: webhooks if WEBHOOK_URL is set, else polling."""
+    # Imported here: the runners import this module for `App`.
+    from .polling import run_polling  # noqa: PLC0415
+    from .webhook import run_webhook  # noqa: PLC0415
+
     app = App(settings)
     # Start-up leaves ~200,000 long-lived objects (aiogram's and pydantic's models); freezing
     # them spares every later full garbage collection from walking them again (the
     # template's benchmark measured about 30% more updates/s with it).
     gc.freeze()
-    await app.run_polling()
+    if settings.webhook.url is not None:
+        await run_webhook(app)
+    else:
+        await run_polling(app)

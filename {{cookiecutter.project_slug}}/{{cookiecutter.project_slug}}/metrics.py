@@ -1,0 +1,133 @@
+"""Prometheus metrics of one bot process, and the small server that exposes them.
+
+Labels are small fixed sets (update types, outcomes, node keys, Bot API methods): never a
+user id or a text, which would make one time series per user.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiogram import BaseMiddleware
+from aiogram.dispatcher.event.bases import UNHANDLED
+from aiogram.types import TelegramObject, Update
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from botnodes import NodesObserver
+
+Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
+
+_FAST = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class BotMetrics(NodesObserver):
+    """Every metric of the bot, in a registry of its own (tests can build several)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.updates = Counter(
+            "bot_updates_total",
+            "Updates handled, by type and outcome (handled, unhandled, error).",
+            ["type", "outcome"],
+            registry=self.registry,
+        )
+        self.transitions = Counter(
+            "bot_transitions_total",
+            "Transitions stored by botnodes, by the node left and the node entered.",
+            ["from_node", "to_node"],
+            registry=self.registry,
+        )
+        self.route_seconds = Histogram(
+            "bot_route_seconds",
+            "Time botnodes took for one event, lock and replies included.",
+            buckets=_FAST,
+            registry=self.registry,
+        )
+        self.lock_wait_seconds = Histogram(
+            "bot_lock_wait_seconds",
+            "Time an event waited for its user's lock.",
+            buckets=_FAST,
+            registry=self.registry,
+        )
+        self.resets = Counter(
+            "bot_state_resets_total",
+            "Users put back on the start node because their stored state was unreadable.",
+            registry=self.registry,
+        )
+        self.node_errors = Counter(
+            "bot_node_errors_total",
+            "Exceptions raised by a node's on_event or on_enter.",
+            ["node", "hook"],
+            registry=self.registry,
+        )
+        self.redis_errors = Counter(
+            "bot_redis_errors_total", "Redis calls that failed.", registry=self.registry
+        )
+        self.telegram_retries = Counter(
+            "bot_telegram_retries_total",
+            "Bot API calls retried, by method and reason (429, server, network).",
+            ["method", "reason"],
+            registry=self.registry,
+        )
+        self.telegram_wait_seconds = Counter(
+            "bot_telegram_retry_wait_seconds_total",
+            "Seconds spent waiting before Bot API retries (429 flood control included).",
+            ["reason"],
+            registry=self.registry,
+        )
+
+    # NodesObserver: what botnodes reports.
+    def transition(
+        self, from_node: str | None, to_node: str, duration: float, lock_wait: float
+    ) -> None:
+        self.transitions.labels(from_node or "(new)", to_node).inc()
+        self.route_seconds.observe(duration)
+        self.lock_wait_seconds.observe(lock_wait)
+
+    def reset(self, reason: str) -> None:
+        self.resets.inc()
+
+    def node_failed(self, node: str, hook: str) -> None:
+        self.node_errors.labels(node, hook).inc()
+
+    def redis_error(self) -> None:
+        self.redis_errors.inc()
+
+    # telegram_limits.RetryTelegram's hook.
+    def telegram_retry(self, method: str, reason: str, delay: float) -> None:
+        self.telegram_retries.labels(method, reason).inc()
+        self.telegram_wait_seconds.labels(reason).inc(delay)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class CountUpdates(BaseMiddleware):
+    """Counts every update by its type and what became of it."""
+
+    def __init__(self, metrics: BotMetrics) -> None:
+        self._metrics = metrics
+
+    async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
+        kind = event.event_type if isinstance(event, Update) else type(event).__name__
+        outcome = "error"
+        try:
+            result = await handler(event, data)
+            outcome = "unhandled" if result is UNHANDLED else "handled"
+            return result
+        finally:
+            self._metrics.updates.labels(kind, outcome).inc()
+
+
+def metrics_route(metrics: BotMetrics) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """An aiohttp handler serving the metrics in Prometheus' text format."""
+
+    async def serve(request: web.Request) -> web.Response:
+        return web.Response(
+            body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    return serve
