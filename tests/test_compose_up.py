@@ -310,6 +310,10 @@ def test_both_services_become_healthy_bot_is_not_root_and_redis_has_no_port(
     # The bot process itself (PID 1 of the container), as the host sees it, is not root.
     assert podman("top", bot, "user").split()[1:] == ["bot"], podman("top", bot, "user")
 
+    # The token comes from .env at run time: it is in neither the image nor the bot's log.
+    assert TOKEN not in podman("image", "inspect", f"localhost/{PROJECT}_bot")
+    assert TOKEN not in container_log(bot)
+
     redis = compose.container("redis")
     # EXPOSE in the image lists 6379 with no host binding (None); a `ports:` entry would bind it.
     bindings = json.loads(podman("inspect", "--format", "{{json .HostConfig.PortBindings}}", redis))
