@@ -2,8 +2,9 @@
 # The template's whole test suite in one command, on a fresh Debian/Ubuntu machine with
 # Python 3.11+:  bash scripts/test.sh [pytest args...]
 # Installs redis-server (apt-get, as root or through sudo) when it is missing and REDIS_URL
-# is unset, creates .venv in the repository, installs the pinned requirements-dev.txt and
-# runs pytest. pytest's exit code is passed on, so "no tests collected" (5) fails too.
+# is unset, and podman, runc and debootstrap for the compose tier unless COMPOSE_TIER=0;
+# creates .venv in the repository, installs the pinned requirements-dev.txt and runs pytest.
+# pytest's exit code is passed on, so "no tests collected" (5) fails too.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -42,6 +43,20 @@ fi
 
 if [ -z "${REDIS_URL:-}" ] && ! command -v redis-server >/dev/null 2>&1 && [ ! -x /usr/bin/redis-server ]; then
     apt_install "redis-server (for the generated project's tests)" redis-server
+fi
+
+# The compose tier (tests/test_compose_up.py) builds and runs the baked project's Dockerfile and
+# docker-compose.yml under podman; COMPOSE_TIER=0 leaves it out (and installs nothing for it).
+if [ "${COMPOSE_TIER:-1}" != "0" ]; then
+    engine_ok=1
+    for tool in podman runc debootstrap iptables; do
+        command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || engine_ok=0
+    done
+    [ -x /usr/lib/podman/netavark ] && [ -x /usr/lib/podman/aardvark-dns ] || engine_ok=0
+    if [ "$engine_ok" -eq 0 ]; then
+        apt_install "A container engine for the compose tier (or set COMPOSE_TIER=0 to leave it out)" \
+            podman runc netavark aardvark-dns iptables debootstrap
+    fi
 fi
 
 venv=.venv

@@ -8,6 +8,7 @@ virtual environment exactly as its README says. The helpers live in tests/baking
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -85,3 +86,13 @@ def install_project(
 def installed_project(install_project: Callable[..., InstalledProject]) -> InstalledProject:
     """The default bake (`--no-input`), installed in its own venv as its README says."""
     return install_project()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """COMPOSE_TIER=0 leaves the compose tier out (deselected, so it is not reported as skipped)."""
+    if os.environ.get("COMPOSE_TIER", "1") != "0":
+        return
+    deselected = [item for item in items if item.get_closest_marker("compose")]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if not item.get_closest_marker("compose")]
