@@ -36,6 +36,11 @@ SETTING_NAMES = (
     "MAX_CONCURRENT_UPDATES",
     "MAX_PENDING_UPDATES",
     "MAX_QUEUED_PER_USER",
+    "WEBHOOK_URL",
+    "WEBHOOK_SECRET",
+    "WEBHOOK_HOST",
+    "WEBHOOK_PORT",
+    "METRICS_PORT",
 )
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

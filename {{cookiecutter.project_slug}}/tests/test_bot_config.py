@@ -310,3 +310,32 @@ async def test_a_newline_in_user_text_cannot_forge_a_log_record(
     assert not any(line.startswith("CRITICAL") for line in lines)
     [order_line] = [line for line in lines if "failed: food API answered HTTP 500" in line]
     assert "Tea\\nCRITICAL forged: the bot was hacked\\r\\x1b[2J" in order_line
+
+
+@pytest.mark.parametrize(
+    ("settings", "line"),
+    [
+        (
+            {"WEBHOOK_URL": "https://bot.example.com/hook"},
+            "Configuration error: WEBHOOK_SECRET: is required when WEBHOOK_URL is set",
+        ),
+        (
+            {"WEBHOOK_URL": "http://bot.example.com/hook", "WEBHOOK_SECRET": "s3cret"},
+            "Configuration error: WEBHOOK_URL: must be an https:// URL",
+        ),
+        (
+            {"WEBHOOK_URL": "https://bot.example.com/hook", "WEBHOOK_SECRET": "no spaces!"},
+            "Configuration error: WEBHOOK_SECRET: must be 1 to 256 characters of A-Z",
+        ),
+        ({"METRICS_PORT": "70000"}, "Configuration error: METRICS_PORT: "),
+    ],
+    ids=["secret-missing", "not-https", "secret-shape", "metrics-port"],
+)
+def test_webhook_settings_are_refused_in_one_line(
+    tmp_path: Path, settings: dict[str, str], line: str
+) -> None:
+    result = run_cli(tmp_path, {"BOT_TOKEN": TOKEN, **settings})
+    assert result.returncode == 2
+    assert result.stderr.startswith(line)
+    assert result.stderr.count("\n") == 1
+    assert "no spaces!" not in result.stderr
