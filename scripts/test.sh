@@ -45,6 +45,11 @@ if [ -z "${REDIS_URL:-}" ] && ! command -v redis-server >/dev/null 2>&1 && [ ! -
     apt_install "redis-server (for the generated project's tests)" redis-server
 fi
 
+# Caddy validates the webhook deployment's Caddyfile (tests/test_shipping.py).
+if ! command -v caddy >/dev/null 2>&1; then
+    apt_install "caddy (to validate the generated Caddyfile)" caddy
+fi
+
 # The compose tier (tests/test_compose_up.py) builds and runs the baked project's Dockerfile and
 # docker-compose.yml under podman; COMPOSE_TIER=0 leaves it out (and installs nothing for it).
 if [ "${COMPOSE_TIER:-1}" != "0" ]; then

@@ -394,6 +394,48 @@ def test_compose_validates_against_the_compose_spec(project: BakedProject) -> No
     assert result.returncode == 0, output_tail(result)
 
 
+def test_webhook_compose_override_validates_against_the_compose_spec(
+    project: BakedProject,
+) -> None:
+    if COMPOSE_SCHEMA.is_file():
+        schema = ["--schemafile", str(COMPOSE_SCHEMA)]
+    else:
+        schema = ["--builtin-schema", "vendor.compose-spec"]
+    result = project.run(tool("check-jsonschema"), *schema, "docker-compose.webhook.yml")
+    assert result.returncode == 0, output_tail(result)
+
+
+def test_caddyfile_validates_with_caddy(project: BakedProject) -> None:
+    caddy = shutil.which("caddy")
+    if caddy is None:
+        pytest.fail("caddy is not installed: `bash scripts/test.sh` installs it (apt-get install caddy)")
+    result = project.run(
+        caddy, "validate", "--config", "Caddyfile", "--adapter", "caddyfile",
+        env={**os.environ, "DOMAIN": "bot.example.com"},
+    )  # fmt: skip
+    assert result.returncode == 0, output_tail(result)
+    assert "Valid configuration" in result.stdout + result.stderr
+
+
+def test_webhook_compose_structure(project: BakedProject) -> None:
+    base = load_yaml(project.read("docker-compose.yml"))
+    webhook = load_yaml(project.read("docker-compose.webhook.yml"))
+    bot, caddy = webhook["services"]["bot"], webhook["services"]["caddy"]
+    assert bot["environment"]["WEBHOOK_URL"].startswith("https://${DOMAIN:?")
+    assert bot["environment"]["WEBHOOK_URL"].endswith("/telegram/updates")
+    assert bot["deploy"]["replicas"] >= 2
+    assert "ports" not in bot, "replicas are reached through the proxy only"
+    assert caddy["image"].startswith("caddy:")
+    assert {"80:80", "443:443"} <= set(caddy["ports"])
+    assert "./Caddyfile:/etc/caddy/Caddyfile:ro" in caddy["volumes"]
+    assert caddy["depends_on"]["bot"]["condition"] == "service_healthy"
+    assert set(webhook["services"]) == {"bot", "caddy"}, "Redis comes from docker-compose.yml"
+    assert "ports" not in base["services"]["redis"]
+    caddyfile = project.read("Caddyfile")
+    assert "/telegram/updates" in caddyfile
+    assert "name bot" in caddyfile and "port 8080" in caddyfile
+
+
 def test_workflow_validates(project: BakedProject) -> None:
     result = project.run(
         tool("check-jsonschema"),
