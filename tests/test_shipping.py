@@ -385,30 +385,22 @@ def bot_api() -> Iterator[FakeBotAPI]:
 # --- static checks on every bake -----------------------------------------------------------
 
 
-def test_compose_validates_against_the_compose_spec(project: BakedProject) -> None:
-    if COMPOSE_SCHEMA.is_file():
-        schema = ["--schemafile", str(COMPOSE_SCHEMA)]
-    else:
-        schema = ["--builtin-schema", "vendor.compose-spec"]
-    result = project.run(tool("check-jsonschema"), *schema, "docker-compose.yml")
-    assert result.returncode == 0, output_tail(result)
-
-
-def test_webhook_compose_override_validates_against_the_compose_spec(
-    project: BakedProject,
+@pytest.mark.parametrize("compose_file", ["docker-compose.yml", "docker-compose.webhook.yml"])
+def test_compose_files_validate_against_the_compose_spec(
+    project: BakedProject, compose_file: str
 ) -> None:
     if COMPOSE_SCHEMA.is_file():
         schema = ["--schemafile", str(COMPOSE_SCHEMA)]
     else:
         schema = ["--builtin-schema", "vendor.compose-spec"]
-    result = project.run(tool("check-jsonschema"), *schema, "docker-compose.webhook.yml")
+    result = project.run(tool("check-jsonschema"), *schema, compose_file)
     assert result.returncode == 0, output_tail(result)
 
 
 def test_caddyfile_validates_with_caddy(project: BakedProject) -> None:
     caddy = shutil.which("caddy")
     if caddy is None:
-        pytest.fail("caddy is not installed: `bash scripts/test.sh` installs it (apt-get install caddy)")
+        pytest.fail("caddy is missing: `bash scripts/test.sh` installs it (apt-get install caddy)")
     result = project.run(
         caddy, "validate", "--config", "Caddyfile", "--adapter", "caddyfile",
         env={**os.environ, "DOMAIN": "bot.example.com"},
@@ -433,7 +425,8 @@ def test_webhook_compose_structure(project: BakedProject) -> None:
     assert "ports" not in base["services"]["redis"]
     caddyfile = project.read("Caddyfile")
     assert "/telegram/updates" in caddyfile
-    assert "name bot" in caddyfile and "port 8080" in caddyfile
+    assert "name bot" in caddyfile
+    assert "port 8080" in caddyfile
 
 
 def test_workflow_validates(project: BakedProject) -> None:

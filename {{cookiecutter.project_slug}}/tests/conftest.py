@@ -30,9 +30,11 @@ from {{ cookiecutter.project_slug }}.config import (
     TelegramSettings,
 )
 from {{ cookiecutter.project_slug }}.food_api import FoodOrderError
-from {{ cookiecutter.project_slug }}.testing import BotTestClient
+from {{ cookiecutter.project_slug }}.testing import BotTestClient, FakeBotAPIServer
 
 TOKEN = "123456:TEST-in-process-token"
+#: The token of bot processes under test: long and unique, so a log line leaking it is found.
+E2E_TOKEN = "987654:E2E-secret-token-must-never-be-logged"
 
 
 def free_port() -> int:
@@ -246,3 +248,12 @@ async def client(
     """The bot in process (real dispatcher, nodes, botnodes, Redis) with a fake Telegram."""
     async with BotTestClient.start(settings, redis=redis_client, food_api=food_api) as client:
         yield client
+
+
+@pytest.fixture
+async def bot_api() -> AsyncIterator[FakeBotAPIServer]:
+    """The Bot API stand-in over HTTP on 127.0.0.1, for bot processes (TELEGRAM_API_URL)."""
+    server = FakeBotAPIServer(E2E_TOKEN)
+    await server.start()
+    yield server
+    await server.close()

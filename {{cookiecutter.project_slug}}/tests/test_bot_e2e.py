@@ -25,13 +25,13 @@ from {{ cookiecutter.project_slug }}.nodes_types import Ctx
 from {{ cookiecutter.project_slug }}.testing import FakeBotAPIServer, FakeSession
 
 from .bot_process import BotProcess
-from .conftest import RedisServer, make_settings
+from .conftest import E2E_TOKEN, RedisServer, make_settings
 from .test_bot_food_api import OrderServer
 
 pytestmark = pytest.mark.slow
 
 PACKAGE = "{{ cookiecutter.project_slug }}"
-TOKEN = "987654:E2E-secret-token-must-never-be-logged"
+TOKEN = E2E_TOKEN
 ALICE = 5001
 
 GREETING = "Hello, alice! Are you hungry?"
@@ -39,14 +39,6 @@ MAIN_MENU = "Again main menu! Are you hungry?"
 EMPTY_CART = "What are you gonna order? Cart: Empty"
 
 StartBot = Callable[..., Awaitable[BotProcess]]
-
-
-@pytest.fixture
-async def bot_api() -> AsyncIterator[FakeBotAPIServer]:
-    server = FakeBotAPIServer(TOKEN)
-    await server.start()
-    yield server
-    await server.close()
 
 
 @pytest.fixture

@@ -69,14 +69,6 @@ StartReplica = Callable[..., Awaitable[Replica]]
 
 
 @pytest.fixture
-async def bot_api() -> AsyncIterator[FakeBotAPIServer]:
-    server = FakeBotAPIServer(TOKEN)
-    await server.start()
-    yield server
-    await server.close()
-
-
-@pytest.fixture
 async def start_replica(
     bot_api: FakeBotAPIServer, tmp_path: Path, redis_url: str, state_key: str
 ) -> AsyncIterator[StartReplica]:
