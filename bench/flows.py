@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import datetime
 import importlib
+import importlib.util
 import itertools
 import json
 import logging
 import os
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,8 +35,6 @@ from aiogram.fsm.storage.base import DefaultKeyBuilder
 from aiogram.fsm.storage.redis import RedisEventIsolation, RedisStorage
 from aiogram.types import Message, Update
 from redis.asyncio import Redis
-
-from .fake_session import FakeTelegramSession
 
 #: One user's conversation: first contact, "Yes", five items, "Finish" (8 updates, 16 replies:
 #: the generated bot shows the cart again after every item).
@@ -144,7 +144,8 @@ class Variant:
     name: str
     dispatcher: Dispatcher
     bot: Bot
-    session: FakeTelegramSession
+    #: The baked bot's own Bot API stand-in (`<package>.testing.FakeSession`).
+    session: Any
     redis: Redis
     food_api: NullFoodAPI
     info: dict[str, Any] = field(default_factory=dict)
@@ -260,14 +261,36 @@ def _name(message: Message) -> str:
     return user.username or user.full_name
 
 
-def _new_bot() -> tuple[Bot, FakeTelegramSession]:
-    session = FakeTelegramSession()
+#: The baked project's Bot API stand-in (`<package>/testing/fake_bot_api.py`), loaded from its
+#: file by the worker, so a `--baseline` bake without one is measured on the same stand-in.
+FAKE_BOT_API: Any = None
+
+
+def load_fake_bot_api(path: str) -> None:
+    global FAKE_BOT_API
+    spec = importlib.util.spec_from_file_location("bench_fake_bot_api", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"no Bot API stand-in at {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    FAKE_BOT_API = module
+
+
+def _new_bot(package: str) -> tuple[Bot, Any]:
+    """A Bot on the baked project's own Bot API stand-in, for every variant alike.
+
+    It answers in process with what Telegram answers and keeps Telegram's rules (the
+    4,096 characters, the 64 bytes of callback data), so a variant can't win by sending
+    something Telegram would refuse; only the network round trip is left out.
+    """
+    session = FAKE_BOT_API.FakeSession()
     return Bot(BOT_TOKEN, session=session), session
 
 
-def build_fsm(redis: Redis, prefix: str, *, isolation: bool) -> Variant:
+def build_fsm(redis: Redis, prefix: str, package: str, *, isolation: bool) -> Variant:
     """aiogram's FSM on RedisStorage, with RedisEventIsolation or aiogram's default (none)."""
-    bot, session = _new_bot()
+    bot, session = _new_bot(package)
     food_api = NullFoodAPI()
     key_builder = DefaultKeyBuilder(prefix=prefix)
     storage = RedisStorage(redis, key_builder=key_builder)
@@ -394,7 +417,7 @@ def build_floor(redis: Redis, prefix: str, package: str) -> Variant:
     """The bot's own dispatcher with `GetSetState` in place of botnodes: the cost floor."""
     routers = importlib.import_module(f"{package}.routers")
     middlewares = importlib.import_module(f"{package}.middlewares")
-    bot, session = _new_bot()
+    bot, session = _new_bot(package)
     food_api = NullFoodAPI()
     state = GetSetState(redis, prefix, bot, food_api, package)
     dispatcher = routers.build_dispatcher(state, middlewares.InFlightUpdates())
@@ -406,7 +429,7 @@ def build_ceiling(redis: Redis, prefix: str, package: str) -> Variant:
     """The bot's own dispatcher with `InMemoryState`: no storage at all, the ceiling."""
     routers = importlib.import_module(f"{package}.routers")
     middlewares = importlib.import_module(f"{package}.middlewares")
-    bot, session = _new_bot()
+    bot, session = _new_bot(package)
     food_api = NullFoodAPI()
     state = InMemoryState(bot, food_api, package)
     dispatcher = routers.build_dispatcher(state, middlewares.InFlightUpdates())
@@ -431,7 +454,7 @@ def build_botnodes(redis: Redis, prefix: str, package: str) -> Variant:
     os.environ["BOT_TOKEN"] = BOT_TOKEN
     os.environ["STATE_KEY"] = prefix
     settings = config.load_settings(env_file=None)
-    bot, session = _new_bot()
+    bot, session = _new_bot(package)
     food_api = NullFoodAPI()
     ctx = nodes_types.Ctx(
         bot=bot, settings=settings, food_api=food_api, logger=logging.getLogger(package)
@@ -444,7 +467,9 @@ def build_botnodes(redis: Redis, prefix: str, package: str) -> Variant:
         "lock_wait_timeout": settings.state.lock_wait_timeout,
         "prefix": prefix,
     }
-    keyboard = importlib.import_module(f"{package}.buttons").keyboard
+    # A --baseline bake may predate buttons: then there is no keyboard cache to report.
+    buttons = importlib.util.find_spec(f"{package}.buttons")
+    keyboard = importlib.import_module(f"{package}.buttons").keyboard if buttons else None
 
     def probe() -> dict[str, int]:
         # Private attributes, read on purpose: these are what would leak per user.
@@ -455,7 +480,7 @@ def build_botnodes(redis: Redis, prefix: str, package: str) -> Variant:
             "botnodes background tasks": len(nodes._background),
             "pipeline queued calls": len(pipeline._queue) if pipeline else 0,
             "pipeline flushes running": len(pipeline._flushes) if pipeline else 0,
-            "cached keyboards (bounded: 4096)": keyboard.cache_info().currsize,
+            "cached keyboards (bounded: 4096)": keyboard.cache_info().currsize if keyboard else 0,
         }
 
     return Variant("botnodes", dispatcher, bot, session, redis, food_api, info, probe=probe)
@@ -465,9 +490,9 @@ def build_variant(name: str, redis: Redis, prefix: str, package: str) -> Variant
     if name == "botnodes":
         return build_botnodes(redis, prefix, package)
     if name == "fsm":
-        return build_fsm(redis, prefix, isolation=True)
+        return build_fsm(redis, prefix, package, isolation=True)
     if name == "fsm-noiso":
-        return build_fsm(redis, prefix, isolation=False)
+        return build_fsm(redis, prefix, package, isolation=False)
     if name == "floor":
         return build_floor(redis, prefix, package)
     if name == "ceiling":

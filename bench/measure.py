@@ -55,7 +55,7 @@ async def warm_up(variant: Variant, users: range, pool_size: int) -> None:
     await asyncio.gather(*(_walk(variant, uid, errors, None) for uid in users))
     if errors:
         raise RuntimeError(f"{variant.name}: warm-up failed: {errors[0]}")
-    variant.session.forget()
+    variant.session.telegram.forget()
 
 
 async def _walk(
@@ -85,8 +85,9 @@ async def throughput(variant: Variant, users: range, in_flight: int) -> dict[str
     _, peak = rss_mb()
     stats = await read_commandstats(variant.redis)
     updates = len(users) * len(FLOW)
-    wrong = sum(variant.session.sent.get(uid) != expected_first_flow(uid) for uid in users)
-    variant.session.forget()
+    sent = variant.session.telegram.texts_by_chat()
+    wrong = sum(sent.get(uid) != expected_first_flow(uid) for uid in users)
+    variant.session.telegram.forget()
     server_commands = sum(stats.values())
     return {
         "updates": updates,
@@ -115,7 +116,7 @@ async def latency(variant: Variant, user_id: int, flows: int) -> dict[str, Any]:
             started = time.perf_counter()
             await _feed_checked(variant, update, errors)
             samples.append(time.perf_counter() - started)
-    variant.session.forget()
+    variant.session.telegram.forget()
     cuts = statistics.quantiles(samples, n=100, method="inclusive")
     return {
         "samples": len(samples),
@@ -136,9 +137,9 @@ async def burst(variant: Variant, user_id: int, size: int) -> dict[str, Any]:
     started = time.perf_counter()
     await asyncio.gather(*(_feed_checked(variant, update, errors) for update in updates))
     drain = time.perf_counter() - started
-    before_finish = len(variant.session.sent[user_id])
+    before_finish = len(variant.session.telegram.texts_by_chat().get(user_id, []))
     await _feed_checked(variant, make_update(variant.bot, user_id, "Finish"), errors)
-    replies = variant.session.sent[user_id][before_finish:]
+    replies = variant.session.telegram.texts_by_chat().get(user_id, [])[before_finish:]
     prefix = ordering([])
     cart: list[str] = []
     for reply in replies:
@@ -146,7 +147,7 @@ async def burst(variant: Variant, user_id: int, size: int) -> dict[str, Any]:
             cart = reply.removeprefix(prefix).split(", ")
             break
     kept = [item for item in cart if item.startswith(BURST_PREFIX)]
-    variant.session.forget()
+    variant.session.telegram.forget()
     return {
         "size": size,
         "drain_s": drain,
@@ -196,7 +197,7 @@ async def scale(variant: Variant, first_user: int, users: int, in_flight: int) -
     for start in range(0, users, batch):
         ids = range(first_user + start, first_user + min(start + batch, users))
         rates.append(await _batch(variant, ids, errors, slots))
-        variant.session.forget()  # the harness's own record of replies must not grow
+        variant.session.telegram.forget()  # the harness's own record of replies must not grow
     rss_after, _ = rss_mb()
     gc.collect()
     rss_after_gc, _ = rss_mb()

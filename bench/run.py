@@ -171,8 +171,13 @@ def redis_server(executable: str, workdir: Path) -> Iterator[str]:
             process.wait()
 
 
+def fake_bot_api(project: Path) -> Path:
+    """The bake's Bot API stand-in, which every variant (and a baseline) replies through."""
+    return project / project.name / "testing" / "fake_bot_api.py"
+
+
 def worker_command(
-    args: argparse.Namespace, variant: str, url: str, package: str, run_id: str
+    args: argparse.Namespace, variant: str, url: str, package: str, run_id: str, project: Path
 ) -> list[str]:
     return [
         sys.executable,
@@ -184,6 +189,8 @@ def worker_command(
         url,
         "--package",
         package,
+        "--fake-bot-api",
+        str(fake_bot_api(project)),
         "--prefix",
         f"bench-{run_id}",
         "--users",
@@ -257,7 +264,7 @@ def benchmark(
             runs_as, where = ("botnodes", baseline) if variant == BASELINE else (variant, project)
             assert where is not None
             command = worker_command(
-                args, runs_as, url, where.name, f"{stamp}-{round_no}-{variant}"
+                args, runs_as, url, where.name, f"{stamp}-{round_no}-{variant}", project
             )
             result = run_worker(command, where)
             result["variant"] = variant
@@ -283,14 +290,14 @@ def main(argv: list[str] | None = None) -> int:
             url = args.redis_url or stack.enter_context(redis_server(args.redis_server, Path(tmp)))
             if args.scale:
                 command = worker_command(
-                    args, "botnodes", url, project.name, f"scale-{os.getpid()}"
+                    args, "botnodes", url, project.name, f"scale-{os.getpid()}", project
                 )
                 result = run_worker([*command, "--scale", str(args.scale)], project)
                 print(report.render_scale(result["scale"], machine(), versions(args.redis_server)))
                 return 0
             if args.profile:
                 command = worker_command(
-                    args, "botnodes", url, project.name, f"profile-{os.getpid()}"
+                    args, "botnodes", url, project.name, f"profile-{os.getpid()}", project
                 )
                 result = run_worker([*command, "--profile", str(args.profile.resolve())], project)
                 print(

@@ -16,7 +16,7 @@ import sys
 from typing import Any
 
 from . import measure
-from .flows import VARIANTS, build_variant
+from .flows import VARIANTS, build_variant, load_fake_bot_api
 from .redis_client import create_client
 
 #: User id ranges per phase, so no phase finds another phase's state.
@@ -30,6 +30,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--redis-url", required=True)
     parser.add_argument("--package", required=True, help="the baked bot's package name")
     parser.add_argument("--prefix", required=True, help="key prefix, unique per run")
+    parser.add_argument(
+        "--fake-bot-api", required=True, help="path of the bake's testing/fake_bot_api.py"
+    )
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--in-flight", type=int, default=100)
     parser.add_argument("--latency-flows", type=int, default=100)
@@ -51,6 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
+    load_fake_bot_api(args.fake_bot_api)
     redis = create_client(args.redis_url, max_connections=args.in_flight)
     variant = build_variant(args.variant, redis, args.prefix, args.package)
     try:
