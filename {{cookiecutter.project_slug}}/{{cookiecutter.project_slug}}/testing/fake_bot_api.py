@@ -369,7 +369,7 @@ def callback_update(
 @functools.cache
 def _response_type(returning: Any) -> Any:
     """`Response[returning]`, built once per type: pydantic builds a new class on each use."""
-    return Response[returning]  # type: ignore[valid-type]
+    return Response[returning]
 
 
 class FakeSession(BaseSession):
