@@ -85,7 +85,7 @@ async def throughput(variant: Variant, users: range, in_flight: int) -> dict[str
     _, peak = rss_mb()
     stats = await read_commandstats(variant.redis)
     updates = len(users) * len(FLOW)
-    sent = variant.session.telegram.texts_by_chat()
+    sent = variant.session.telegram.texts
     wrong = sum(sent.get(uid) != expected_first_flow(uid) for uid in users)
     variant.session.telegram.forget()
     server_commands = sum(stats.values())
@@ -137,9 +137,9 @@ async def burst(variant: Variant, user_id: int, size: int) -> dict[str, Any]:
     started = time.perf_counter()
     await asyncio.gather(*(_feed_checked(variant, update, errors) for update in updates))
     drain = time.perf_counter() - started
-    before_finish = len(variant.session.telegram.texts_by_chat().get(user_id, []))
+    before_finish = len(variant.session.telegram.texts.get(user_id, []))
     await _feed_checked(variant, make_update(variant.bot, user_id, "Finish"), errors)
-    replies = variant.session.telegram.texts_by_chat().get(user_id, [])[before_finish:]
+    replies = variant.session.telegram.texts.get(user_id, [])[before_finish:]
     prefix = ordering([])
     cart: list[str] = []
     for reply in replies:

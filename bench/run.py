@@ -10,6 +10,7 @@ each run in a fresh worker process. Prints medians, ratios and the targets of is
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import datetime
 import importlib.metadata
@@ -30,7 +31,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if __package__ in (None, ""):  # run as `python bench/run.py`
     sys.path.insert(0, str(REPO_ROOT))
 
-from bench import report  # noqa: E402
+from bench import flows, report, webhook  # noqa: E402
 from bench.flows import VARIANTS  # noqa: E402
 
 
@@ -62,6 +63,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="USERS",
         help="instead of the comparison: USERS distinct users (e.g. 100000) through the"
         " botnodes bot, 1,000 at a time; growth of memory and in-process structures",
+    )
+    parser.add_argument(
+        "--webhook",
+        action="store_true",
+        help="instead of the comparison: the bot in webhook mode over HTTP on 127.0.0.1,"
+        " one replica then two on the same Redis (--users users, --in-flight at once)",
     )
     parser.add_argument(
         "--baseline",
@@ -281,6 +288,18 @@ def benchmark(
     return results
 
 
+def run_webhook_bench(args: argparse.Namespace, url: str, project: Path) -> str:
+    """One replica, then two, each through the whole flow; the report as Markdown."""
+    flows.load_fake_bot_api(str(fake_bot_api(project)))
+    results = [
+        asyncio.run(
+            webhook.run(flows.FAKE_BOT_API, project, url, args.users, args.in_flight, count)
+        )
+        for count in (1, 2)
+    ]
+    return webhook.render(results)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="botnodes-bench-") as tmp:
@@ -288,6 +307,9 @@ def main(argv: list[str] | None = None) -> int:
         baseline = bake(args.baseline, Path(tmp) / "baseline") if args.baseline else None
         with contextlib.ExitStack() as stack:
             url = args.redis_url or stack.enter_context(redis_server(args.redis_server, Path(tmp)))
+            if args.webhook:
+                print(run_webhook_bench(args, url, project))
+                return 0
             if args.scale:
                 command = worker_command(
                     args, "botnodes", url, project.name, f"scale-{os.getpid()}", project

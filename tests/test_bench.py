@@ -133,3 +133,23 @@ def test_the_scale_run_reports_growth_and_idle_structures() -> None:
         [row] = [line for line in report.splitlines() if structure in line]
         assert row.endswith("| 0 |"), row
     assert "PROBLEMS" not in report
+
+
+def test_the_webhook_run_serves_one_and_two_replicas_without_losing_anything() -> None:
+    command = [
+        sys.executable, "bench/run.py", "--webhook", "--users", "10", "--in-flight", "5", "--quiet"
+    ]  # fmt: skip
+    if os.environ.get("REDIS_URL"):
+        command += ["--redis-url", os.environ["REDIS_URL"]]
+    done = subprocess.run(
+        command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith(("| 1 |", "| 2 |"))]
+    assert len(rows) == 2, done.stdout
+    for row in rows:
+        _replicas, users, updates, per_second, wrong = (
+            cell.strip() for cell in row.strip("|").split("|")
+        )
+        assert (users, updates, wrong) == ("10", "80", "0"), row
+        assert float(per_second.replace(",", "")) > 0

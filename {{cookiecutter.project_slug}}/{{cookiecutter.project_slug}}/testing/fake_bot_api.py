@@ -119,6 +119,8 @@ class FakeTelegram:
     messages: dict[int, dict[str, Any]] = field(default_factory=dict)
     #: Callback query ids handed out by `press_update`, and how often each was answered.
     answers: dict[str, list[Params]] = field(default_factory=dict)
+    #: Delivered texts per chat, kept as they arrive so a long run can look one chat up fast.
+    texts: dict[int, list[str]] = field(default_factory=dict)
     _failures: list[_Failure] = field(default_factory=list)
     _message_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _query_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -181,6 +183,7 @@ class FakeTelegram:
         if markup is not None:
             message["reply_markup"] = markup
         self.messages[message["message_id"]] = message
+        self.texts.setdefault(message["chat"]["id"], []).append(text)
         return message
 
     def _answer_callback_query(self, params: Params) -> bool:
@@ -226,6 +229,8 @@ class FakeTelegram:
 
     def sent_texts(self, chat_id: int | None = None) -> list[str]:
         """Texts of every delivered sendMessage so far, optionally only those to `chat_id`."""
+        if chat_id is not None:
+            return list(self.texts.get(chat_id, []))
         return [
             str(call.params["text"])
             for call in self.calls
@@ -234,19 +239,12 @@ class FakeTelegram:
             and (chat_id is None or int(call.params["chat_id"]) == chat_id)
         ]
 
-    def texts_by_chat(self) -> dict[int, list[str]]:
-        """Every delivered sendMessage text, grouped by chat (one pass over the calls)."""
-        texts: dict[int, list[str]] = {}
-        for call in self.calls:
-            if call.ok and call.method == "sendMessage":
-                texts.setdefault(int(call.params["chat_id"]), []).append(str(call.params["text"]))
-        return texts
-
     def forget(self) -> None:
         """Drop everything recorded so far (long runs: the record must not grow forever)."""
         self.calls.clear()
         self.messages.clear()
         self.answers.clear()
+        self.texts.clear()
 
     def attempts(self, method: str) -> list[ApiCall]:
         """Every call of `method`, delivered or refused."""
