@@ -63,8 +63,7 @@ async def walk_the_flow(client: BotTestClient, food_api: RecordingFoodAPI, user_
 
     await asyncio.gather(*(walk(user_id) for user_id in user_ids))
     # What the stand-ins record (replies, orders) is the test's memory, not the bot's.
-    client.telegram.messages.clear()
-    client.telegram.calls.clear()
+    client.telegram.forget()
     food_api.orders.clear()
     food_api.keys.clear()
 
