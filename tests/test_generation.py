@@ -158,6 +158,19 @@ def test_bake_has_the_project_files(
 
 
 @pytest.mark.parametrize(("answers", "slug"), ANSWER_SETS)
+def test_bake_readme_shows_the_flow_its_code_declares(
+    baked: Callable[..., BakedProject], answers: dict[str, str], slug: str
+) -> None:
+    """`python -m <slug> diagram` (read from the nodes' annotations) is what the README embeds."""
+    project = baked(**answers)
+    env = {**os.environ, "PYTHONPATH": str(project.path), "PYTHONDONTWRITEBYTECODE": "1"}
+    result = project.run(sys.executable, "-m", slug, "diagram", env=env)
+    assert result.returncode == 0, output_tail(result)
+    readme = project.read("README.md")
+    assert "```mermaid\n" + result.stdout.rstrip("\n") + "\n```" in readme
+
+
+@pytest.mark.parametrize(("answers", "slug"), ANSWER_SETS)
 def test_bake_leaves_no_jinja(
     baked: Callable[..., BakedProject], answers: dict[str, str], slug: str
 ) -> None:

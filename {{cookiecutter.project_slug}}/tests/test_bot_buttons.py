@@ -197,3 +197,21 @@ def test_callback_data_over_64_bytes_is_refused_when_the_keyboard_is_built() -> 
     assert keyboard(10**9, "x" * 40).inline_keyboard[0][0].callback_data
     with pytest.raises(ValueError, match="64"):
         keyboard(1, "ü" * 40)
+
+
+async def test_a_press_whose_node_raises_is_still_answered_once_and_changes_nothing(
+    client: BotTestClient, alice: TestUser, food_api: RecordingFoodAPI
+) -> None:
+    await alice.send("hi")
+    await alice.click("Yes")
+    await alice.send("Pizza")
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug in the food API client")
+
+    food_api.order_food = broken  # type: ignore[method-assign]
+    assert await alice.click("Finish") == []  # nothing held back is sent for a failed step
+    assert alice.last_answer is None  # answered (once: click checks), without a toast
+    node = await alice.node()
+    assert isinstance(node, Hungry)
+    assert node._data.order == ["Pizza"]

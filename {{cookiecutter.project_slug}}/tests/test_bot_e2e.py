@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiogram import Bot
 from redis.asyncio import Redis
@@ -25,7 +26,7 @@ from {{ cookiecutter.project_slug }}.nodes_types import Ctx
 from {{ cookiecutter.project_slug }}.testing import FakeBotAPIServer, FakeSession
 
 from .bot_process import BotProcess
-from .conftest import E2E_TOKEN, RedisServer, make_settings
+from .conftest import E2E_TOKEN, RedisServer, free_port, make_settings
 from .test_bot_food_api import OrderServer
 
 pytestmark = pytest.mark.slow
@@ -394,3 +395,20 @@ async def test_a_cart_of_long_items_is_shown_and_ordered(
     assert all(call.ok for call in bot_api.calls("sendMessage"))
     assert await bot.stop() == 0
     assert_clean_log(bot)
+
+
+async def test_polling_serves_metrics_on_metrics_port(
+    bot_api: FakeBotAPIServer, start_bot: StartBot
+) -> None:
+    port = free_port()
+    bot = await start_bot(METRICS_PORT=str(port), WEBHOOK_HOST="127.0.0.1")
+    assert await bot_api.say(ALICE, "hi", 1) == [GREETING]
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}/metrics") as reply,
+    ):
+        assert reply.status == 200
+        metrics = await reply.text()
+    assert 'bot_updates_total{outcome="handled",type="message"} 1.0' in metrics
+    assert 'bot_transitions_total{from_node="(new)",to_node="start"} 1.0' in metrics
+    assert await bot.stop() == 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -205,4 +206,21 @@ async def test_readyz_follows_redis(
     status, metrics = await replica.get("/metrics")
     assert status == 200
     assert "bot_redis_errors_total" in metrics
+    assert await replica.process.stop(signal.SIGTERM) == 0
+
+
+async def test_the_docker_healthcheck_asks_readyz_in_webhook_mode(
+    start_replica: StartReplica,
+) -> None:
+    replica = await start_replica()
+    check = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", PACKAGE, "healthcheck",
+        cwd=replica.process.workdir,
+        env=replica.process.env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await check.communicate()
+    assert check.returncode == 0, err.decode()
+    assert out.decode() == f"healthy: webhook server on port {replica.port} is ready\n"
     assert await replica.process.stop(signal.SIGTERM) == 0
