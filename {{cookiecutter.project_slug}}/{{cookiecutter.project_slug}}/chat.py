@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import logging
 import shutil
 import socket
 import subprocess
@@ -203,6 +204,8 @@ async def chat(settings: Settings, stdin: TextIO, out: TextIO, name: str) -> int
 
 
 def run_chat(settings: Settings, name: str) -> int:
+    # aiogram logs every handled update at INFO: in a terminal chat that is noise between replies.
+    logging.getLogger("aiogram.event").setLevel(logging.WARNING)
     try:
         return asyncio.run(chat(settings, sys.stdin, sys.stdout, name))
     except ChatError as exc:
