@@ -244,7 +244,7 @@ async def test_killed_after_the_food_api_took_the_order_orders_once_after_restar
     redis_client: Redis,
     state_key: str,
 ) -> None:
-    slow_food_api.delay = 30.0
+    slow_food_api.delay = 5.0  # longer than the test needs to kill the bot; short at teardown
     # A hard kill leaves the user's lock until it expires: keep that short here.
     bot = await start_bot(FOOD_API_URL=slow_food_api.url, LOCK_TTL="2")
     await bot_api.say(ALICE, "hi", 1)
