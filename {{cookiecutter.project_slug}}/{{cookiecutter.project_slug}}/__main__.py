@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,7 +18,9 @@ from .chat import run_chat
 from .config import ConfigError, Settings, load_settings
 from .healthcheck import EXIT_UNHEALTHY, run_healthcheck
 from .logging_setup import escape_controls, mask, setup_logging
-from .main import run, secrets_of
+from .main import App, secrets_of
+from .polling import run_polling
+from .webhook import run_webhook
 
 #: Exit status for a missing or malformed setting (like a usage error: fix it and retry).
 EXIT_CONFIG_ERROR = 2
@@ -29,6 +32,19 @@ Command = Callable[[Settings], int]
 EXIT_BOT_API_ERROR = 1
 
 
+async def serve(settings: Settings) -> None:
+    """Run the bot until it is asked to stop: webhooks if WEBHOOK_URL is set, else polling."""
+    app = App(settings)
+    # Start-up leaves ~200,000 long-lived objects (aiogram's and pydantic's models); freezing
+    # them spares every later full garbage collection from walking them again (the
+    # template's benchmark measured about 30% more updates/s with it).
+    gc.freeze()
+    if settings.webhook.url is not None:
+        await run_webhook(app)
+    else:
+        await run_polling(app)
+
+
 def run_bot(settings: Settings) -> int:
     """Long-poll Telegram until SIGTERM/SIGINT.
 
@@ -36,7 +52,7 @@ def run_bot(settings: Settings) -> int:
     deserves one line rather than aiogram's traceback (later network errors are retried).
     """
     try:
-        asyncio.run(run(settings))
+        asyncio.run(serve(settings))
     except TelegramAPIError as exc:
         api = settings.telegram.telegram_api_url or "Telegram"
         # aiohttp's errors may carry the request URL, and with it the token: mask the line.

@@ -1,10 +1,9 @@
-"""Wires settings, Redis, the Bot, botnodes and the routers together, and runs long polling."""
+"""Wires settings, Redis, the Bot, botnodes, metrics and the routers together (`App`)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 from urllib.parse import urlsplit
 
@@ -142,20 +141,3 @@ class App:
             )
         await self.food_api.close()
         await self.redis.aclose()
-
-
-async def run(settings: Settings) -> None:
-    """Run the bot until it is asked to stop: webhooks if WEBHOOK_URL is set, else polling."""
-    # Imported here: the runners import this module for `App`.
-    from .polling import run_polling  # noqa: PLC0415
-    from .webhook import run_webhook  # noqa: PLC0415
-
-    app = App(settings)
-    # Start-up leaves ~200,000 long-lived objects (aiogram's and pydantic's models); freezing
-    # them spares every later full garbage collection from walking them again (the
-    # template's benchmark measured about 30% more updates/s with it).
-    gc.freeze()
-    if settings.webhook.url is not None:
-        await run_webhook(app)
-    else:
-        await run_polling(app)
