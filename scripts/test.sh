@@ -50,8 +50,9 @@ if ! command -v caddy >/dev/null 2>&1; then
     apt_install "caddy (to validate the generated Caddyfile)" caddy
 fi
 
-# The compose tier (tests/test_compose_up.py) builds and runs the baked project's Dockerfile and
-# docker-compose.yml under podman; COMPOSE_TIER=0 leaves it out (and installs nothing for it).
+# The compose tier (tests/test_compose_up.py, tests/test_compose_webhook.py) builds and runs the
+# baked project's Dockerfile and compose files (polling, and webhook replicas behind Caddy) under
+# podman; COMPOSE_TIER=0 leaves it out (and installs nothing for it).
 if [ "${COMPOSE_TIER:-1}" != "0" ]; then
     engine_ok=1
     for tool in podman runc debootstrap iptables; do

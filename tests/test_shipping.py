@@ -416,6 +416,7 @@ def test_webhook_compose_structure(project: BakedProject) -> None:
     assert bot["environment"]["WEBHOOK_URL"].startswith("https://${DOMAIN:?")
     assert bot["environment"]["WEBHOOK_URL"].endswith("/telegram/updates")
     assert bot["deploy"]["replicas"] >= 2
+    assert bot["deploy"]["mode"] == "replicated", "podman-compose ignores replicas without it"
     assert "ports" not in bot, "replicas are reached through the proxy only"
     assert caddy["image"].startswith("caddy:")
     assert {"80:80", "443:443"} <= set(caddy["ports"])

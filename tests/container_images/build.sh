@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Build local stand-ins for the official images the generated Dockerfile and docker-compose.yml
-# name (python:<version>-slim, redis:7-alpine), for the compose test tier ONLY: no registry is
-# reachable where the tests run, so nothing can be pulled. Both are one Debian bookworm minbase
-# root file system from the Debian mirror apt already uses, imported into podman under the exact
-# names the shipped files use, so they run unchanged. They are NOT the official images (Python is
-# Debian's 3.11 whatever tag they carry; Redis is Debian's 7.0): the official images are the
-# one thing this tier cannot prove.
+# Build local stand-ins for the official images the generated Dockerfile and compose files
+# name (python:<version>-slim, redis:7-alpine, caddy:2), for the compose test tier ONLY: no
+# registry is reachable where the tests run, so nothing can be pulled. All are one Debian
+# bookworm minbase root file system from the Debian mirror apt already uses, imported into
+# podman under the exact names the shipped files use, so they run unchanged. They are NOT the
+# official images (Python is Debian's 3.11 whatever tag they carry, Redis Debian's 7.0, Caddy
+# Debian's 2.6): the official images are the one thing this tier cannot prove.
 #   bash tests/container_images/build.sh PYTHON_VERSION [PYTHON_VERSION...]
 # Builds only the tags podman does not have yet (podman's storage persists between runs).
 set -euo pipefail
@@ -25,6 +25,7 @@ for version in "$@"; do
     current "python:${version}-slim" || missing+=("python:${version}-slim")
 done
 current redis:7-alpine || missing+=("redis:7-alpine")
+current caddy:2 || missing+=("caddy:2")
 [ "${#missing[@]}" -eq 0 ] && exit 0
 
 [ "$(id -u)" -eq 0 ] || { echo "ERROR: building the stand-in images ${missing[*]} needs root (debootstrap, chroot): run the tests as root, or set COMPOSE_TIER=0" >&2; exit 1; }
@@ -37,7 +38,7 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 rootfs="$work/rootfs"
 echo "Building stand-in images ${missing[*]} from $mirror (debootstrap, a few minutes once) ..." >&2
-debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,redis-server,redis-tools \
+debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,redis-server,redis-tools,caddy \
     bookworm "$rootfs" "$mirror" >"$work/debootstrap.log" 2>&1 \
     || { tail -n 20 "$work/debootstrap.log" >&2; echo "ERROR: debootstrap of the stand-in images failed" >&2; exit 1; }
 
@@ -66,6 +67,13 @@ for name in "${missing[@]}"; do
         redis:*)
             podman import --change "$label" --change 'WORKDIR /data' --change 'ENTRYPOINT ["docker-entrypoint.sh"]' \
                 --change 'CMD ["redis-server"]' --change 'EXPOSE 6379' \
+                "$work/rootfs.tar" "docker.io/library/$name" >/dev/null ;;
+        caddy:*)
+            # As the official image: config and certificates under /config and /data.
+            podman import --change "$label" --change 'ENV XDG_CONFIG_HOME=/config' \
+                --change 'ENV XDG_DATA_HOME=/data' --change 'WORKDIR /srv' \
+                --change 'EXPOSE 80' --change 'EXPOSE 443' --change 'EXPOSE 2019' \
+                --change 'CMD ["caddy", "run", "--config", "/etc/caddy/Caddyfile", "--adapter", "caddyfile"]' \
                 "$work/rootfs.tar" "docker.io/library/$name" >/dev/null ;;
     esac
     echo "Built stand-in image $name" >&2
