@@ -106,16 +106,14 @@ class Compose:
 
     def args(self, *args: str) -> list[str]:
         file_args = [arg for path in self.files for arg in ("-f", path)]
-        return [sys.executable, "-m", "podman_compose", "--project-name", self.name, *file_args,
-                *args]  # fmt: skip
+        # The image's pip reaches PyPI through this host's network; `docker` format keeps the
+        # Dockerfile's HEALTHCHECK (OCI images have none). Commands other than build ignore it.
+        build_args = ["--podman-build-args", "--network=host --format=docker"]
+        return [sys.executable, "-m", "podman_compose", *build_args, "--project-name", self.name,
+                *file_args, *args]  # fmt: skip
 
     def __call__(self, *args: str, timeout: float = 900) -> str:
-        # The image's pip reaches PyPI through this host's network; `docker` format keeps the
-        # Dockerfile's HEALTHCHECK (OCI images have none).
-        build_args = ["--podman-build-args", "--network=host --format=docker"]
-        command = self.args(*args)
-        command[3:3] = build_args
-        return sh(command, cwd=self.project.path, timeout=timeout, env=self.env)
+        return sh(self.args(*args), cwd=self.project.path, timeout=timeout, env=self.env)
 
     def down_quietly(self) -> None:
         """`down -v` that never fails: for cleanup, where a failure must not hide the test's."""
