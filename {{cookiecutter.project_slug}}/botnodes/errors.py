@@ -61,3 +61,15 @@ class TransitionLostError(BotnodesError):
     queued were dropped, and the caller should tell the user the step did not go through.
     Effects keyed by `Node.visit` are safe to repeat, since the stored visit did not change.
     """
+
+
+class StateTooLargeError(TransitionLostError):
+    """The node's data is over `state_max_bytes`, so the step was not stored.
+
+    The user stays where they were, with their data as it was; `size` and `limit` are bytes.
+    """
+
+    def __init__(self, message: str, *, size: int, limit: int) -> None:
+        super().__init__(message)
+        self.size = size
+        self.limit = limit

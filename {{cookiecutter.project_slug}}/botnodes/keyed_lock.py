@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Generic, Literal, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 
@@ -36,8 +36,18 @@ class KeyedLock(Generic[K]):
         slot = self._slots.get(key)
         return max(slot.users - 1, 0) if slot is not None else 0
 
-    async def acquire(self, key: K, *, wait_seconds: float) -> bool:
-        """Take the key's lock; return False if it isn't free within `wait_seconds`."""
+    async def acquire(
+        self,
+        key: K,
+        *,
+        wait_seconds: float,
+        keep_waiting: Callable[[], bool] | None = None,
+    ) -> bool:
+        """Take the key's lock; return False if it isn't free within `wait_seconds`.
+
+        When `wait_seconds` pass and `keep_waiting()` is true (the holder is busy with
+        something that ends by itself), the wait starts over, keeping its place in the queue.
+        """
         slot = self._slots.get(key)
         if slot is None:
             slot = self._slots[key] = _Slot()
@@ -45,15 +55,26 @@ class KeyedLock(Generic[K]):
         if slot.users == 1:  # nobody holds or waits: acquiring cannot block, skip the timer
             await slot.lock.acquire()
             return True
+        turn = asyncio.ensure_future(slot.lock.acquire())
         try:
-            async with asyncio.timeout(wait_seconds):
-                await slot.lock.acquire()
-        except BaseException as error:  # timed out or cancelled: we never held it
-            self._leave(key, slot)
-            if isinstance(error, TimeoutError):
-                return False
+            while True:
+                done, _ = await asyncio.wait({turn}, timeout=wait_seconds)
+                if done or keep_waiting is None or not keep_waiting():
+                    break
+        except BaseException:  # cancelled: give up our place (or the lock, if it came)
+            self._give_up(key, slot, turn)
             raise
-        return True
+        if turn.done():
+            return True
+        self._give_up(key, slot, turn)
+        return False
+
+    def _give_up(self, key: K, slot: _Slot, turn: asyncio.Future[Literal[True]]) -> None:
+        if turn.done() and not turn.cancelled():
+            slot.lock.release()  # it came just now: pass it on
+        else:
+            turn.cancel()
+        self._leave(key, slot)
 
     def release(self, key: K) -> None:
         """Release a lock taken with `acquire`, waking the next waiter for the key."""

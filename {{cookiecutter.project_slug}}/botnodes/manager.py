@@ -5,14 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import itertools
 import logging
 import math
-import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
 from typing import Any, Generic
 
 from redis.exceptions import RedisError
@@ -21,14 +18,13 @@ from .codec import Decoded, NodeCodec
 from .errors import (
     ConfigurationError,
     CorruptStateError,
-    LockTimeoutError,
+    StateTooLargeError,
     StateUnavailableError,
     TransitionLostError,
     UndeclaredTransitionError,
-    UserBusyError,
 )
 from .graph import FlowGraph
-from .keyed_lock import KeyedLock
+from .lease import Lease, UserLocks
 from .node import CtxT, EventT, Node, UserIdT
 from .observer import NodesObserver
 from .outbox import Outbox, collecting
@@ -36,14 +32,12 @@ from .storage import (
     MAX_TTL_SECONDS,
     REFUSED,
     STORED_WITHOUT_LOCK,
-    Locked,
     RedisClient,
     StateStore,
 )
 
 logger = logging.getLogger("botnodes")
 
-_MAX_LOCK_POLL = 0.05  # seconds between two tries of a lock held by another process
 _MAX_COMMIT_BACKOFF = 1.0  # seconds between two tries of a commit Redis did not take
 
 
@@ -60,26 +54,21 @@ class Outcome(enum.Enum):
     STALE = "stale"
     #: `on_event` raised: logged, and the user stays where they were with their data.
     FAILED = "failed"
-
-
-@dataclass(slots=True)
-class _Held:
-    """What one locked section knows: the user's token, what was read, how long it waited."""
-
-    user_id: Any
-    token: str
-    locked: Locked
-    lock_wait: float
-    committed: bool = False
-    keepalive: asyncio.TimerHandle | asyncio.Future[None] | None = None
+    #: The event was handled before (`event_id` seen: a re-delivered update): nothing ran.
+    DUPLICATE = "duplicate"
 
 
 class Nodes(Generic[CtxT, EventT, UserIdT]):
     """Keeps every user on a node in Redis and routes their events to it.
 
     One user's events run one at a time, in arrival order, across all processes that share
-    the Redis: in a process they queue on a local lock, between processes on a Redis lock
-    that a dead process can hold for at most `lock_ttl` seconds.
+    the Redis (see lease.py); an event that was handled before (a re-delivered update, by its
+    `event_id`) is not handled again.
+
+    `lock_during_replies` keeps the user's Redis lock while a stored step's replies go out,
+    so they leave in order even when the user's next update reaches another process; it costs
+    one more script call per step that replies. With one process per bot (long polling) the
+    local queue already keeps that order: pass False and a step costs two.
     """
 
     def __init__(  # noqa: PLR0917 - positional like botnodes 0.1.0, for compatibility
@@ -94,11 +83,15 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
         *,
         key_aliases: Mapping[str, str] | None = None,
         state_ttl: float | None = None,
-        lock_ttl: float = 30.0,
+        lock_ttl: float = 5.0,
         lock_wait_timeout: float = 10.0,
         migrate_legacy: bool = True,
         observer: NodesObserver | None = None,
         event_visit: Callable[[EventT], int | None] | None = None,
+        event_id: Callable[[EventT], str | None] | None = None,
+        dedupe_window: float = 86_400.0,
+        state_max_bytes: int | None = None,
+        lock_during_replies: bool = True,
         max_concurrent: int | None = None,
         max_waiting_per_user: int | None = None,
         commit_timeout: float | None = None,
@@ -116,6 +109,7 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
             )
         _require_positive("lock_ttl", lock_ttl)
         _require_positive("lock_wait_timeout", lock_wait_timeout)
+        _require_positive("dedupe_window", dedupe_window)
         if state_ttl is not None:
             _require_positive("state_ttl", state_ttl)
         if commit_timeout is not None:
@@ -123,6 +117,7 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
         for name, count in (
             ("max_concurrent", max_concurrent),
             ("max_waiting_per_user", max_waiting_per_user),
+            ("state_max_bytes", state_max_bytes),
         ):
             if count is not None and not (isinstance(count, int) and count >= 1):
                 raise ConfigurationError(f"{name}={count!r} must be a whole number of at least 1")
@@ -135,27 +130,32 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
             state_ttl_ms=math.ceil(state_ttl * 1000) if state_ttl else None,
             lock_ttl_ms=math.ceil(lock_ttl * 1000),
             legacy=migrate_legacy,
+            dedupe_window_ms=math.ceil(dedupe_window * 1000),
         )
         self._get_start_node = get_start_node
         self._ctx = ctx
         self._event_to_user_id = event_to_user_id
         self._observer = observer or NodesObserver()
-        self._lock_wait_timeout = lock_wait_timeout
-        self._lock_ttl = lock_ttl
+        self._lock_ttl_ms = math.ceil(lock_ttl * 1000)
         self._commit_timeout = commit_timeout if commit_timeout is not None else lock_wait_timeout
         self._event_visit = event_visit
+        self._event_id = event_id
+        self._state_max_bytes = state_max_bytes
+        self._lock_during_replies = lock_during_replies
         # With the start node known, the declared flow is checked now: a deploy with a node
         # nobody can reach, or a target nobody registered, fails here and not for a user.
         self._graph = FlowGraph(nodes_dict, start_node) if start_node is not None else None
         if self._graph is not None:
             self._graph.check()
         self._strict_transitions = strict_transitions
-        self._max_waiting = max_waiting_per_user
+        self._locks: UserLocks[UserIdT] = UserLocks(
+            self._store,
+            lock_ttl=lock_ttl,
+            lock_wait_timeout=lock_wait_timeout,
+            max_waiting=max_waiting_per_user,
+            unavailable=self._unavailable,
+        )
         self._slots = asyncio.Semaphore(max_concurrent) if max_concurrent else None
-        self._background: set[asyncio.Task[None]] = set()
-        self._local_locks: KeyedLock[UserIdT] = KeyedLock()
-        self._token_prefix = secrets.token_hex(8)
-        self._token_counter = itertools.count()
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -168,7 +168,7 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
     @property
     def busy_users(self) -> int:
         """How many users have an event being handled or waiting in this process."""
-        return len(self._local_locks)
+        return len(self._locks)
 
     def user(self, user_id: UserIdT) -> NodesUser[CtxT, EventT, UserIdT]:
         """Address one user from outside an event (e.g. a /start command or a scheduled job)."""
@@ -180,28 +180,33 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
         A user without a stored node gets `get_start_node(event)`; its `on_enter` runs and
         this first event is not passed to `on_event`. An exception in `on_event` is logged
         and leaves the user where they were. What the nodes send through `after_commit`
-        goes out only after the result is stored.
+        goes out only after the result is stored, in order, before the user's next event.
 
         Raises StateUnavailableError (nothing changed) when Redis can't be reached or the
         user's lock can't be had in time, UserBusyError (a StateUnavailableError) when the
         user has too many events waiting, and TransitionLostError when the node ran but its
-        result could not be stored.
+        result could not be stored (StateTooLargeError when it was too big to store).
         """
         user_id = self._event_to_user_id(event)
+        event_id = (self._event_id(event) if self._event_id else None) or ""
         started = time.perf_counter()
-        async with self._locked(user_id) as held:
-            current = self._load(held)
-            from_key = current.key if current else None
-            outbox = Outbox()
-            with collecting(outbox):
-                outcome, next_node = await self._transition(user_id, event, current)
-            if next_node is None:
-                return outcome
-            to_key = await self._commit(held, next_node)
-            if outbox:
-                await outbox.flush(user_id)
+        outbox = Outbox()
+        async with self._turn(user_id, event_id) as lease:
+            if lease.locked.duplicate:
+                return self._duplicate(user_id, event_id)
+            async with self._slot():
+                current = self._load(lease)
+                with collecting(outbox):
+                    outcome, next_node = await self._transition(user_id, event, current, lease)
+                if next_node is None:
+                    return outcome
+                to_key = await self._commit(lease, next_node, event_id, replies=len(outbox))
+            # The step is stored and the slot is free for other users: a reply held up by
+            # Telegram's flood control keeps only this user waiting.
+            await outbox.flush(user_id)
         duration = time.perf_counter() - started
-        self._notify(lambda: self._observer.transition(from_key, to_key, duration, held.lock_wait))
+        from_key = current.key if current else None
+        self._notify(lambda: self._observer.transition(from_key, to_key, duration, lease.lock_wait))
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "transition user=%s from=%s to=%s duration_ms=%.1f lock_wait_ms=%.1f",
@@ -209,13 +214,13 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
                 from_key,
                 to_key,
                 duration * 1000,
-                held.lock_wait * 1000,
+                lease.lock_wait * 1000,
                 extra={
                     "user_id": user_id,
                     "from_node": from_key,
                     "to_node": to_key,
                     "duration_ms": duration * 1000,
-                    "lock_wait_ms": held.lock_wait * 1000,
+                    "lock_wait_ms": lease.lock_wait * 1000,
                 },
             )
         return outcome
@@ -225,11 +230,12 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
         user_id: UserIdT,
         event: EventT,
         current: Decoded[CtxT, EventT, UserIdT] | None,
+        lease: Lease,
     ) -> tuple[Outcome, Node[CtxT, EventT, UserIdT, Any] | None]:
         """Run the node code for one event; the node to store, or None to store nothing."""
         if current is None:
             start = self._get_start_node(event)
-            await self._enter(start, user_id, visit=1)
+            await self._enter(start, user_id, visit=_first_visit(lease))
             return Outcome.STARTED, start
         if self._event_visit is not None:
             visit = self._event_visit(event)
@@ -290,16 +296,24 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
             return False
         return True
 
-    async def _put(self, user_id: UserIdT, node: Node[CtxT, EventT, UserIdT, Any]) -> None:
+    async def _put(
+        self, user_id: UserIdT, node: Node[CtxT, EventT, UserIdT, Any], event_id: str
+    ) -> bool:
+        """`NodesUser.to`: False if `event_id` was handled before (nothing done)."""
         self._codec.key_of(node)
-        async with self._locked(user_id) as held:
-            current = self._load(held, quiet=True)
-            outbox = Outbox()
-            with collecting(outbox):
-                await self._enter(node, user_id, visit=(current.visit if current else 0) + 1)
-            await self._commit(held, node)
-            if outbox:
-                await outbox.flush(user_id)
+        outbox = Outbox()
+        async with self._turn(user_id, event_id) as lease:
+            if lease.locked.duplicate:
+                self._duplicate(user_id, event_id)
+                return False
+            async with self._slot():
+                current = self._load(lease, quiet=True)
+                visit = current.visit + 1 if current else _first_visit(lease)
+                with collecting(outbox):
+                    await self._enter(node, user_id, visit=visit)
+                await self._commit(lease, node, event_id, replies=len(outbox))
+            await outbox.flush(user_id)
+        return True
 
     async def _get(self, user_id: UserIdT) -> Node[CtxT, EventT, UserIdT, Any] | None:
         try:
@@ -320,30 +334,21 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
             return None
 
     @asynccontextmanager
-    async def _locked(self, user_id: UserIdT) -> AsyncIterator[_Held]:
-        """Hold the user's local and Redis locks; release without writing unless committed."""
-        started = time.perf_counter()
-        if (
-            self._max_waiting is not None
-            and self._local_locks.waiting(user_id) >= self._max_waiting
-        ):
-            raise self._busy(user_id)
+    async def _turn(self, user_id: UserIdT, event_id: str) -> AsyncIterator[Lease]:
+        """The user's turn: queued in this process, then their Redis lock and state.
+
+        Leaving it releases the lock unless the commit did, or hands it to the user's next
+        event waiting in this process.
+        """
         self._in_flight += 1
         self._idle.clear()
         try:
-            if not await self._local_locks.acquire(user_id, wait_seconds=self._lock_wait_timeout):
-                raise self._lock_timeout(user_id)
-            try:
-                async with self._slot():
-                    held = await self._lock_remote(user_id, started)
-                    try:
-                        yield held
-                    finally:
-                        self._stop_keepalive(held)
-                        if not held.committed:
-                            await self._release(held)
-            finally:
-                self._local_locks.release(user_id)
+            async with self._locks.queue(user_id) as started:
+                lease = await self._locks.take(user_id, event_id, started)
+                try:
+                    yield lease
+                finally:
+                    await self._locks.finish(lease)
         finally:
             self._in_flight -= 1
             if self._in_flight == 0:
@@ -353,85 +358,27 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
         """One of `max_concurrent` slots, taken only by an event whose user's turn it is."""
         return self._slots if self._slots is not None else contextlib.nullcontext()
 
-    async def _lock_remote(self, user_id: UserIdT, started: float) -> _Held:
-        token = f"{self._token_prefix}:{next(self._token_counter)}"
-        deadline = started + self._lock_wait_timeout
-        delay = 0.002
-        while True:
-            locked = await self._try_lock(user_id, token)
-            now = time.perf_counter()
-            if locked.taken:
-                held = _Held(user_id=user_id, token=token, locked=locked, lock_wait=now - started)
-                held.keepalive = asyncio.get_running_loop().call_later(
-                    self._lock_ttl / 3, self._start_keepalive, held
-                )
-                return held
-            if now >= deadline:
-                raise self._lock_timeout(user_id)
-            await asyncio.sleep(min(delay, deadline - now, max(locked.lock_left_ms, 1) / 1000))
-            delay = min(delay * 2, _MAX_LOCK_POLL)
+    def _duplicate(self, user_id: UserIdT, event_id: str) -> Outcome:
+        logger.info(
+            "user %s: event %s was handled before (a re-delivery); not handled again",
+            user_id,
+            event_id,
+            extra={"user_id": user_id, "event_id": event_id},
+        )
+        self._notify(self._observer.duplicate)
+        return Outcome.DUPLICATE
 
-    async def _try_lock(self, user_id: UserIdT, token: str) -> Locked:
-        """One try at the lock; a caller cancelled meanwhile still gets a taken lock released.
-
-        The script runs in Redis whether or not its caller is still waiting, so the call is
-        shielded and, if the caller is gone, a lock it took is handed back right away instead
-        of blocking the user for `lock_ttl`.
-        """
-        try:
-            return await self._store.try_lock_and_read(
-                user_id, token, on_orphaned=lambda: self._release_orphan(user_id, token)
-            )
-        except RedisError as error:
-            raise self._unavailable(user_id, error) from error
-
-    def _release_orphan(self, user_id: UserIdT, token: str) -> None:
-        held = _Held(user_id=user_id, token=token, locked=Locked(taken=True), lock_wait=0.0)
-        task = asyncio.ensure_future(self._release(held))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    def _start_keepalive(self, held: _Held) -> None:
-        """The handler runs long: keep its lock alive until it commits or releases."""
-        held.keepalive = asyncio.ensure_future(self._keep_alive(held))
-
-    async def _keep_alive(self, held: _Held) -> None:
-        period = self._lock_ttl / 3
-        while True:
-            try:
-                if not await self._store.extend_lock(held.user_id, held.token):
-                    logger.warning(
-                        "lock of user %s was lost while their event was handled",
-                        held.user_id,
-                        extra={"user_id": held.user_id},
-                    )
-                    return
-            except RedisError as error:  # try again next period; the write is fenced anyway
-                logger.warning(
-                    "could not extend the lock of user %s: %s",
-                    held.user_id,
-                    error,
-                    extra={"user_id": held.user_id},
-                )
-            await asyncio.sleep(period)
-
-    @staticmethod
-    def _stop_keepalive(held: _Held) -> None:
-        if held.keepalive is not None:
-            held.keepalive.cancel()
-            held.keepalive = None
-
-    def _load(self, held: _Held, *, quiet: bool = False) -> Decoded[CtxT, EventT, UserIdT] | None:
+    def _load(self, lease: Lease, *, quiet: bool = False) -> Decoded[CtxT, EventT, UserIdT] | None:
         """Decode the user's node; None means start over (a new user, or unreadable state).
 
         Whatever was stored, this logs one warning naming what was wrong and never raises.
         """
-        locked = held.locked
+        locked = lease.locked
         problems = [locked.repairs] if locked.repairs else []
         decoded = None
         if locked.value is not None:
             if locked.from_legacy:
-                logger.info("moving user %s out of the botnodes 0.1.0 hash", held.user_id)
+                logger.info("moving user %s out of the botnodes 0.1.0 hash", lease.user_id)
             try:
                 decoded = self._codec.decode(locked.value)
             except CorruptStateError as error:
@@ -443,24 +390,24 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
             self._notify(lambda: self._observer.reset(reason))
             logger.warning(
                 "resetting user %s to the start node: %s",
-                held.user_id,
+                lease.user_id,
                 reason,
-                extra={"user_id": held.user_id, "reason": reason},
+                extra={"user_id": lease.user_id, "reason": reason},
             )
         else:
             reason = "; ".join(problems)
             logger.warning(
                 "repaired the keys of user %s: %s",
-                held.user_id,
+                lease.user_id,
                 reason,
-                extra={"user_id": held.user_id, "reason": reason},
+                extra={"user_id": lease.user_id, "reason": reason},
             )
         if decoded is not None and decoded.upgraded and not quiet:
             logger.warning(
                 "upgraded stored state of user %s: %s",
-                held.user_id,
+                lease.user_id,
                 decoded.upgraded,
-                extra={"user_id": held.user_id},
+                extra={"user_id": lease.user_id},
             )
         return decoded
 
@@ -481,25 +428,37 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
                 extra={"user_id": user_id, "node": key},
             )
 
-    async def _commit(self, held: _Held, node: Node[CtxT, EventT, UserIdT, Any]) -> str:
+    async def _commit(
+        self,
+        lease: Lease,
+        node: Node[CtxT, EventT, UserIdT, Any],
+        event_id: str,
+        *,
+        replies: int,
+    ) -> str:
         """Store the node, retrying while Redis is away: the write is safe to repeat.
 
+        With replies to send, the lock is kept (and kept alive) until they are out.
         Raises TransitionLostError if it can't be stored within `commit_timeout`, or if
-        another writer changed the user's state since it was read.
+        another writer changed the user's state since it was read; StateTooLargeError if
+        the node's data is over `state_max_bytes`.
         """
         key = self._codec.key_of(node)
         value = self._codec.encode(node)
-        self._stop_keepalive(held)
+        self._check_size(lease.user_id, key, value)
+        self._locks.stop_keepalive(lease)
         deadline = time.perf_counter() + self._commit_timeout
         delay = 0.05
         while True:
             try:
                 result = await self._store.write_and_unlock(
-                    held.user_id,
-                    held.token,
+                    lease.user_id,
+                    lease.token,
                     value,
-                    read_digest=held.locked.read_digest,
-                    forget_legacy=held.locked.from_legacy,
+                    read_digest=lease.locked.read_digest,
+                    forget_legacy=lease.locked.from_legacy,
+                    event_id=event_id,
+                    keep_lock_ms=self._lock_ttl_ms if replies and self._lock_during_replies else 0,
                 )
                 break
             except RedisError as error:
@@ -509,56 +468,69 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
                     logger.error(
                         "could not store node %r of user %s: %s; the transition is lost",
                         key,
-                        held.user_id,
+                        lease.user_id,
                         error,
-                        extra={"user_id": held.user_id, "node": key},
+                        extra={"user_id": lease.user_id, "node": key},
                     )
                     raise TransitionLostError(
-                        f"node {key!r} of user {held.user_id} was not stored: {error}"
+                        f"node {key!r} of user {lease.user_id} was not stored: {error}"
                     ) from error
                 logger.warning(
                     "storing node %r of user %s failed (%s); retrying",
                     key,
-                    held.user_id,
+                    lease.user_id,
                     error,
-                    extra={"user_id": held.user_id, "node": key},
+                    extra={"user_id": lease.user_id, "node": key},
                 )
                 await asyncio.sleep(min(delay, left))
                 delay = min(delay * 2, _MAX_COMMIT_BACKOFF)
-        held.committed = True
+        lease.committed = True
         if result == REFUSED:
             logger.error(
                 "state of user %s changed since it was read (another writer); node %r is "
                 "not stored and this transition is dropped",
-                held.user_id,
+                lease.user_id,
                 key,
-                extra={"user_id": held.user_id, "node": key},
+                extra={"user_id": lease.user_id, "node": key},
             )
             raise TransitionLostError(
-                f"node {key!r} of user {held.user_id} was not stored: another writer changed "
+                f"node {key!r} of user {lease.user_id} was not stored: another writer changed "
                 "the state first"
             )
         if result == STORED_WITHOUT_LOCK:
             logger.warning(
                 "lock of user %s expired before node %r was stored; stored anyway, since "
                 "nobody changed the state meanwhile (raise lock_ttl if handlers run this long)",
-                held.user_id,
+                lease.user_id,
                 key,
-                extra={"user_id": held.user_id, "node": key},
+                extra={"user_id": lease.user_id, "node": key},
             )
+        if replies:
+            self._locks.replying(lease, lock_kept=self._lock_during_replies)
         return key
 
-    async def _release(self, held: _Held) -> None:
-        try:
-            await self._store.write_and_unlock(held.user_id, held.token, None, read_digest="")
-        except RedisError as error:
-            self._notify(self._observer.redis_error)
-            logger.warning(
-                "could not release the lock of user %s (%s); it expires by itself",
-                held.user_id,
-                error,
-                extra={"user_id": held.user_id},
-            )
+    def _check_size(self, user_id: UserIdT, key: str, value: str) -> None:
+        """Refuse to store more than `state_max_bytes`: no node can grow a key without bound."""
+        if self._state_max_bytes is None or len(value) <= self._state_max_bytes // 4:
+            return  # a character is at most 4 bytes in UTF-8: no need to encode
+        size = len(value.encode())
+        if size <= self._state_max_bytes:
+            return
+        logger.error(
+            "node %r of user %s is %d bytes, over state_max_bytes=%d; not stored, the user "
+            "stays where they were",
+            key,
+            user_id,
+            size,
+            self._state_max_bytes,
+            extra={"user_id": user_id, "node": key},
+        )
+        raise StateTooLargeError(
+            f"node {key!r} of user {user_id} is {size} bytes, over the limit of "
+            f"{self._state_max_bytes} (state_max_bytes): not stored",
+            size=size,
+            limit=self._state_max_bytes,
+        )
 
     def _notify(self, call: Callable[[], None]) -> None:
         """Run an observer hook; a failing hook is logged, never passed on to routing."""
@@ -566,26 +538,6 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
             call()
         except Exception:
             logger.exception("botnodes observer %r failed", self._observer)
-
-    def _busy(self, user_id: UserIdT) -> UserBusyError:
-        logger.warning(
-            "user %s has %s events waiting already; this one is not processed",
-            user_id,
-            self._max_waiting,
-            extra={"user_id": user_id},
-        )
-        return UserBusyError(f"user {user_id} has {self._max_waiting} events waiting already")
-
-    def _lock_timeout(self, user_id: UserIdT) -> LockTimeoutError:
-        logger.warning(
-            "user %s: lock not acquired within %.1fs, event not processed",
-            user_id,
-            self._lock_wait_timeout,
-            extra={"user_id": user_id},
-        )
-        return LockTimeoutError(
-            f"the lock of user {user_id} was not free within {self._lock_wait_timeout}s"
-        )
 
     def _unavailable(self, user_id: UserIdT, error: RedisError) -> StateUnavailableError:
         self._notify(self._observer.redis_error)
@@ -602,13 +554,17 @@ class NodesUser(Generic[CtxT, EventT, UserIdT]):
         self._nodes = nodes
         self._user_id = user_id
 
-    async def to(self, node: Node[CtxT, EventT, UserIdT, Any]) -> None:
-        """Put the user on `node`, running its on_enter, under the same lock as routing."""
-        await self._nodes._put(self._user_id, node)
+    async def to(self, node: Node[CtxT, EventT, UserIdT, Any], *, event_id: str = "") -> bool:
+        """Put the user on `node`, running its on_enter, under the same lock as routing.
+
+        Pass the `event_id` of the update that asked for it (e.g. a /start command) and a
+        re-delivery of that update does nothing: then this returns False.
+        """
+        return await self._nodes._put(self._user_id, node, event_id)
 
     async def forget(self) -> None:
         """Delete the user's stored node, under their lock: their next event starts over."""
-        async with self._nodes._locked(self._user_id):
+        async with self._nodes._turn(self._user_id, ""):
             try:
                 await self._nodes._store.forget(self._user_id)
             except RedisError as error:
@@ -617,6 +573,16 @@ class NodesUser(Generic[CtxT, EventT, UserIdT]):
     async def get_node(self) -> Node[CtxT, EventT, UserIdT, Any] | None:
         """The user's current node, or None if they have none (or it can't be read)."""
         return await self._nodes._get(self._user_id)
+
+
+def _first_visit(lease: Lease) -> int:
+    """The visit of a user starting over: the Redis clock in microseconds.
+
+    Visits only ever grow for a user, across expiry and resets: a fresh start lands above any
+    visit they had before (nobody makes a step per microsecond), so an idempotency key or a
+    button of an earlier life can never match a visit of this one.
+    """
+    return max(lease.locked.now_us, 1)
 
 
 def _require_positive(name: str, value: float) -> None:

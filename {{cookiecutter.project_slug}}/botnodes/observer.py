@@ -25,3 +25,6 @@ class NodesObserver:
 
     def redis_error(self) -> None:
         """A Redis call failed (the event was not processed, or a release had to wait for TTL)."""
+
+    def duplicate(self) -> None:
+        """An event handled before (a re-delivered update) arrived again and was skipped."""

@@ -1,8 +1,10 @@
 """The Redis layout and the scripts that make one routed event cost two round trips.
 
-Every user has a string key `<prefix>:{<user_id>}` holding the node JSON and a lock key
-`<prefix>:{<user_id>}:lock`. The braces are a Redis Cluster hash tag: a user's two keys share
-a slot (so one script may touch both) while different users spread over the cluster.
+Every user has a string key `<prefix>:{<user_id>}` holding the node JSON, a lock key
+`<prefix>:{<user_id>}:lock`, and while they are active a sorted set `<prefix>:{<user_id>}:seen`
+of the events already handled (so a re-delivered update runs once). The braces are a Redis
+Cluster hash tag: a user's keys share a slot (so one script may touch them all) while
+different users spread over the cluster.
 
 Anything at all may sit at those keys: a value written by hand, by a bug, by a restore of an
 old dump. The scripts never fail on it. A key of another type at the state key reads as "no
@@ -35,12 +37,22 @@ RedisClient = Redis | RedisCluster
 #: the current time, overflow a 64-bit integer (2**63 ms); this leaves room for "now".
 MAX_TTL_SECONDS = 9e15
 
+# A lock value is a holder's token, `<hex>:<counter>`; a trailing `~` marks a holder whose step
+# is stored and whose replies are going out (see lease.py): waiters wait for it without
+# counting that time against their own deadline, since the holder is alive and finishing.
+
 # Take the lock if it is free (or dead) and return the state in the same trip; otherwise
 # return how long the lock has left, so the caller sleeps no longer than needed. The common
 # path is SET NX + GET; `pcall` turns a key of another type into an error value to report.
-# ARGV: token, lock TTL in ms, user id (the 0.1.0 hash field).
-# Returns {taken, value or ms left, source, repairs}: source 1 = the state key, 2 = the 0.1.0
-# hash, 0 = nothing readable; repairs is '' or what had to be fixed, for the log.
+# An event whose id is in the user's set of handled events (a re-delivered update) is a
+# duplicate: the lock is handed straight back and nothing is read.
+# KEYS: state, lock, handled events, [0.1.0 hash]. ARGV: token, lock TTL in ms, user id (the
+# 0.1.0 hash field), event id ('' = none).
+# Returns {status, value or ms left, source, repairs, now, replying}: status 1 = taken,
+# 0 = held by another, 2 = a duplicate event; source 1 = the state key, 2 = the 0.1.0 hash,
+# 0 = nothing readable; repairs is '' or what had to be fixed, for the log; now is the Redis
+# server's clock in microseconds (a fresh start's first visit); replying is 1 when the other
+# holder is sending the replies of a stored step.
 # Holding the lock already counts as taking it, so a call retried after a lost reply succeeds.
 LOCK_AND_READ = """
 local repairs = {}
@@ -48,76 +60,122 @@ if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
   local holder = redis.pcall('GET', KEYS[2])
   if type(holder) == 'table' then
     table.insert(repairs, 'the lock key was a Redis ' .. redis.call('TYPE', KEYS[2]).ok)
-  elseif holder ~= ARGV[1] then
+  elseif holder ~= ARGV[1] and holder ~= ARGV[1] .. '~' then
     local left = redis.call('PTTL', KEYS[2])
-    if not string.match(holder, '^%x+:%d+$') then
+    if not string.match(holder, '^%x+:%d+~?$') then
       table.insert(repairs, 'the lock held a value that is not a botnodes token')
     elseif left < 0 then
       table.insert(repairs, 'the lock had no expiry')
     elseif left > tonumber(ARGV[2]) then
       table.insert(repairs, 'the lock expired later than any holder sets it')
     else
-      return {0, left, 0, ''}
+      local replying = 0
+      if string.sub(holder, -1) == '~' then
+        replying = 1
+      end
+      return {0, left, 0, '', 0, replying}
     end
   end
   redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 end
+if ARGV[4] ~= '' then
+  local seen = redis.pcall('ZSCORE', KEYS[3], ARGV[4])
+  if type(seen) == 'table' then
+    table.insert(repairs, 'the handled-events key was a Redis ' .. redis.call('TYPE', KEYS[3]).ok)
+    redis.call('DEL', KEYS[3])
+  elseif seen then
+    redis.call('DEL', KEYS[2])
+    return {2, false, 0, table.concat(repairs, '; '), 0, 0}
+  end
+end
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 local value = redis.pcall('GET', KEYS[1])
 if type(value) == 'table' then
   table.insert(repairs, 'the state key was a Redis ' .. redis.call('TYPE', KEYS[1]).ok)
-  return {1, false, 0, table.concat(repairs, '; ')}
+  return {1, false, 0, table.concat(repairs, '; '), now, 0}
 end
 if value then
-  return {1, value, 1, table.concat(repairs, '; ')}
+  return {1, value, 1, table.concat(repairs, '; '), now, 0}
 end
-if KEYS[3] then
-  local legacy = redis.pcall('HGET', KEYS[3], ARGV[3])
+if KEYS[4] then
+  local legacy = redis.pcall('HGET', KEYS[4], ARGV[3])
   if type(legacy) == 'string' then
-    return {1, legacy, 2, table.concat(repairs, '; ')}
+    return {1, legacy, 2, table.concat(repairs, '; '), now, 0}
   end
 end
-return {1, false, 0, table.concat(repairs, '; ')}
+return {1, false, 0, table.concat(repairs, '; '), now, 0}
 """
 
 # Store the new value only if the stored one is still what the caller read (compared by
-# SHA-1, '' = nothing readable was read), then release the lock if it is still ours.
+# SHA-1, '' = nothing readable was read), record the event as handled, then release the lock
+# if it is still ours, or keep it in the reply phase (`~`) while the step's replies go out.
 # Fencing by what was read, not by who holds the lock, means a handler that outlived its lock
 # still commits when nobody wrote since, and can never overwrite a newer state.
-# ARGV: token, value ('' keeps the stored value), state TTL in ms ('0' = none), user id,
-# SHA-1 of what was read. Returns 1 stored (lock released), 2 stored but the lock had been
-# lost meanwhile, 0 refused: someone else wrote since (the lock is released if ours).
-# A retry after a lost reply finds its own value stored and reports success. `pcall` turns a
-# key of another type into an error value instead of failing the script.
+# KEYS: state, lock, handled events, [0.1.0 hash]. ARGV: token, value ('' = a release that
+# keeps the stored value), state TTL in ms ('0' = none), user id, SHA-1 of what was read,
+# event id ('' = none), how long handled events are remembered in ms, how long to keep the
+# lock for the replies in ms ('0' = release). Returns 1 stored (lock released or kept),
+# 2 stored but the lock had been lost meanwhile, 0 refused: someone else wrote since (the
+# lock is released if ours). A retry after a lost reply finds its own value stored and
+# reports success. `pcall` turns a key of another type into an error value.
+# The handled-events set keeps the newest 128 ids of the last window and expires with it,
+# so a user who has been quiet that long costs nothing for it.
 WRITE_AND_UNLOCK = """
-local ours = redis.pcall('GET', KEYS[2]) == ARGV[1]
+local holder = redis.pcall('GET', KEYS[2])
+local ours = holder == ARGV[1] or holder == ARGV[1] .. '~'
 local current = redis.pcall('GET', KEYS[1])
 if type(current) ~= 'string' then
   current = false
 end
-if ARGV[2] ~= '' and current ~= ARGV[2] then
-  local digest = ''
-  if current then
-    digest = redis.sha1hex(current)
-  end
-  if digest ~= ARGV[5] then
-    if ours then
-      redis.call('DEL', KEYS[2])
+if ARGV[2] ~= '' then
+  if current ~= ARGV[2] then
+    local digest = ''
+    if current then
+      digest = redis.sha1hex(current)
     end
-    return 0
+    if digest ~= ARGV[5] then
+      if ours then
+        redis.call('DEL', KEYS[2])
+      end
+      return 0
+    end
+    if ARGV[3] ~= '0' then
+      redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+    else
+      redis.call('SET', KEYS[1], ARGV[2])
+    end
+    if KEYS[4] then
+      redis.pcall('HDEL', KEYS[4], ARGV[4])
+    end
+  elseif ARGV[3] ~= '0' then
+    redis.call('PEXPIRE', KEYS[1], ARGV[3])
   end
-  if ARGV[3] ~= '0' then
-    redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-  else
-    redis.call('SET', KEYS[1], ARGV[2])
+  if ARGV[6] ~= '' then
+    local clock = redis.call('TIME')
+    local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+    if type(redis.pcall('ZADD', KEYS[3], now, ARGV[6])) == 'table' then
+      redis.call('DEL', KEYS[3])
+      redis.call('ZADD', KEYS[3], now, ARGV[6])
+    end
+    redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[7]))
+    redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -129)
+    redis.call('PEXPIRE', KEYS[3], ARGV[7])
   end
-  if KEYS[3] then
-    redis.pcall('HDEL', KEYS[3], ARGV[4])
+  if ARGV[8] ~= '0' then
+    if ours then
+      redis.call('SET', KEYS[2], ARGV[1] .. '~', 'PX', ARGV[8])
+      return 1
+    end
+    redis.call('SET', KEYS[2], ARGV[1] .. '~', 'NX', 'PX', ARGV[8])
   end
-elseif current and ARGV[3] ~= '0' and (ours or ARGV[2] ~= '') then
+elseif current and ARGV[3] ~= '0' and ours then
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
 end
 if ours then
-  redis.call('DEL', KEYS[2])
+  if ARGV[8] == '0' then
+    redis.call('DEL', KEYS[2])
+  end
   return 1
 end
 if ARGV[2] == '' then
@@ -126,10 +184,11 @@ end
 return 2
 """
 
-# Push the lock's expiry back while a handler still runs, if the lock is still ours.
-# ARGV: token, lock TTL in ms. Returns 1 if extended, 0 if the lock was lost.
+# Push the lock's expiry back while a handler (or its replies) still runs, if the lock is
+# still ours. ARGV: token, lock TTL in ms. Returns 1 if extended, 0 if the lock was lost.
 EXTEND_LOCK = """
-if redis.pcall('GET', KEYS[1]) == ARGV[1] then
+local holder = redis.pcall('GET', KEYS[1])
+if holder == ARGV[1] or holder == ARGV[1] .. '~' then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 0
@@ -142,6 +201,9 @@ REFUSED = 0
 
 _FROM_STATE_KEY = 1
 _FROM_LEGACY = 2
+
+_TAKEN = 1
+_DUPLICATE = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +219,12 @@ class Locked:
     lock_left_ms: int = 0
     #: What the script had to repair at the user's keys ('' if nothing), for the log.
     repairs: str = ""
+    #: The event was handled before (a re-delivery): the lock was not kept, nothing was read.
+    duplicate: bool = False
+    #: The Redis server's clock in microseconds when the lock was taken.
+    now_us: int = 0
+    #: When not taken: the holder has stored its step and is sending its replies.
+    holder_replying: bool = False
 
     @property
     def read_digest(self) -> str:
@@ -190,11 +258,13 @@ class StateStore:
         state_ttl_ms: int | None,
         lock_ttl_ms: int,
         legacy: bool,
+        dedupe_window_ms: int = 86_400_000,
     ) -> None:
         self._redis = redis
         self._prefix = prefix
         self._state_ttl = str(state_ttl_ms or 0)
         self._lock_ttl = str(lock_ttl_ms)
+        self._dedupe_window = str(dedupe_window_ms)
         self._legacy = legacy
         self._legacy_in_scripts = legacy and not isinstance(redis, RedisCluster)
         self._lock_and_read = redis.register_script(LOCK_AND_READ)
@@ -209,39 +279,59 @@ class StateStore:
     def lock_key(self, user_id: int | str) -> str:
         return f"{self._prefix}:{{{user_id}}}:lock"
 
+    def seen_key(self, user_id: int | str) -> str:
+        return f"{self._prefix}:{{{user_id}}}:seen"
+
     def _keys(self, user_id: int | str) -> list[str]:
-        keys = [self.state_key(user_id), self.lock_key(user_id)]
+        keys = [self.state_key(user_id), self.lock_key(user_id), self.seen_key(user_id)]
         if self._legacy_in_scripts:
             keys.append(self._prefix)
         return keys
 
     async def try_lock_and_read(
-        self, user_id: int | str, token: str, *, on_orphaned: Callable[[], None] | None = None
+        self,
+        user_id: int | str,
+        token: str,
+        *,
+        event_id: str = "",
+        on_orphaned: Callable[[], None] | None = None,
     ) -> Locked:
         """Try to take the user's lock and read their value (from 0.1.0's hash if need be).
 
+        An `event_id` already recorded as handled comes back as `duplicate` (lock not kept).
         If the caller is cancelled while the script runs and the script took the lock anyway,
         `on_orphaned` is called, so the lock can be released instead of blocking the user.
         """
 
         def orphaned(result: Any) -> None:
-            if result[0] and on_orphaned is not None:
+            if result[0] == _TAKEN and on_orphaned is not None:
                 on_orphaned()
 
-        taken, value, source, repairs = await self._run(
+        status, value, source, repairs, now_us, replying = await self._run(
             self._lock_and_read,
             self._keys(user_id),
-            [token, self._lock_ttl, str(user_id)],
+            [token, self._lock_ttl, str(user_id), event_id],
             orphaned=orphaned,
         )
         repairs = _as_str(repairs)
-        if not taken:
-            return Locked(taken=False, lock_left_ms=int(value))
+        if status == _DUPLICATE:
+            return Locked(taken=False, duplicate=True, repairs=repairs)
+        if status != _TAKEN:
+            return Locked(taken=False, lock_left_ms=int(value), holder_replying=bool(replying))
         raw = _as_bytes(value)
+        now_us = int(now_us)
         if raw is None and source == 0 and self._legacy and not self._legacy_in_scripts:
             raw = await self.read_legacy(user_id)
-            return Locked(taken=True, value=raw, from_legacy=raw is not None, repairs=repairs)
-        return Locked(taken=True, value=raw, from_legacy=source == _FROM_LEGACY, repairs=repairs)
+            return Locked(
+                taken=True, value=raw, from_legacy=raw is not None, repairs=repairs, now_us=now_us
+            )
+        return Locked(
+            taken=True,
+            value=raw,
+            from_legacy=source == _FROM_LEGACY,
+            repairs=repairs,
+            now_us=now_us,
+        )
 
     async def write_and_unlock(
         self,
@@ -251,19 +341,31 @@ class StateStore:
         *,
         read_digest: str,
         forget_legacy: bool = False,
+        event_id: str = "",
+        keep_lock_ms: int = 0,
     ) -> int:
         """Store `value` (None keeps the stored one) and release; returns STORED & co.
 
         `read_digest` is `Locked.read_digest` of the read this write follows: the value is
         stored only if nobody changed it since. With `forget_legacy` the user's entry in the
-        0.1.0 hash is dropped once stored.
+        0.1.0 hash is dropped once stored. A stored value records `event_id` as handled;
+        `keep_lock_ms` keeps the lock (marked as sending replies) instead of releasing it.
         """
-        keys = self._keys(user_id) if forget_legacy else self._keys(user_id)[:2]
+        keys = self._keys(user_id) if forget_legacy else self._keys(user_id)[:3]
         done = int(
             await self._run(
                 self._write_and_unlock,
                 keys,
-                [token, value or "", self._state_ttl, str(user_id), read_digest],
+                [
+                    token,
+                    value or "",
+                    self._state_ttl,
+                    str(user_id),
+                    read_digest,
+                    event_id if value else "",
+                    self._dedupe_window,
+                    str(keep_lock_ms if value else 0),
+                ],
             )
         )
         if done and value and forget_legacy and not self._legacy_in_scripts:
@@ -314,7 +416,10 @@ class StateStore:
         return value
 
     async def forget(self, user_id: int | str) -> None:
-        """Delete the user's stored value (also from the 0.1.0 hash); the caller holds the lock."""
+        """Delete the user's stored value (also from the 0.1.0 hash); the caller holds the lock.
+
+        The handled events stay: forgetting a user must not let a re-delivery run again.
+        """
         await self._redis.delete(self.state_key(user_id))
         if self._legacy and await self._redis.type(self._prefix) in (b"hash", "hash"):
             await self._redis.hdel(self._prefix, str(user_id))

@@ -23,6 +23,8 @@ class Msg:
     text: str
     #: Set on a "button press": the node visit the button was shown on (see Node.visit).
     visit: int | None = None
+    #: Like Telegram's update id: the same for a re-delivery of this very event.
+    event_id: str | None = None
 
 
 @dataclass
@@ -170,6 +172,13 @@ NODES: dict[str, type[Node[Ctx, Msg, int, Any]]] = {
 }
 
 
+async def visit_of(nodes: Nodes[Ctx, Msg, int], user_id: int) -> int:
+    """The visit number of the user's current node (what their buttons carry)."""
+    node = await nodes.user(user_id).get_node()
+    assert node is not None, f"user {user_id} has no node"
+    return node.visit
+
+
 async def stored_json(redis: Redis, key: str) -> Any:
     """The JSON value stored under `key`, failing the test if there is none."""
     raw = await redis.get(key)
@@ -184,6 +193,7 @@ def make_nodes(
     options.setdefault("nodes_dict", NODES)
     options.setdefault("event_to_user_id", lambda event: event.user_id)
     options.setdefault("get_start_node", lambda event: Menu())
+    options.setdefault("event_id", lambda event: event.event_id)
     return Nodes(
         redis_client=redis,
         redis_property_name=prefix,

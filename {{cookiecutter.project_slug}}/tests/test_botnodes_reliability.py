@@ -103,7 +103,7 @@ class CountingConnection(Connection):
         await super().send_packed_command(command, check_health)
 
 
-async def test_a_routed_event_costs_two_round_trips_including_the_lock(
+async def test_a_routed_event_costs_two_round_trips_and_one_release_after_its_replies(
     redis_url: str, state_key: str
 ) -> None:
     pool = BlockingConnectionPool.from_url(redis_url, connection_class=CountingConnection)
@@ -113,13 +113,22 @@ async def test_a_routed_event_costs_two_round_trips_including_the_lock(
         await nodes.user(1).to(Cart())
         await nodes.route(Msg(1, "warm-up"))  # loads the scripts once (SCRIPT LOAD)
         CountingConnection.sent = 0
-        for i in range(20):
-            await nodes.route(Msg(1, f"item{i}"))
+        for i in range(20):  # the cart stays silently: no replies
+            await nodes.route(Msg(1, f"item{i}", event_id=f"m{i}"))
+        # Lock and read, then store (recording the event as handled) and release.
         assert CountingConnection.sent == 40
-        # A new user too: the lookup in the 0.1.0 hash rides in the same script.
+        # A new user too (the lookup in the 0.1.0 hash rides in the same script); the menu
+        # replies, so the store keeps the lock until the reply is out and a third call
+        # releases it: a user's replies leave in order even across processes.
         CountingConnection.sent = 0
         for user_id in range(100, 120):
-            await nodes.route(Msg(user_id, "hi"))
+            await nodes.route(Msg(user_id, "hi", event_id="m1"))
+        assert CountingConnection.sent == 60
+        # One process per bot (polling) keeps that order with its local queue: two calls.
+        single = make_nodes(redis, state_key, lock_during_replies=False)
+        CountingConnection.sent = 0
+        for user_id in range(200, 220):
+            await single.route(Msg(user_id, "hi", event_id="m1"))
         assert CountingConnection.sent == 40
     finally:
         await redis.aclose()
@@ -195,7 +204,7 @@ async def test_waiting_for_a_held_lock_is_bounded_and_logged(
 ) -> None:
     nodes = make_nodes(redis_client, state_key, lock_wait_timeout=0.3)
     await nodes.user(1).to(Cart())
-    await redis_client.set(f"{state_key}:{{1}}:lock", "0123abcd:7", px=20_000)
+    await redis_client.set(f"{state_key}:{{1}}:lock", "0123abcd:7", px=4_000)
     started = time.perf_counter()
     with pytest.raises(LockTimeoutError, match=r"lock of user 1 was not free within 0\.3s"):
         await nodes.route(Msg(1, "tea"))
@@ -261,7 +270,9 @@ async def test_in_process_bookkeeping_does_not_grow_with_users(
     await asyncio.gather(*(nodes.route(Msg(user_id, "hi")) for user_id in range(500)))
     assert nodes.busy_users == 0
     assert nodes.in_flight == 0
-    assert nodes._local_locks._slots == {}
+    assert nodes._locks._local._slots == {}
+    assert nodes._locks._replying == set()
+    assert nodes._locks._handed_over == {}
 
 
 # 2. Failures don't corrupt state -----------------------------------------------------------
