@@ -193,6 +193,35 @@ async def test_a_press_of_a_button_that_is_not_ours_is_answered_and_ignored(
     assert texts(alice.replies()) == [GREETING]
 
 
+async def test_a_bug_in_the_food_api_client_after_the_step_is_stored_is_told_not_repeated(
+    client: BotTestClient, alice: TestUser, food_api: RecordingFoodAPI
+) -> None:
+    await alice.send("hi")
+    await alice.click("Yes")
+    await alice.send("Pizza")
+    calls = 0
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        nonlocal calls
+        calls += 1
+        raise RuntimeError("a bug in the food API client")
+
+    food_api.order_food = broken  # type: ignore[method-assign]
+    replies = await alice.click("Finish")
+    # The step was stored before the order went out: the user hears the truth, and is on
+    # the main menu, so pressing Finish again can't order the same cart twice.
+    assert [r.text for r in replies] == [
+        "Ordering Pizza",
+        "Error",
+        "Again main menu! Are you hungry?",
+    ]
+    assert calls == 1
+    assert isinstance(await alice.node(), Start)
+    assert [r.text for r in await alice.click("Finish")] == []
+    assert alice.last_answer == STALE_PRESS_TEXT
+    assert calls == 1
+
+
 def test_callback_data_over_64_bytes_is_refused_when_the_keyboard_is_built() -> None:
     assert keyboard(10**9, "x" * 40).inline_keyboard[0][0].callback_data
     with pytest.raises(ValueError, match="64"):
@@ -200,16 +229,16 @@ def test_callback_data_over_64_bytes_is_refused_when_the_keyboard_is_built() -> 
 
 
 async def test_a_press_whose_node_raises_is_still_answered_once_and_changes_nothing(
-    client: BotTestClient, alice: TestUser, food_api: RecordingFoodAPI
+    client: BotTestClient, alice: TestUser, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await alice.send("hi")
     await alice.click("Yes")
     await alice.send("Pizza")
 
     async def broken(*args: object, **kwargs: object) -> None:
-        raise RuntimeError("a bug in the food API client")
+        raise RuntimeError("a bug in the node")
 
-    food_api.order_food = broken  # type: ignore[method-assign]
+    monkeypatch.setattr(Hungry, "on_event", broken)
     assert await alice.click("Finish") == []  # nothing held back is sent for a failed step
     assert alice.last_answer is None  # answered (once: click checks), without a toast
     node = await alice.node()

@@ -8,8 +8,6 @@ and changes nothing, however many presses arrive at once.
 
 from __future__ import annotations
 
-import functools
-
 from aiogram.filters.callback_data import CallbackData, CallbackDataException
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup
 
@@ -24,13 +22,11 @@ class Press(CallbackData, prefix="p"):
     word: str
 
 
-@functools.lru_cache(maxsize=4096)
 def keyboard(visit: int, *words: str) -> InlineKeyboardMarkup:
     """One row of buttons, each pressing `word` on the node visit `visit` (use `self.visit`).
 
     Raises ValueError if a word makes the callback data longer than Telegram's 64 bytes.
-    Keyboards are immutable (aiogram's models are frozen) and visits are small numbers that
-    many users share, so they are cached: building one costs more than the rest of a reply.
+    A visit is unique to its user (see `Node.visit`), so keyboards are built, not cached.
     """
     buttons = [
         InlineKeyboardButton(text=word, callback_data=Press(visit=visit, word=word).pack())

@@ -61,6 +61,9 @@ class TelegramSettings(BaseSettings):
     telegram_api_url: HttpUrl | None = None
     telegram_max_retries: int = Field(default=5, ge=0, le=100)
     telegram_max_retry_wait: float = Field(default=30.0, ge=0, le=3600)
+    # Every Bot API call ends within this, retries and waits included: a Bot API that never
+    # answers costs a reply this long, not a request timeout per retry.
+    telegram_call_timeout: float = Field(default=60.0, gt=0, le=3600)
 
     @field_validator("bot_token")
     @classmethod
@@ -110,8 +113,15 @@ class StateSettings(BaseSettings):
     state_key: str = Field(default="nodes_state", min_length=1)
     # The limits are botnodes' and Redis's own: refused here in one line, not at the first user.
     state_ttl: float | None = Field(default=None, gt=0, le=MAX_TTL_SECONDS)
-    lock_ttl: float = Field(default=30.0, gt=0, le=MAX_TTL_SECONDS)
+    # A live holder renews its lock every LOCK_TTL / 3, so this is only how long a holder
+    # that died (or a lock an append-only file brought back) can keep its user waiting.
+    lock_ttl: float = Field(default=5.0, gt=0, le=MAX_TTL_SECONDS)
     lock_wait_timeout: float = Field(default=10.0, gt=0, le=MAX_TTL_SECONDS)
+    # No node may store more than this for one user: a step over it is refused, state kept.
+    state_max_bytes: int = Field(default=65_536, ge=256, le=512 * 1024 * 1024)
+    # How long a handled update is remembered, so a re-delivery of it runs once (Telegram
+    # keeps an update for 24 hours).
+    dedupe_window: float = Field(default=86_400.0, gt=0, le=MAX_TTL_SECONDS)
 
     @field_validator("state_key")
     @classmethod
@@ -128,6 +138,18 @@ class FoodApiSettings(BaseSettings):
 
     url: HttpUrl | None = None
     timeout: float = Field(default=10.0, gt=0)
+    # An order the service did not answer (timeout, 5xx, dropped) is sent again, with the
+    # same idempotency key, for this long before the user is told it failed.
+    retry_for: float = Field(default=60.0, ge=0, le=86_400)
+
+
+class CartSettings(BaseSettings):
+    """What one cart may hold: every message costs what the cart holds, so it is bounded."""
+
+    model_config = _config()
+
+    max_dish_name_length: int = Field(default=100, ge=1, le=1000)
+    max_cart_items: int = Field(default=50, ge=1, le=1000)
 
 
 class RuntimeSettings(BaseSettings):
@@ -202,6 +224,7 @@ class Settings:
     runtime: RuntimeSettings
     webhook: WebhookSettings = field(default_factory=lambda: WebhookSettings(_env_file=None))
     metrics: MetricsSettings = field(default_factory=lambda: MetricsSettings(_env_file=None))
+    cart: CartSettings = field(default_factory=lambda: CartSettings(_env_file=None))
 
 
 def _env_name(settings_class: type[BaseSettings], error: Any) -> str:
@@ -254,4 +277,5 @@ def load_settings(env_file: Path | None = DEFAULT_ENV_FILE, *, need_token: bool 
         runtime=_load(RuntimeSettings, env_file),
         webhook=_load(WebhookSettings, env_file),
         metrics=_load(MetricsSettings, env_file),
+        cart=_load(CartSettings, env_file),
     )

@@ -19,7 +19,15 @@ from .food_api import FoodAPI, create_food_api
 from .metrics import BotMetrics, CountUpdates
 from .middlewares import InFlightUpdates
 from .nodes import Start, nodes_dict
-from .nodes_types import Ctx, Event, UserId, event_to_user_id, event_visit, user_display_name
+from .nodes_types import (
+    Ctx,
+    Event,
+    UserId,
+    event_id,
+    event_to_user_id,
+    event_visit,
+    user_display_name,
+)
 from .redis_connection import RedisClient, create_redis
 from .routers import build_dispatcher
 from .telegram_limits import KeepWithinLimits, RetryHook, RetryTelegram
@@ -64,7 +72,12 @@ def add_telegram_rules(
     """Install the limits (outer) and the retries (inner: each part is retried on its own)."""
     session.middleware(KeepWithinLimits())
     session.middleware(
-        RetryTelegram(settings.telegram_max_retries, settings.telegram_max_retry_wait, on_retry)
+        RetryTelegram(
+            settings.telegram_max_retries,
+            settings.telegram_max_retry_wait,
+            on_retry,
+            call_timeout=settings.telegram_call_timeout,
+        )
     )
 
 
@@ -91,9 +104,16 @@ def create_nodes(
         event_to_user_id=event_to_user_id,
         # A press carries the node visit its button was shown on; an older one is stale.
         event_visit=event_visit,
+        # A re-delivered update (same message or query id) is handled once.
+        event_id=event_id,
+        dedupe_window=settings.state.dedupe_window,
         state_ttl=settings.state.state_ttl,
         lock_ttl=settings.state.lock_ttl,
         lock_wait_timeout=settings.state.lock_wait_timeout,
+        state_max_bytes=settings.state.state_max_bytes,
+        # Webhook replicas share users: the lock is kept until a step's replies are out, so
+        # they stay in order. One polling process keeps that order with its local queue.
+        lock_during_replies=settings.webhook.url is not None,
         # Only an update whose user's turn it is takes one of these slots, so one user's
         # backlog can't keep everybody else waiting.
         max_concurrent=settings.runtime.max_concurrent_updates,

@@ -66,6 +66,11 @@ class BotMetrics(NodesObserver):
         self.redis_errors = Counter(
             "bot_redis_errors_total", "Redis calls that failed.", registry=self.registry
         )
+        self.duplicates = Counter(
+            "bot_duplicate_updates_total",
+            "Updates handled before that arrived again (Telegram re-deliveries), skipped.",
+            registry=self.registry,
+        )
         self.telegram_retries = Counter(
             "bot_telegram_retries_total",
             "Bot API calls retried, by method and reason (429, server, network).",
@@ -95,6 +100,9 @@ class BotMetrics(NodesObserver):
 
     def redis_error(self) -> None:
         self.redis_errors.inc()
+
+    def duplicate(self) -> None:
+        self.duplicates.inc()
 
     # telegram_limits.RetryTelegram's hook.
     def telegram_retry(self, method: str, reason: str, delay: float) -> None:

@@ -11,7 +11,7 @@ from aiogram import BaseMiddleware, Bot
 from aiogram.exceptions import TelegramAPIError
 from aiogram.types import CallbackQuery, Message, TelegramObject
 
-from botnodes import StateUnavailableError, TransitionLostError, UserBusyError
+from botnodes import StateTooLargeError, StateUnavailableError, TransitionLostError, UserBusyError
 
 logger = logging.getLogger(__name__)
 
@@ -21,6 +21,10 @@ STATE_UNAVAILABLE_TEXT = "Sorry, I can't reach my memory right now. Please try a
 USER_BUSY_TEXT = "I'm still working on your earlier messages. Please send that again in a moment."
 TRANSITION_LOST_TEXT = (
     "Sorry, I couldn't save that step, so I'm still where we were. Please send it again."
+)
+STATE_TOO_LARGE_TEXT = (
+    "Sorry, that would make our conversation too big for me to keep, so I'm still where we "
+    "were. Please finish or cancel what we're doing first."
 )
 
 
@@ -61,8 +65,8 @@ class ReplyWhenStateUnavailable(BaseMiddleware):
     - StateUnavailableError: nothing changed (Redis away, lock busy), so they can repeat it.
     - UserBusyError: they have many updates queued already; this one was skipped.
     - TransitionLostError: the node ran but its result was not stored; they are where they
-      were. Repeating is safe in this bot: the only irreversible step, the order, carries an
-      idempotency key that stays the same until the step is stored.
+      were, and nothing happened: the only irreversible step, the order, goes out only once
+      its step is stored (StateTooLargeError: the step would have stored too much).
 
     A message gets the text as a reply; a button press gets it as the press's answer (the
     handler's return value, which `AnswerEveryPress` sends).
@@ -74,6 +78,8 @@ class ReplyWhenStateUnavailable(BaseMiddleware):
         except (StateUnavailableError, TransitionLostError) as exc:
             if isinstance(exc, UserBusyError):
                 text = USER_BUSY_TEXT
+            elif isinstance(exc, StateTooLargeError):
+                text = STATE_TOO_LARGE_TEXT
             elif isinstance(exc, TransitionLostError):
                 text = TRANSITION_LOST_TEXT
             else:

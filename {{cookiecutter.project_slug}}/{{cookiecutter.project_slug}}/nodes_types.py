@@ -69,6 +69,18 @@ def event_visit(event: Event) -> int | None:
     return None
 
 
+def event_id(event: Event) -> str:
+    """What identifies this very update for its user (botnodes' `event_id`).
+
+    Telegram sends an update again when it saw no answer (a webhook delivery that failed, a
+    poller that died before confirming it); botnodes then finds the id among the user's
+    handled events and does nothing. A message id is unique in its chat, a query id for all.
+    """
+    if isinstance(event, CallbackQuery):
+        return f"c{event.id}"
+    return f"m{event.message_id}"
+
+
 def user_display_name(event: Event) -> str:
     """How to greet the sender: the @username if set, else the name Telegram shows."""
     user = event.from_user

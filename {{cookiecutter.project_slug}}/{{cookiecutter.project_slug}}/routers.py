@@ -11,7 +11,7 @@ from botnodes import Nodes, Outcome
 from .buttons import STALE_PRESS_TEXT, Press
 from .middlewares import AnswerEveryPress, InFlightUpdates, ReplyWhenStateUnavailable
 from .nodes import Start
-from .nodes_types import Ctx, Event, UserId, event_to_user_id, user_display_name
+from .nodes_types import Ctx, Event, UserId, event_id, event_to_user_id, user_display_name
 
 NOT_TEXT_TEXT = "I only understand text messages."
 
@@ -47,9 +47,9 @@ def build_default_router(nodes: AppNodes) -> Router:
 
     @router.message(Command("start"))
     async def start(message: Message) -> None:
-        # `to` runs Start.on_enter, which sends the greeting.
+        # `to` runs Start.on_enter, which sends the greeting; a re-delivered /start does not.
         await nodes.user(event_to_user_id(message)).to(
-            Start(user_display_name(message), is_first_launch=True)
+            Start(user_display_name(message), is_first_launch=True), event_id=event_id(message)
         )
 
     return router

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 from collections.abc import Callable
 from typing import Any
@@ -113,14 +114,25 @@ class KeepWithinLimits(BaseRequestMiddleware):
 
 
 class RetryTelegram(BaseRequestMiddleware):
-    """Waits out 429s and retries 5xx and network failures, within a budget."""
+    """Waits out 429s and retries 5xx and network failures, within a budget and a deadline.
+
+    `call_timeout` bounds one call from start to end, retries, waits and each request's own
+    time included: a Bot API that never answers costs that long, not a request timeout per
+    retry. A 429 asking for longer than the time left fails the call at once.
+    """
 
     def __init__(
-        self, max_retries: int, max_wait: float, on_retry: RetryHook | None = None
+        self,
+        max_retries: int,
+        max_wait: float,
+        on_retry: RetryHook | None = None,
+        *,
+        call_timeout: float | None = None,
     ) -> None:
         self._max_retries = max_retries
         self._max_wait = max_wait
         self._on_retry = on_retry
+        self._call_timeout = call_timeout
 
     async def __call__(
         self,
@@ -130,6 +142,28 @@ class RetryTelegram(BaseRequestMiddleware):
     ) -> Response[TelegramType]:
         if method.__api_method__ in _NOT_RETRIED:
             return await make_request(bot, method)
+        if self._call_timeout is None:
+            return await self._with_retries(make_request, bot, method, deadline=None)
+        deadline = asyncio.get_running_loop().time() + self._call_timeout
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await self._with_retries(make_request, bot, method, deadline)
+        except TimeoutError:
+            name = method.__api_method__
+            logger.warning(
+                "Telegram %s: no answer within the call timeout (%.1fs)", name, self._call_timeout
+            )
+            raise TelegramNetworkError(
+                method, f"no answer within {self._call_timeout:g}s, retries included"
+            ) from None
+
+    async def _with_retries(
+        self,
+        make_request: NextRequestMiddlewareType[TelegramType],
+        bot: Bot,
+        method: TelegramMethod[TelegramType],
+        deadline: float | None,
+    ) -> Response[TelegramType]:
         waited = 0.0
         attempt = 0
         failure: TelegramAPIError
@@ -144,7 +178,8 @@ class RetryTelegram(BaseRequestMiddleware):
                 reason, delay, failure = "network", self._backoff(attempt), error
             attempt += 1
             name = method.__api_method__
-            if attempt > self._max_retries or waited + delay > self._max_wait:
+            left = math.inf if deadline is None else deadline - asyncio.get_running_loop().time()
+            if attempt > self._max_retries or waited + delay > self._max_wait or delay >= left:
                 logger.warning(
                     "Telegram %s on %s: giving up after %d retries and %.1fs of waiting",
                     reason,

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import functools
+
 from pydantic import BaseModel, Field
 
-from botnodes import Node
+from botnodes import Node, after_commit
 
 from ..buttons import keyboard
 from ..food_api import FoodOrderError
 from ..nodes_types import Ctx, Event, UserId, said, user_display_name
 from . import start
+
+#: The most characters a cart takes in one message: a long cart shows its newest items.
+CART_TEXT_BUDGET = 1000
 
 
 class HungryModel(BaseModel):
@@ -29,42 +34,84 @@ class Hungry(Node[Ctx, Event, UserId, HungryModel]):
         return HungryModel
 
     async def on_enter(self, user_id: UserId, ctx: Ctx) -> None:
-        cart = ", ".join(self._data.order) if self._data.order else "Empty"
+        cart = cart_text(self._data.order) if self._data.order else "Empty"
         await ctx.send_message(
             user_id,
             f"What are you gonna order? Cart: {cart}",
             reply_markup=keyboard(self.visit, "Finish", "Cancel"),
         )
 
-    async def on_event(self, user_id: UserId, event: Event, ctx: Ctx) -> start.Start | Hungry:
+    async def on_event(
+        self, user_id: UserId, event: Event, ctx: Ctx
+    ) -> start.Start | Hungry | None:
         text = said(event) or ""
         if text == "Finish":
             if not self._data.order:
                 await ctx.send_message(user_id, "Cart is empty! Write Cancel to cancel the order")
                 return Hungry([])
-            await self._place_order(user_id, ctx)
+            await ctx.send_message(user_id, f"Ordering {cart_text(self._data.order)}")
+            # The order is irreversible, so it goes out only once the user is stored on the
+            # main menu: if that step can't be stored, nothing was ordered and the user's
+            # next Finish is the first. The key is new for every cart, for all time.
+            await after_commit(
+                functools.partial(self._place_order, user_id, ctx, f"{user_id}:{self.visit}")
+            )
             return start.Start(user_display_name(event))
         if text == "Cancel":
             await ctx.send_message(user_id, "Order cancelled!")
             return start.Start(user_display_name(event))
+        limits = ctx.settings.cart
+        if len(text) > limits.max_dish_name_length:
+            await ctx.send_message(
+                user_id,
+                f"That's a long name! A dish name has at most {limits.max_dish_name_length} "
+                "characters: please write it shorter.",
+            )
+            return None  # stay, the cart as it was
+        if len(self._data.order) >= limits.max_cart_items:
+            await ctx.send_message(
+                user_id,
+                f"Your cart is full ({limits.max_cart_items} items). "
+                "Write Finish to order it or Cancel to start over.",
+            )
+            return None
         await ctx.send_message(user_id, f"Added {text}")
         return Hungry(order=[*self._data.order, text])
 
-    async def _place_order(self, user_id: UserId, ctx: Ctx) -> None:
-        # A failed order is reported to the user and the menu goes on; it is not retried,
-        # because the food API may have taken the order before the failure reached us.
-        # The replies go out only once the user is stored on the main menu, so a reply that
-        # fails can't leave them in the cart to order again. The key is the same if this very
-        # step runs again (the process died before storing it), and new for any other cart.
-        await ctx.send_message(user_id, f"Ordering {', '.join(self._data.order)}")
+    async def _place_order(self, user_id: UserId, ctx: Ctx, key: str) -> None:
+        """Runs after the step is stored; the food API retries what was not answered.
+
+        Whatever goes wrong, the user hears it: the step is stored, so nothing else will.
+        """
         try:
-            await ctx.food_api.order_food(
-                user_id, self._data.order, idempotency_key=f"{user_id}:{self.visit}"
-            )
+            await ctx.food_api.order_food(user_id, self._data.order, idempotency_key=key)
         except FoodOrderError as exc:
             ctx.logger.error(
-                "Order for user %s failed: %s | items=%s", user_id, exc, self._data.order
+                "Order %s for user %s failed: %s | items=%s", key, user_id, exc, self._data.order
             )
+            await ctx.send_message(user_id, "Error")
+        except Exception:
+            ctx.logger.exception("Order %s for user %s failed", key, user_id)
             await ctx.send_message(user_id, "Error")
         else:
             await ctx.send_message(user_id, "Ordered!")
+
+
+def cart_text(order: list[str], budget: int = CART_TEXT_BUDGET) -> str:
+    """The cart in one line of at most about `budget` characters: all of it, or its newest items.
+
+    Every reply that shows the cart stays one message, however much the cart holds.
+    """
+    full = ", ".join(order)
+    if len(full) <= budget:
+        return full
+    newest: list[str] = []
+    room = budget - 40  # for the "N items, the last M: …, " prefix
+    for item in reversed(order):
+        if len(item) + 2 > room:
+            break
+        newest.insert(0, item)
+        room -= len(item) + 2
+    if not newest:
+        newest = [order[-1][: budget - 41] + "…"]
+    return f"{len(order)} items, the last {len(newest)}: …, {', '.join(newest)}"

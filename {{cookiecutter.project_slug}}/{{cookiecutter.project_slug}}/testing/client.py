@@ -16,7 +16,6 @@ Telegram fails the test the way it would fail in production.
 
 from __future__ import annotations
 
-import itertools
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -35,7 +34,7 @@ from ..main import logger as bot_logger
 from ..nodes_types import Ctx, Event, UserId
 from ..redis_connection import RedisClient, create_redis
 from ..routers import AppNodes, build_dispatcher
-from .fake_bot_api import FakeSession, FakeTelegram, message_update
+from .fake_bot_api import FakeSession, FakeTelegram, message_update, unique_ids
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +66,7 @@ class BotTestClient:
         self.bot = bot
         self.nodes = nodes
         self.telegram = telegram
-        self._update_ids = itertools.count(1)
+        self._update_ids = unique_ids()
 
     @classmethod
     @asynccontextmanager

@@ -80,6 +80,10 @@ class Dropped(Exception):
     """The connection was dropped before Telegram answered."""
 
 
+class Stalled(Exception):
+    """The call is never answered."""
+
+
 @dataclass
 class _Failure:
     method: str
@@ -88,6 +92,7 @@ class _Failure:
     drop: bool
     times: int
     match: Callable[[Params], bool] | None
+    stall: bool = False
 
     def applies(self, method: str, params: Params) -> bool:
         return (
@@ -96,6 +101,8 @@ class _Failure:
 
     def trigger(self) -> None:
         self.times -= 1
+        if self.stall:
+            raise Stalled(self.method)
         if self.drop:
             raise Dropped(self.method)
         status = self.status or 500
@@ -123,7 +130,7 @@ class FakeTelegram:
     texts: dict[int, list[str]] = field(default_factory=dict)
     _failures: list[_Failure] = field(default_factory=list)
     _message_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
-    _query_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _query_ids: itertools.count[int] = field(default_factory=lambda: unique_ids())
 
     def fail(
         self,
@@ -132,15 +139,17 @@ class FakeTelegram:
         status: int | None = None,
         retry_after: int | None = None,
         drop: bool = False,
+        stall: bool = False,
         times: int = 1,
         match: Callable[[Params], bool] | None = None,
     ) -> None:
         """Make the next `times` calls of `method` (whose params satisfy `match`) fail.
 
         `status=429` answers "Too Many Requests: retry after N" with `retry_after`; another
-        status (default 500) answers that server error; `drop=True` drops the connection.
+        status (default 500) answers that server error; `drop=True` drops the connection;
+        `stall=True` never answers (in process only: the HTTP server answers everything).
         """
-        self._failures.append(_Failure(method, status, retry_after, drop, times, match))
+        self._failures.append(_Failure(method, status, retry_after, drop, times, match, stall))
 
     def answer(self, method: str, params: Mapping[str, Any]) -> Any:
         """Carry out a call as Telegram would; raise Refusal or Dropped when it would not."""
@@ -150,7 +159,7 @@ class FakeTelegram:
                 if failure.applies(method, params):
                     failure.trigger()
             result = self._carry_out(method, params)
-        except (Refusal, Dropped) as error:
+        except (Refusal, Dropped, Stalled) as error:
             self.calls.append(ApiCall(method, params, error=str(error) or type(error).__name__))
             raise
         self.calls.append(ApiCall(method, params))
@@ -278,6 +287,15 @@ class FakeTelegram:
         )
 
 
+def unique_ids() -> itertools.count[int]:
+    """Ids that no earlier stand-in handed out, like Telegram's: from the clock, counting up.
+
+    botnodes remembers the ids of handled updates (a re-delivery runs once), so a test that
+    starts a second client or bot process against the same Redis must not reuse them.
+    """
+    return itertools.count(time.time_ns() // 1000)
+
+
 def _check_text(text: str) -> None:
     if not text.strip():
         raise Refusal(400, "Bad Request: message text is empty")
@@ -392,6 +410,8 @@ class FakeSession(BaseSession):
             result = self.telegram.answer(method.__api_method__, params)
         except Dropped:
             raise TelegramNetworkError(method, "Server disconnected") from None
+        except Stalled:
+            await asyncio.Event().wait()  # a Bot API that never answers: only a timeout ends it
         except Refusal as refusal:
             # aiogram turns the error body into TelegramBadRequest, TelegramRetryAfter, ...
             self.check_response(bot, method, refusal.status, json.dumps(refusal.body()))
@@ -425,7 +445,7 @@ class FakeBotAPIServer:
         self.host = host
         self.telegram = FakeTelegram()
         self._updates: list[dict[str, Any]] = []
-        self._update_ids = itertools.count(1)
+        self._update_ids = unique_ids()
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
         self._closing = False
