@@ -515,9 +515,12 @@ class FakeBotAPIServer:
                 except TimeoutError:
                     continue
 
-    async def wait_polling(self, timeout: float = 20.0) -> None:
-        """Wait until a bot asks for updates, i.e. it started and is ready."""
-        await self.wait_for(lambda: bool(self.calls("getUpdates")), timeout, "getUpdates")
+    async def wait_polling(self, timeout: float = 20.0, *, since: int = 0) -> None:
+        """Wait until a bot asks for updates, i.e. it started and is ready.
+
+        `since`: how many getUpdates calls there were before it started (earlier bots').
+        """
+        await self.wait_for(lambda: len(self.calls("getUpdates")) > since, timeout, "getUpdates")
 
     async def say(
         self, user_id: int, text: str | None, expect: int, timeout: float = 15.0, **fields: Any
