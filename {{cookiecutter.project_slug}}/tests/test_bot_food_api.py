@@ -37,6 +37,8 @@ class OrderServer:
         self.answered = 0
         self.content_types: list[str] = []
         self.status = status
+        #: Statuses to answer first, one per request, before `status` (a flaky service).
+        self.first_statuses: list[int] = []
         self.delay = delay
         #: Set when a request arrived (before the delay), to act while it is in flight.
         self.received = asyncio.Event()
@@ -53,7 +55,8 @@ class OrderServer:
         self.received.set()
         await asyncio.sleep(self.delay)
         self.answered += 1
-        return web.Response(status=self.status, text="{}")
+        status = self.first_statuses.pop(0) if self.first_statuses else self.status
+        return web.Response(status=status, text="{}")
 
     async def start(self) -> None:
         app = web.Application()
@@ -103,6 +106,39 @@ async def test_other_statuses_fail(server: OrderServer, api: HttpFoodAPI, status
     server.status = status
     with pytest.raises(FoodOrderError, match=f"HTTP {status}"):
         await api.order_food(1, ["Tea"], idempotency_key=KEY)
+
+
+async def test_an_order_not_answered_is_sent_again_with_its_key_until_answered(
+    server: OrderServer,
+) -> None:
+    server.first_statuses = [503, 502, 429]
+    api = HttpFoodAPI(server.url, timeout=0.5, retry_for=30)
+    try:
+        await api.order_food(1, ["Tea"], idempotency_key=KEY)
+    finally:
+        await api.close()
+    assert server.keys == [KEY] * 4  # the same key every time: the service places it once
+    assert len(server.orders) == 1
+
+
+async def test_a_refused_order_is_final_and_a_silent_service_is_given_up_on(
+    server: OrderServer,
+) -> None:
+    api = HttpFoodAPI(server.url, timeout=0.2, retry_for=1.5)
+    try:
+        server.status = 422
+        with pytest.raises(FoodOrderError, match="refused the order: HTTP 422"):
+            await api.order_food(1, ["Tea"], idempotency_key=KEY)
+        assert len(server.bodies) == 1  # a decision is not retried
+        server.status, server.delay = 200, 5.0
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(FoodOrderError, match=r"did not answer within 0\.2 s \(tried \d+"):
+            await api.order_food(1, ["Tea"], idempotency_key="1:8")
+        assert asyncio.get_running_loop().time() - started < 1.5 + 1
+        assert server.keys.count("1:8") >= 2
+    finally:
+        server.delay = 0.0
+        await api.close()
 
 
 async def test_a_slow_answer_fails_with_a_timeout(server: OrderServer, api: HttpFoodAPI) -> None:
