@@ -96,8 +96,15 @@ class BakedProject:
         return (self.path / rel_path).read_text(encoding="utf-8")
 
     def files(self) -> list[Path]:
-        """Every file in the project, relative to its root, sorted for stable messages."""
-        return sorted(p.relative_to(self.path) for p in self.path.rglob("*") if p.is_file())
+        """Every file in the project, relative to its root, sorted for stable messages.
+
+        The repository the post-generation hook makes (.git) is git's, not the template's.
+        """
+        return sorted(
+            rel
+            for rel in (p.relative_to(self.path) for p in self.path.rglob("*") if p.is_file())
+            if rel.parts[0] != ".git"
+        )
 
     def run(
         self, *args: str, env: Mapping[str, str] | None = None, timeout: float = 600
