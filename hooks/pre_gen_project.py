@@ -67,9 +67,11 @@ SLUG_RULE = "use lower-case letters, digits and underscores, starting with a let
 MAX_SLUG_LENGTH = 50
 # What suggest_slug adds: in front of a slug that starts with a digit, after one that is a
 # keyword or a module name, and alone when nothing in the text transliterates to a letter.
-SLUG_PREFIX = "bot_"
+# Both made-up names sort after "botnodes" (a plain "bot" would not), so the bake's own
+# import order, where botnodes comes first, holds for them.
+SLUG_PREFIX = "my_"
 SLUG_SUFFIX = "_bot"
-FALLBACK_SLUG = "bot"
+FALLBACK_SLUG = "my_bot"
 # Apostrophes vanish rather than split a word: "Joe's Pizza" is joes_pizza, not joe_s_pizza.
 _APOSTROPHES = (("'", ""), ("\u2019", ""), ("`", ""))
 _SLUG_RE = re.compile(r"[a-z][a-z0-9_]*")
@@ -99,15 +101,15 @@ def suggest_slug(text: str) -> str:
 
     python-slugify transliterates ("Pizza Café" is pizza_cafe, "Привет" privet) and keeps
     only ASCII letters, digits and single underscores. What it leaves is then made
-    importable: "bot_" in front of a leading digit ("2 Fast Pizza" is bot_2_fast_pizza),
-    "_bot" after a keyword or a module name ("Test" is test_bot), "bot" for a text with no
-    letter or digit at all (emoji, punctuation); cut at a word to MAX_SLUG_LENGTH.
+    importable: "my_" in front of a leading digit ("2 Fast Pizza" is my_2_fast_pizza),
+    "_bot" after a keyword or a module name ("Test" is test_bot), "my_bot" for a text with
+    no letter or digit at all (emoji, punctuation); cut at a word to MAX_SLUG_LENGTH.
     """
     slug = slugify(
         text,
         separator="_",
         replacements=_APOSTROPHES,
-        max_length=MAX_SLUG_LENGTH - len(SLUG_PREFIX),
+        max_length=MAX_SLUG_LENGTH - max(len(SLUG_PREFIX), len(SLUG_SUFFIX)),
         word_boundary=True,
     )
     if not slug:

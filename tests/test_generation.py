@@ -29,7 +29,7 @@ ANSWER_SETS = [
     pytest.param({"project_name": "Food-Bot Deluxe"}, "food_bot_deluxe", id="dashes-in-name"),
     pytest.param({"project_name": "Pizza Café"}, "pizza_cafe", id="accent-transliterated"),
     pytest.param({"project_name": "Joe's Pizza!"}, "joes_pizza", id="apostrophe-and-bang"),
-    pytest.param({"project_name": "2 Fast Pizza"}, "bot_2_fast_pizza", id="leading-digit"),
+    pytest.param({"project_name": "2 Fast Pizza"}, "my_2_fast_pizza", id="leading-digit"),
     pytest.param({"project_slug": "kitbot"}, "kitbot", id="slug-alone"),
     pytest.param({"python_version": "3.11"}, "food_bot", id="python-3.11"),
     pytest.param({"python_version": "3.13"}, "food_bot", id="python-3.13"),
@@ -136,9 +136,16 @@ def test_jinja_scan_allows_legitimate_braces(line: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def mypy_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One mypy cache for all bakes: the third-party stubs (aiogram) are analysed once."""
-    return tmp_path_factory.mktemp("mypy-cache")
+def mypy_cache(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """Return ``mypy_cache(slug)``: one mypy cache per slug, shared by that slug's bakes.
+
+    Shared so the third-party stubs (aiogram) are analysed once per slug, not per bake; not
+    shared across slugs, because mypy trusts a cached module whose file has the same size
+    and the same whole-second mtime, and two bakes made in the same second with slugs of
+    the same length (pizza_cafe, joes_pizza) have such files with different imports.
+    """
+    root = tmp_path_factory.mktemp("mypy-cache")
+    return lambda slug: root / slug
 
 
 def run_tool(project: BakedProject, *args: str) -> subprocess.CompletedProcess[str]:
@@ -228,16 +235,23 @@ def test_bake_passes_ruff_format_check(
 
 @pytest.mark.parametrize(("answers", "slug"), ANSWER_SETS)
 def test_bake_passes_mypy(
-    baked: Callable[..., BakedProject], answers: dict[str, str], slug: str, mypy_cache: Path
+    baked: Callable[..., BakedProject],
+    answers: dict[str, str],
+    slug: str,
+    mypy_cache: Callable[[str], Path],
 ) -> None:
     """Plain `mypy` as the project's CI runs it: the files and strictness come from pyproject."""
-    result = run_tool(baked(**answers), "mypy", "--cache-dir", str(mypy_cache))
+    result = run_tool(baked(**answers), "mypy", "--cache-dir", str(mypy_cache(slug)))
     assert result.returncode == 0, output_tail(result)
 
 
-def test_botnodes_is_mypy_strict(baked: Callable[..., BakedProject], mypy_cache: Path) -> None:
+def test_botnodes_is_mypy_strict(
+    baked: Callable[..., BakedProject], mypy_cache: Callable[[str], Path]
+) -> None:
     """The vendored library is strict whatever the project's config says about the rest."""
-    result = run_tool(baked(), "mypy", "--strict", "--cache-dir", str(mypy_cache), "botnodes")
+    result = run_tool(
+        baked(), "mypy", "--strict", "--cache-dir", str(mypy_cache("botnodes")), "botnodes"
+    )
     assert result.returncode == 0, output_tail(result)
 
 
@@ -246,7 +260,7 @@ def test_botnodes_is_mypy_strict(baked: Callable[..., BakedProject], mypy_cache:
 BAD_SLUGS = [
     ("Bad-Slug", "is not a valid Python identifier: use lower-case letters", "bad_slug"),
     ("food bot", "is not a valid Python identifier: use lower-case letters", "food_bot"),
-    ("2food", "is not a valid Python identifier: use lower-case letters", "bot_2food"),
+    ("2food", "is not a valid Python identifier: use lower-case letters", "my_2food"),
     ("FoodBot", "is not lower case: use lower-case letters", "foodbot"),
     ("fööd", "is not ASCII: use lower-case letters", "food"),
     ("class", "is a Python keyword: pick another name", "class_bot"),
@@ -339,12 +353,12 @@ def test_bad_free_text_fails_with_one_line(tmp_path: Path, answer: str, message:
 
 # Names a user could type: each bakes with a valid slug (the checks' own rule decides).
 HOSTILE_NAMES = [
-    pytest.param("🍕🍕🍕", "bot", id="emoji-only"),
-    pytest.param("?!...", "bot", id="punctuation-only"),
+    pytest.param("🍕🍕🍕", "my_bot", id="emoji-only"),
+    pytest.param("?!...", "my_bot", id="punctuation-only"),
     pytest.param("class", "class_bot", id="keyword"),
     pytest.param("import", "import_bot", id="import"),
     pytest.param("test", "test_bot", id="stdlib-test"),
-    pytest.param("007", "bot_007", id="digits-only"),
+    pytest.param("007", "my_007", id="digits-only"),
     pytest.param("Pizza " * 60, "_".join(["pizza"] * 7), id="very-long"),
     pytest.param("山田太郎のピザ", "shan_tian_tai_lang_nohisa", id="japanese"),
 ]

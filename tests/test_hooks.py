@@ -6,28 +6,15 @@ is covered in test_generation.py; here every rule is pinned down cheaply.
 
 from __future__ import annotations
 
-import importlib.util
 import keyword
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 from cookiecutter.exceptions import FailedHookException
 
-from .baking import COOKIECUTTER_JSON, TEMPLATE_DIR
-
-
-def load_hook(name: str, folder: str = "hooks") -> ModuleType:
-    """Import <folder>/<name>.py as a module; hooks/ is not a package, so go by file path."""
-    spec = importlib.util.spec_from_file_location(name, TEMPLATE_DIR / folder / f"{name}.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
+from .baking import COOKIECUTTER_JSON, load_hook
 
 pre_gen = load_hook("pre_gen_project")
 post_gen = load_hook("post_gen_project")
@@ -53,7 +40,7 @@ def test_good_slugs_pass(slug: str) -> None:
 @pytest.mark.parametrize(
     ("slug", "message"),
     [
-        ("", f"project_slug '' is empty: {RULE}; try 'bot'"),
+        ("", f"project_slug '' is empty: {RULE}; try 'my_bot'"),
         (
             "food-bot",
             f"project_slug 'food-bot' is not a valid Python identifier: {RULE}; try 'food_bot'",
@@ -64,7 +51,7 @@ def test_good_slugs_pass(slug: str) -> None:
         ),
         (
             "1food",
-            f"project_slug '1food' is not a valid Python identifier: {RULE}; try 'bot_1food'",
+            f"project_slug '1food' is not a valid Python identifier: {RULE}; try 'my_1food'",
         ),
         (
             "food.bot",
@@ -125,13 +112,13 @@ def test_slug_shadowing_a_project_module_is_refused(module: str) -> None:
         ("Pizza Café", "pizza_cafe"),
         ("Joe's Pizza!", "joes_pizza"),
         ("Joe\u2019s Pizza", "joes_pizza"),
-        ("2 Fast Pizza", "bot_2_fast_pizza"),
+        ("2 Fast Pizza", "my_2_fast_pizza"),
         ("Food-Bot  Deluxe", "food_bot_deluxe"),
         ("Привет бот", "privet_bot"),
         ("Straße", "strasse"),
         ("🍕 Pizza", "pizza"),
-        ("🍕🍕", "bot"),
-        ("!!!", "bot"),
+        ("🍕🍕", "my_bot"),
+        ("!!!", "my_bot"),
         ("class", "class_bot"),
         ("import", "import_bot"),
         ("Test", "test_bot"),
