@@ -65,6 +65,7 @@ FIRST_COMMIT_MESSAGE = "Initial commit from botnodes-template"
 
 
 def _git(git: str, args: Sequence[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run one git command quietly; the caller turns a failure into one line."""
     return subprocess.run(
         [git, *args], cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False
     )
@@ -82,7 +83,7 @@ def make_git_repository(project_dir: Path, author_name: str, author_email: str) 
     """
     git = shutil.which("git")
     if git is None:
-        return "git is not installed: run `git init` in the project before `pre-commit install`"
+        return "git is not installed: install it, then `git init` here before `pre-commit install`"
     inside = _git(git, ["rev-parse", "--show-toplevel"], project_dir)
     if inside.returncode == 0:
         return f"Not made a git repository: it is inside the repository {inside.stdout.strip()}"

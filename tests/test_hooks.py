@@ -331,7 +331,7 @@ def test_no_git_means_one_line_and_no_repository(
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
     assert post_gen.make_git_repository(tmp_path, "A", "a@example.com") == (
-        "git is not installed: run `git init` in the project before `pre-commit install`"
+        "git is not installed: install it, then `git init` here before `pre-commit install`"
     )
     assert not (tmp_path / ".git").exists()
 
