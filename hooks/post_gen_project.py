@@ -1,16 +1,19 @@
-"""Tidy the freshly generated project and tell the user what to do next.
+"""Tidy the freshly generated project, make it a git repository, say what to do next.
 
 Cookiecutter renders this file with Jinja and runs it with the new project folder as the
-working directory. The rendered slug reaches the code only inside ``main()``, so the module
-imports cleanly in the template's unit tests. Nothing here reads, creates or prints
-secrets: the user writes BOT_TOKEN into their own ``.env``.
+working directory. The answers reach the code only inside ``main()``, as JSON in a raw
+string literal, so the module imports cleanly in the template's unit tests. Nothing here
+reads, creates or prints secrets: the user writes BOT_TOKEN into their own ``.env``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 # Left-overs that a developer of the template can have inside the template's project folder
@@ -58,47 +61,96 @@ def cd_target(project_dir: Path, user_cwd: Path | None) -> str:
     return str(project_dir)
 
 
+FIRST_COMMIT_MESSAGE = "Initial commit from botnodes-template"
+
+
+def _git(git: str, args: Sequence[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run one git command quietly; the caller turns a failure into one line."""
+    return subprocess.run(
+        [git, *args], cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False
+    )
+
+
+def make_git_repository(project_dir: Path, author_name: str, author_email: str) -> str:
+    """Make ``project_dir`` a git repository with a first commit; return one line saying so.
+
+    `pre-commit install` needs a repository, and a first commit lets the user see their own
+    changes with `git diff`. The committer is the author from the answers, given on the
+    command line, so this works on a machine with no git identity configured and changes
+    no configuration. `git add -A` honours the generated .gitignore. Nothing here fails
+    the bake: without git, inside another repository, or when a step fails, the line says
+    what to do instead.
+    """
+    git = shutil.which("git")
+    if git is None:
+        return "git is not installed: install it, then `git init` here before `pre-commit install`"
+    inside = _git(git, ["rev-parse", "--show-toplevel"], project_dir)
+    if inside.returncode == 0:
+        return f"Not made a git repository: it is inside the repository {inside.stdout.strip()}"
+    identity = ["-c", f"user.name={author_name}", "-c", f"user.email={author_email}"]
+    steps = {
+        "init": ["-c", "init.defaultBranch=main", "init", "--quiet"],
+        "add": ["add", "--all"],
+        "commit": [*identity, "commit", "--quiet", "--message", FIRST_COMMIT_MESSAGE],
+    }
+    for name, args in steps.items():
+        result = _git(git, args, project_dir)
+        if result.returncode != 0:
+            reason = (result.stderr.strip().splitlines() or [f"exit {result.returncode}"])[-1]
+            return (
+                f"git {name} failed ({reason}): make the first commit yourself "
+                "(git init, git add --all, git commit)"
+            )
+    return f"Made it a git repository with a first commit ({FIRST_COMMIT_MESSAGE!r})"
+
+
 def next_steps(slug: str, cd_path: str, has_compose: bool) -> str:
     """Return the next-steps text printed after generation.
 
-    The commands are the ones the generated README gives, so a user can copy them in order.
-    The Docker route is only offered when the project has a compose file.
+    The commands are the ones the generated README gives, in the order a newcomer needs
+    them: first the bot in the terminal (no token, no Telegram), then the real bot, a new
+    node, the tests. The Docker route is only offered when the project has a compose file.
     """
     lines = [
         f"Created the bot project {slug!r}. Next steps:",
         "",
         f"  cd {cd_path}",
+        "  python3 -m venv .venv && . .venv/bin/activate && pip install -e '.[dev]'",
+        f"  python -m {slug} chat    # the bot in this terminal: no token, no Telegram",
+        "",
+        "Run it on Telegram:",
         "  cp .env.example .env    # then set BOT_TOKEN in .env (the token from @BotFather)",
     ]
     if has_compose:
-        lines += [
-            "",
-            "Run with Docker (the bot and its Redis):",
-            "  docker compose up",
-        ]
+        lines += ["  docker compose up       # the bot and its Redis, in Docker"]
     lines += [
+        f"  python -m {slug}    # or without Docker: needs the Redis in REDIS_URL (.env)",
         "",
-        "Run without Docker (needs a Redis server; set REDIS_URL in .env):",
-        "  python3 -m venv .venv && . .venv/bin/activate && pip install -e '.[dev]'",
-        f"  python -m {slug}",
-        "",
-        "Run the tests (inside the activated .venv):",
+        "Add a node, run the tests, install the git hooks (inside the activated .venv):",
+        f"  python -m {slug} new-node NAME",
         "  pytest",
+        "  pre-commit install",
     ]
     return "\n".join(lines)
 
 
 def main() -> int:
-    """Remove strays from the new project and print the next steps."""
-    # Safe as a plain literal: pre_gen_project.py only lets [a-z][a-z0-9_]* through.
-    slug = "{{ cookiecutter.project_slug }}"
+    """Remove strays, make the first commit and print the next steps."""
+    answers = json.loads(
+        r"""{{ {
+            "project_slug": cookiecutter.project_slug,
+            "author_name": cookiecutter.author_name,
+            "author_email": cookiecutter.author_email,
+        } | tojson }}"""
+    )
     project_dir = Path.cwd()
     for path in remove_strays(project_dir):
         print(f"Removed template left-over {path.relative_to(project_dir)}")
+    print(make_git_repository(project_dir, answers["author_name"], answers["author_email"]))
     pwd = os.environ.get("PWD")
     print(
         next_steps(
-            slug,
+            answers["project_slug"],
             cd_target(project_dir, Path(pwd) if pwd else None),
             has_compose=(project_dir / "docker-compose.yml").is_file(),
         )

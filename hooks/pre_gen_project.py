@@ -6,6 +6,11 @@ The answers reach the code only inside ``main()``, as JSON in a raw string liter
 module imports cleanly in the template's unit tests and quotes or backslashes in an answer
 cannot break the script. Every check is a pure function of its input: no randomness, no
 clock, so re-generating a project (cruft update) yields the same files.
+
+``suggest_slug`` turns any text into a slug these checks accept; cookiecutter.json derives
+the default project_slug with it (through local_extensions.py), and every refusal of a
+project_slug ends with its suggestion. It uses python-slugify, a dependency of cookiecutter
+itself, so it is importable wherever cookiecutter runs this hook.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import keyword
 import re
 import sys
 from collections.abc import Mapping
+
+from slugify import slugify
 
 # The choices offered in cookiecutter.json; a template test keeps the two in step.
 SUPPORTED_PYTHON_VERSIONS = ("3.12", "3.11", "3.13")
@@ -55,6 +62,18 @@ PROJECT_MODULES = frozenset(
 )
 
 SLUG_RULE = "use lower-case letters, digits and underscores, starting with a letter"
+# Long enough for any sensible name; a folder name of hundreds of characters fails to be
+# written (255 bytes on most file systems) and makes every import line unreadable.
+MAX_SLUG_LENGTH = 50
+# What suggest_slug adds: in front of a slug that starts with a digit, after one that is a
+# keyword or a module name, and alone when nothing in the text transliterates to a letter.
+# Both made-up names sort after "botnodes" (a plain "bot" would not), so the bake's own
+# import order, where botnodes comes first, holds for them.
+SLUG_PREFIX = "my_"
+SLUG_SUFFIX = "_bot"
+FALLBACK_SLUG = "my_bot"
+# Apostrophes vanish rather than split a word: "Joe's Pizza" is joes_pizza, not joe_s_pizza.
+_APOSTROPHES = (("'", ""), ("\u2019", ""), ("`", ""))
 _SLUG_RE = re.compile(r"[a-z][a-z0-9_]*")
 # Local part, one "@", a domain with at least one dot; no spaces, quotes or backslashes
 # (it lands unescaped in a quoted TOML string). Deliberately rough otherwise: a stricter
@@ -64,35 +83,71 @@ _EMAIL_RE = re.compile(r'[^@\s"\\]+@[^@\s."\\]+(\.[^@\s."\\]+)+')
 _UNSAFE_TEXT_RE = re.compile(r'["\\\x00-\x1f\x7f]')
 
 
+def name_clash(slug: str) -> str | None:
+    """Return what ``slug`` would be mistaken for or shadow when imported, or None."""
+    if keyword.iskeyword(slug):
+        return "is a Python keyword"
+    if slug in SOFT_KEYWORDS:
+        return "is a Python soft keyword"
+    if slug in PROJECT_MODULES:
+        return f"shadows the module {slug!r} that the project imports"
+    if slug in sys.stdlib_module_names:
+        return f"shadows the standard-library module {slug!r}"
+    return None
+
+
+def suggest_slug(text: str) -> str:
+    """Return a valid project_slug made from ``text`` (a project name or a refused slug).
+
+    python-slugify transliterates ("Pizza Café" is pizza_cafe, "Привет" privet) and keeps
+    only ASCII letters, digits and single underscores. What it leaves is then made
+    importable: "my_" in front of a leading digit ("2 Fast Pizza" is my_2_fast_pizza),
+    "_bot" after a keyword or a module name ("Test" is test_bot), "my_bot" for a text with
+    no letter or digit at all (emoji, punctuation); cut at a word to MAX_SLUG_LENGTH.
+    """
+    slug = slugify(
+        text,
+        separator="_",
+        replacements=_APOSTROPHES,
+        max_length=MAX_SLUG_LENGTH - max(len(SLUG_PREFIX), len(SLUG_SUFFIX)),
+        word_boundary=True,
+    )
+    if not slug:
+        return FALLBACK_SLUG
+    if not slug[0].isalpha():
+        return SLUG_PREFIX + slug
+    if name_clash(slug) is not None:
+        return slug + SLUG_SUFFIX
+    return slug
+
+
 def check_project_slug(slug: str) -> str | None:
     """Return why ``slug`` cannot be the project's folder and package name, or None.
 
     The slug is imported (`python -m <slug>`), so it has to be an identifier that cannot be
     mistaken for, or shadow, anything the project needs. Upper case and non-ASCII are
     refused because PEP 8 package names are lower case and because case-insensitive file
-    systems would make `Food_Bot` and `food_bot` the same folder.
+    systems would make `Food_Bot` and `food_bot` the same folder. The message ends with a
+    slug that would pass, made from the refused one.
     """
     if not slug:
-        return f"project_slug {slug!r} is empty: {SLUG_RULE}"
-    if not slug.isidentifier():
-        return f"project_slug {slug!r} is not a valid Python identifier: {SLUG_RULE}"
-    if not slug.isascii():
-        return f"project_slug {slug!r} is not ASCII: {SLUG_RULE}"
-    if slug != slug.lower():
-        return f"project_slug {slug!r} is not lower case: {SLUG_RULE}"
-    if not _SLUG_RE.fullmatch(slug):
-        return f"project_slug {slug!r} does not start with a letter: {SLUG_RULE}"
-    if keyword.iskeyword(slug):
-        clash = "is a Python keyword"
-    elif slug in SOFT_KEYWORDS:
-        clash = "is a Python soft keyword"
-    elif slug in PROJECT_MODULES:
-        clash = f"shadows the module {slug!r} that the project imports"
-    elif slug in sys.stdlib_module_names:
-        clash = f"shadows the standard-library module {slug!r}"
+        problem = f"is empty: {SLUG_RULE}"
+    elif len(slug) > MAX_SLUG_LENGTH:
+        problem = f"is longer than {MAX_SLUG_LENGTH} characters: shorten it"
+    elif not slug.isidentifier():
+        problem = f"is not a valid Python identifier: {SLUG_RULE}"
+    elif not slug.isascii():
+        problem = f"is not ASCII: {SLUG_RULE}"
+    elif slug != slug.lower():
+        problem = f"is not lower case: {SLUG_RULE}"
+    elif not _SLUG_RE.fullmatch(slug):
+        problem = f"does not start with a letter: {SLUG_RULE}"
     else:
-        return None
-    return f"project_slug {slug!r} {clash}: pick another name, e.g. '{slug}_bot'"
+        clash = name_clash(slug)
+        if clash is None:
+            return None
+        problem = f"{clash}: pick another name"
+    return f"project_slug {slug!r} {problem}; try {suggest_slug(slug)!r}"
 
 
 def check_python_version(version: str) -> str | None:

@@ -7,6 +7,7 @@ repository or in the user's ~/.cookiecutter_replay.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -14,6 +15,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 from cookiecutter.main import cookiecutter
 
@@ -49,11 +51,12 @@ def run(
     cwd: Path,
     env: Mapping[str, str] | None = None,
     timeout: float = 600,
+    input_text: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``args`` in ``cwd``, capturing text output; never raises on a non-zero exit.
 
     Callers assert on ``returncode`` and put :func:`output_tail` in the message, so a
-    failure shows what the tool said.
+    failure shows what the tool said. Standard input is ``input_text``, or empty.
     """
     return subprocess.run(
         args,
@@ -62,7 +65,7 @@ def run(
         capture_output=True,
         text=True,
         timeout=timeout,
-        stdin=subprocess.DEVNULL,
+        input=input_text if input_text is not None else "",
         check=False,
     )
 
@@ -96,8 +99,15 @@ class BakedProject:
         return (self.path / rel_path).read_text(encoding="utf-8")
 
     def files(self) -> list[Path]:
-        """Every file in the project, relative to its root, sorted for stable messages."""
-        return sorted(p.relative_to(self.path) for p in self.path.rglob("*") if p.is_file())
+        """Every file in the project, relative to its root, sorted for stable messages.
+
+        The repository the post-generation hook makes (.git) is git's, not the template's.
+        """
+        return sorted(
+            rel
+            for rel in (p.relative_to(self.path) for p in self.path.rglob("*") if p.is_file())
+            if rel.parts[0] != ".git"
+        )
 
     def run(
         self, *args: str, env: Mapping[str, str] | None = None, timeout: float = 600
@@ -135,10 +145,26 @@ class InstalledProject:
         return env
 
     def run(
-        self, *args: str, env: Mapping[str, str] | None = None, timeout: float = 900
+        self,
+        *args: str,
+        env: Mapping[str, str] | None = None,
+        timeout: float = 900,
+        input_text: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run a command in the project root as if its venv were activated."""
-        return run(list(args), cwd=self.path, env=self.env(env), timeout=timeout)
+        return run(
+            list(args), cwd=self.path, env=self.env(env), timeout=timeout, input_text=input_text
+        )
+
+
+def load_hook(name: str, folder: str = "hooks") -> ModuleType:
+    """Import <folder>/<name>.py of the template as a module, by path (hooks/ is no package)."""
+    spec = importlib.util.spec_from_file_location(name, TEMPLATE_DIR / folder / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def write_cookiecutter_config(directory: Path) -> Path:

@@ -6,29 +6,19 @@ is covered in test_generation.py; here every rule is pinned down cheaply.
 
 from __future__ import annotations
 
-import importlib.util
 import keyword
+import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from cookiecutter.exceptions import FailedHookException
 
-from .baking import COOKIECUTTER_JSON, TEMPLATE_DIR
-
-
-def load_hook(name: str) -> ModuleType:
-    """Import hooks/<name>.py as a module; hooks/ is not a package, so go by file path."""
-    spec = importlib.util.spec_from_file_location(name, TEMPLATE_DIR / "hooks" / f"{name}.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
+from .baking import COOKIECUTTER_JSON, load_hook
 
 pre_gen = load_hook("pre_gen_project")
 post_gen = load_hook("post_gen_project")
+extension = load_hook("local_extensions", folder=".")
 
 RULE = "use lower-case letters, digits and underscores, starting with a letter"
 
@@ -50,38 +40,54 @@ def test_good_slugs_pass(slug: str) -> None:
 @pytest.mark.parametrize(
     ("slug", "message"),
     [
-        ("", f"project_slug '' is empty: {RULE}"),
-        ("food-bot", f"project_slug 'food-bot' is not a valid Python identifier: {RULE}"),
-        ("food bot", f"project_slug 'food bot' is not a valid Python identifier: {RULE}"),
-        ("1food", f"project_slug '1food' is not a valid Python identifier: {RULE}"),
-        ("food.bot", f"project_slug 'food.bot' is not a valid Python identifier: {RULE}"),
-        ("fööd", f"project_slug 'fööd' is not ASCII: {RULE}"),
-        ("FoodBot", f"project_slug 'FoodBot' is not lower case: {RULE}"),
-        ("food_Bot", f"project_slug 'food_Bot' is not lower case: {RULE}"),
-        ("_food", f"project_slug '_food' does not start with a letter: {RULE}"),
-        ("class", "project_slug 'class' is a Python keyword: pick another name, e.g. 'class_bot'"),
-        ("async", "project_slug 'async' is a Python keyword: pick another name, e.g. 'async_bot'"),
+        ("", f"project_slug '' is empty: {RULE}; try 'my_bot'"),
+        (
+            "food-bot",
+            f"project_slug 'food-bot' is not a valid Python identifier: {RULE}; try 'food_bot'",
+        ),
+        (
+            "food bot",
+            f"project_slug 'food bot' is not a valid Python identifier: {RULE}; try 'food_bot'",
+        ),
+        (
+            "1food",
+            f"project_slug '1food' is not a valid Python identifier: {RULE}; try 'my_1food'",
+        ),
+        (
+            "food.bot",
+            f"project_slug 'food.bot' is not a valid Python identifier: {RULE}; try 'food_bot'",
+        ),
+        ("fööd", f"project_slug 'fööd' is not ASCII: {RULE}; try 'food'"),
+        ("FoodBot", f"project_slug 'FoodBot' is not lower case: {RULE}; try 'foodbot'"),
+        ("food_Bot", f"project_slug 'food_Bot' is not lower case: {RULE}; try 'food_bot'"),
+        ("_food", f"project_slug '_food' does not start with a letter: {RULE}; try 'food'"),
+        ("class", "project_slug 'class' is a Python keyword: pick another name; try 'class_bot'"),
+        ("async", "project_slug 'async' is a Python keyword: pick another name; try 'async_bot'"),
         (
             "match",
-            "project_slug 'match' is a Python soft keyword: pick another name, e.g. 'match_bot'",
+            "project_slug 'match' is a Python soft keyword: pick another name; try 'match_bot'",
         ),
         (
             "type",
-            "project_slug 'type' is a Python soft keyword: pick another name, e.g. 'type_bot'",
+            "project_slug 'type' is a Python soft keyword: pick another name; try 'type_bot'",
         ),
         (
             "aiogram",
             "project_slug 'aiogram' shadows the module 'aiogram' that the project imports: "
-            "pick another name, e.g. 'aiogram_bot'",
+            "pick another name; try 'aiogram_bot'",
         ),
         (
             "json",
             "project_slug 'json' shadows the standard-library module 'json': "
-            "pick another name, e.g. 'json_bot'",
+            "pick another name; try 'json_bot'",
+        ),
+        (
+            "a" * 51,
+            f"project_slug {'a' * 51!r} is longer than 50 characters: shorten it; try {'a' * 46!r}",
         ),
     ],
 )
-def test_bad_slug_message_names_value_and_rule(slug: str, message: str) -> None:
+def test_bad_slug_message_names_value_and_rule_and_suggests_one(slug: str, message: str) -> None:
     assert pre_gen.check_project_slug(slug) == message
 
 
@@ -95,8 +101,50 @@ def test_bad_slug_message_names_value_and_rule(slug: str, message: str) -> None:
 def test_slug_shadowing_a_project_module_is_refused(module: str) -> None:
     assert pre_gen.check_project_slug(module) == (
         f"project_slug {module!r} shadows the module {module!r} that the project imports: "
-        f"pick another name, e.g. '{module}_bot'"
+        f"pick another name; try '{module}_bot'"
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "slug"),
+    [
+        ("Food Bot", "food_bot"),
+        ("Pizza Café", "pizza_cafe"),
+        ("Joe's Pizza!", "joes_pizza"),
+        ("Joe\u2019s Pizza", "joes_pizza"),
+        ("2 Fast Pizza", "my_2_fast_pizza"),
+        ("Food-Bot  Deluxe", "food_bot_deluxe"),
+        ("Привет бот", "privet_bot"),
+        ("Straße", "strasse"),
+        ("🍕 Pizza", "pizza"),
+        ("🍕🍕", "my_bot"),
+        ("!!!", "my_bot"),
+        ("class", "class_bot"),
+        ("import", "import_bot"),
+        ("Test", "test_bot"),
+        ("Redis", "redis_bot"),
+        ("email", "email_bot"),
+        ("__init__", "init"),
+        ("Pizza " * 20, "_".join(["pizza"] * 7)),
+    ],
+)
+def test_suggest_slug_transliterates_and_makes_an_importable_name(name: str, slug: str) -> None:
+    assert pre_gen.suggest_slug(name) == slug
+
+
+HOSTILE_NAMES = [
+    *["", " ", "🍕", "💥🔥", "!!!", "-_-", "...", "'", "___", "0", "007", "3.14", "١٢٣"],
+    *["class", "import", "None", "match", "_", "test", "tests", "json", "aiogram", "Bot"],
+    *["a" * 300, "x " * 200, "9" * 300, "Ωmega ☃ «Café» №1", "山田太郎のピザ", "C++ / C#"],
+]
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_every_suggestion_passes_the_checks(name: str) -> None:
+    """Whatever a user types as project_name, the derived default slug bakes."""
+    slug = pre_gen.suggest_slug(name)
+    assert pre_gen.check_project_slug(slug) is None, slug
+    assert len(slug) <= pre_gen.MAX_SLUG_LENGTH
 
 
 def test_every_stdlib_module_that_looks_like_a_slug_is_refused() -> None:
@@ -183,7 +231,7 @@ def test_find_error_accepts_good_answers() -> None:
 def test_find_error_reports_only_the_first_problem() -> None:
     answers = {**VALID_ANSWERS, "project_slug": "food-bot", "author_email": "nope"}
     assert pre_gen.find_error(answers) == (
-        f"project_slug 'food-bot' is not a valid Python identifier: {RULE}"
+        f"project_slug 'food-bot' is not a valid Python identifier: {RULE}; try 'food_bot'"
     )
     assert pre_gen.find_error({**VALID_ANSWERS, "author_email": "nope"}) == (
         "author_email 'nope' is not an e-mail address: use the form name@example.com"
@@ -226,15 +274,93 @@ def test_cd_target_is_absolute_otherwise(tmp_path: Path, user_cwd: Path | None) 
 
 
 @pytest.mark.parametrize("has_compose", [True, False])
-def test_next_steps_give_the_readme_commands(has_compose: bool) -> None:
-    text = post_gen.next_steps("kitbot", "kitbot", has_compose=has_compose)
-    lines = [line.strip() for line in text.splitlines()]
-    for command in [
-        "cd kitbot",
+def test_next_steps_start_with_the_chat_then_run_then_test(has_compose: bool) -> None:
+    text = post_gen.next_steps("kitbot", "out/kitbot", has_compose=has_compose)
+    commands = [line.split("#")[0].strip() for line in text.splitlines() if line.startswith("  ")]
+    assert commands[:3] == [
+        "cd out/kitbot",
         "python3 -m venv .venv && . .venv/bin/activate && pip install -e '.[dev]'",
+        "python -m kitbot chat",
+    ]
+    expected_rest = [
+        "cp .env.example .env",
+        *(["docker compose up"] if has_compose else []),
         "python -m kitbot",
+        "python -m kitbot new-node NAME",
         "pytest",
-    ]:
-        assert command in lines
-    assert any(line.startswith("cp .env.example .env") and "BOT_TOKEN" in line for line in lines)
-    assert ("docker compose up" in lines) is has_compose
+        "pre-commit install",
+    ]
+    assert commands[3:] == expected_rest
+    assert any("BOT_TOKEN" in line for line in text.splitlines() if "cp .env.example" in line)
+
+
+def git(project: Path, *args: str) -> str:
+    result = subprocess.run(["git", *args], cwd=project, capture_output=True, text=True, check=True)
+    return result.stdout
+
+
+def test_git_repository_gets_a_first_commit_by_the_author(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No git identity on the machine (an empty HOME): the answers are the committer."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    project = tmp_path / "kitbot"
+    (project / "kitbot" / "__pycache__").mkdir(parents=True)
+    (project / "kitbot" / "__init__.py").write_text("")
+    (project / "kitbot" / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"\0")
+    (project / ".gitignore").write_text("__pycache__/\n.env\n")
+    (project / ".env").write_text("BOT_TOKEN=123:secret\n")
+
+    line = post_gen.make_git_repository(project, "Zoë O'Brien", "zoe@example.com")
+
+    assert line == (
+        "Made it a git repository with a first commit ('Initial commit from botnodes-template')"
+    )
+    assert git(project, "log", "--format=%an|%ae|%cn|%ce|%s").splitlines() == [
+        "Zoë O'Brien|zoe@example.com|Zoë O'Brien|zoe@example.com|"
+        "Initial commit from botnodes-template"
+    ]
+    assert git(project, "ls-files").split() == [".gitignore", "kitbot/__init__.py"]
+    assert git(project, "status", "--porcelain") == ""
+    assert git(project, "branch", "--show-current").strip() == "main"
+
+
+def test_no_git_means_one_line_and_no_repository(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    assert post_gen.make_git_repository(tmp_path, "A", "a@example.com") == (
+        "git is not installed: install it, then `git init` here before `pre-commit install`"
+    )
+    assert not (tmp_path / ".git").exists()
+
+
+def test_a_bake_inside_a_repository_makes_no_nested_one(tmp_path: Path) -> None:
+    git(tmp_path, "init", "--quiet")
+    project = tmp_path / "kitbot"
+    project.mkdir()
+    (project / "README.md").write_text("# kitbot\n")
+    line = post_gen.make_git_repository(project, "A", "a@example.com")
+    assert line == f"Not made a git repository: it is inside the repository {tmp_path}"
+    assert not (project / ".git").exists()
+
+
+def test_a_failing_git_step_is_one_line_and_no_exception(tmp_path: Path) -> None:
+    """A name git refuses as an identity stops at the commit, with what to do instead."""
+    (tmp_path / "README.md").write_text("# kitbot\n")
+    line = post_gen.make_git_repository(tmp_path, "", "a@example.com")
+    assert line.startswith("git commit failed (")
+    assert line.endswith("make the first commit yourself (git init, git add --all, git commit)")
+    assert "\n" not in line
+
+
+def test_extension_filters_are_the_hooks_rules() -> None:
+    assert extension.package_name("Pizza Café") == "pizza_cafe"
+    assert extension.check_answers(VALID_ANSWERS) == "yes"
+    with pytest.raises(extension.RefusedAnswer) as refused:
+        extension.check_answers({**VALID_ANSWERS, "project_slug": "Bad-Slug"})
+    assert str(refused.value) == (
+        f"ERROR: project_slug 'Bad-Slug' is not a valid Python identifier: {RULE}; try 'bad_slug'"
+    )
+    assert isinstance(refused.value, FailedHookException)

@@ -101,15 +101,20 @@ def test_prompts_cover_every_question() -> None:
     ids=["ruff-check", "ruff-format"],
 )
 def test_template_code_is_lint_clean(args: list[str]) -> None:
-    """hooks/ and tests/ follow ruff.toml (the generated project is linted after baking)."""
-    result = run([sys.executable, "-m", *args, "hooks", "tests"], cwd=TEMPLATE_DIR)
+    """hooks/, tests/ and the Jinja extension follow ruff.toml (the bake is linted after baking)."""
+    result = run(
+        [sys.executable, "-m", *args, "hooks", "local_extensions.py", "tests"], cwd=TEMPLATE_DIR
+    )
     assert result.returncode == 0, output_tail(result)
 
 
 def test_hooks_are_mypy_strict(tmp_path_factory: pytest.TempPathFactory) -> None:
     cache = tmp_path_factory.mktemp("mypy-hooks")
     result = run(
-        [sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(cache), "hooks"],
+        [
+            *[sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(cache)],
+            *["hooks", "local_extensions.py"],
+        ],
         cwd=TEMPLATE_DIR,
     )
     assert result.returncode == 0, output_tail(result)
