@@ -14,7 +14,7 @@ from aiogram.exceptions import TelegramAPIError
 from botnodes import ConfigurationError
 
 from . import diagram
-from .chat import run_chat
+from .chat import default_log_path, run_chat
 from .config import ConfigError, Settings, load_settings
 from .healthcheck import EXIT_UNHEALTHY, run_healthcheck
 from .logging_setup import escape_controls, mask, setup_logging
@@ -96,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
         "chat", help="talk to the bot in this terminal: no Telegram, no token (Redis needed)"
     )
     talk.add_argument("--name", default="alice", help="your username in the chat (alice)")
+    talk.add_argument(
+        "--log",
+        type=Path,
+        default=default_log_path(__package__ or "bot"),
+        help="where the bot's log lines go, out of the conversation (%(default)s)",
+    )
     talk.set_defaults(command=lambda settings: 0, chat=True, need_token=False)
     scaffold = commands.add_parser(
         "new-node", help="write a new node, its registration and its test (no settings needed)"
@@ -146,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(settings.runtime.log_level, secrets_of(settings))
     try:
         if getattr(args, "chat", False):
-            return run_chat(settings, args.name)
+            return run_chat(settings, args.name, args.log)
         return command(settings)
     except KeyboardInterrupt:
         return 130
