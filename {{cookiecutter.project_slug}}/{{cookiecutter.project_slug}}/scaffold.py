@@ -58,6 +58,10 @@ class NewNode:
     def test(self) -> Path:
         return self.package_dir.parent / "tests" / f"test_{self.name}.py"
 
+    def shown(self, path: Path) -> Path:
+        """`path` as the user sees it from the project root."""
+        return path.relative_to(self.package_dir.parent)
+
 
 def check_name(node: NewNode) -> None:
     """Raise ScaffoldError unless `node.name` makes a new module, key and class."""
@@ -70,7 +74,7 @@ def check_name(node: NewNode) -> None:
     if keyword.iskeyword(name):
         raise ScaffoldError(f"{name!r} is a Python keyword: a node's module can't be named so")
     if node.module.exists() or (node.nodes_dir / name).exists():
-        raise ScaffoldError(f"{name!r} exists: {node.module} is already there")
+        raise ScaffoldError(f"{name!r} exists: {node.shown(node.module)} is already there")
     if name in nodes.nodes_dict:
         raise ScaffoldError(f"{name!r} exists: it is already a key of nodes_dict")
     if hasattr(nodes, node.cls) or node.cls in {cls.__name__ for cls in nodes.nodes_dict.values()}:
@@ -78,7 +82,7 @@ def check_name(node: NewNode) -> None:
             f"{name!r} would make class {node.cls}, a name {node.package}.nodes already has"
         )
     if node.test.exists():
-        raise ScaffoldError(f"{name!r} exists: {node.test} is already there")
+        raise ScaffoldError(f"{name!r} exists: {node.shown(node.test)} is already there")
 
 
 def new_node(name: str, from_key: str, package: str, package_dir: Path) -> list[str]:
