@@ -109,7 +109,12 @@ class FlowGraph:
             reachable = self._reachable()
             for key in self.declared:
                 if key not in reachable:
-                    found.append(f"node {key!r} can't be reached from the start node")
+                    name = self._class_of(key).__qualname__
+                    found.append(
+                        f"node {key!r} can't be reached from the start node: add {name} to the "
+                        "return annotation of the on_event of a node that leads there, e.g. "
+                        f"`{self._start.__qualname__}.on_event(...) -> ... | {name}`"
+                    )
         return found
 
     def check(self) -> None:

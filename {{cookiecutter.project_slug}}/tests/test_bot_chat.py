@@ -5,12 +5,15 @@ No BOT_TOKEN, no Telegram, no network: only Redis (the suite's, or one chat star
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pty
 import select
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -36,16 +39,21 @@ def chat(tmp_path: Path, lines: str, **settings: str) -> subprocess.CompletedPro
     )
 
 
-def test_a_piped_chat_walks_the_food_flow_with_buttons_and_text(
-    tmp_path: Path, redis_url: str, state_key: str
-) -> None:
-    result = chat(
-        tmp_path,
-        "hi\n:1\nPizza\n:node\n:1\n:2\n",
-        REDIS_URL=redis_url,
-        STATE_KEY=state_key,
-        LOG_LEVEL="WARNING",
-    )
+Talk = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def talk(tmp_path: Path, redis_url: str, state_key: str) -> Talk:
+    """`talk(lines, **settings)`: a piped chat on the suite's Redis, under this test's key."""
+
+    def _talk(lines: str, **settings: str) -> subprocess.CompletedProcess[str]:
+        return chat(tmp_path, lines, REDIS_URL=redis_url, STATE_KEY=state_key, **settings)
+
+    return _talk
+
+
+def test_a_piped_chat_walks_the_food_flow_with_buttons_and_text(talk: Talk) -> None:
+    result = talk("hi\n:1\nPizza\n:node\n:1\n:2\n", LOG_LEVEL="WARNING")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[1:] == [
@@ -73,25 +81,56 @@ def test_a_piped_chat_walks_the_food_flow_with_buttons_and_text(
     assert lines[0].startswith("Chatting with the bot as alice (user 1)")
 
 
-def test_chat_commands_switch_user_reset_and_refuse_missing_buttons(
-    tmp_path: Path, redis_url: str, state_key: str
-) -> None:
-    result = chat(
-        tmp_path,
-        "hi\n:9\n:user 2\n:node\nhi\n:user 1\n:reset\n:node\nYes\n:what\n:quit\nnever read\n",
-        REDIS_URL=redis_url,
-        STATE_KEY=state_key,
+def test_chat_commands_switch_user_reset_and_refuse_missing_buttons(talk: Talk) -> None:
+    result = talk(
+        "hi\n:9\n:user 2\n:node\nhi\n:user 1\n:reset\n:node\nYes\n:what\n:quit\nnever read\n"
     )
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "(there is no button 9; the latest buttons are ['Yes', 'No'])" in out
-    assert "(now talking as user 2)" in out
+    assert "(now talking as user 2, user2)" in out
     assert "(no node yet: your next message meets the start node)" in out
+    # User 2 has a name of their own: the bot greets them, not alice.
+    assert out.split("you> hi\n")[2].startswith("bot> Hello, user2! Are you hungry?")
     assert "(forgotten: your next message starts over)" in out
     # After :reset, "Yes" is a first message again: the greeting, not the cart.
     assert out.split("you> Yes\n")[1].startswith("bot> Hello, alice! Are you hungry?")
     assert "(unknown command :what; :help lists them)" in out
     assert "never read" not in out
+
+
+def test_a_button_of_an_older_message_is_pressed_and_answered_out_of_date(talk: Talk) -> None:
+    result = talk("hi\n:1\n:buttons\n:press 1 2\n:press 3 1\n:press x\n:node\n")
+    assert result.returncode == 0, result.stderr
+    after = result.stdout.split("you> :buttons\n")[1].splitlines()
+    assert after == [
+        "(1) Hello, alice! Are you hungry?  [1] Yes  [2] No",
+        "(2) What are you gonna order? Cart: Empty  [1] Finish  [2] Cancel",
+        "you> :press 1 2",
+        "     (This menu is out of date.)",
+        "you> :press 3 1",
+        "(there is no button 1 on message 3; :buttons lists them)",
+        "you> :press x",
+        "(:press takes two numbers: the message of :buttons, then the button)",
+        "you> :node",
+        '(on Hungry, visit 2: {"order": []})',
+    ]
+
+
+def test_a_bad_setting_stops_chat_with_the_line_run_prints(tmp_path: Path) -> None:
+    chatted = chat(tmp_path, "hi\n", STATE_TTL="abc")
+    ran = subprocess.run(
+        [sys.executable, "-m", PACKAGE, "run"],
+        cwd=tmp_path,
+        env=bot_environment({"STATE_TTL": "abc", "BOT_TOKEN": "123:never-used"}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    line = "Configuration error: STATE_TTL: Input should be a valid number, unable to parse string "
+    assert ran.stderr == chatted.stderr == f"{line}as a number\n"
+    assert (chatted.returncode, chatted.stdout) == (ran.returncode, "") == (2, "")
 
 
 def test_without_redis_chat_starts_a_throwaway_server_and_says_so(tmp_path: Path) -> None:
@@ -167,3 +206,59 @@ def read_until(fd: int, text: str, timeout: float = 30.0) -> str:
         if ready:
             seen += os.read(fd, 4096)
     return seen.decode(errors="replace")
+
+
+def test_chat_in_a_terminal_edits_lines_keeps_logs_out_and_ends_at_ctrl_c(
+    tmp_path: Path, redis_url: str, state_key: str
+) -> None:
+    log = tmp_path / "chat.log"
+    settings = {"REDIS_URL": redis_url, "STATE_KEY": state_key, "LOG_LEVEL": "INFO"}
+    # A child of pty.fork has the terminal as its controlling terminal, as in a real shell:
+    # only there does Ctrl+C become SIGINT.
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: become the chat
+        os.chdir(tmp_path)
+        args = [sys.executable, "-m", PACKAGE, "chat", "--log", str(log)]
+        os.execve(sys.executable, args, bot_environment(settings))  # noqa: S606
+    try:
+        screen = read_until(terminal, "you> ", timeout=60)  # a loaded machine starts slowly
+        assert f"Log lines go to {log}" in screen
+        for line in ("hi", ":1", "Pizza", ":1"):  # Yes, then Finish: the food API logs the order
+            os.write(terminal, f"{line}\r".encode())
+            screen = read_until(terminal, "you> ")
+        assert "bot> Ordered!" in screen
+        assert "Again main menu! Are you hungry?" in screen
+        assert " INFO " not in screen
+        assert "Order " not in screen  # the food API's log line, which went to the file
+        assert f"INFO {PACKAGE}.food_api: Order " in log.read_text(encoding="utf-8")
+        os.write(terminal, b"\x1b[A\r")  # up arrow: ":1" again, i.e. Yes on the menu
+        screen = read_until(terminal, "you> ")
+        assert "bot> No worries, I've got you back!" in screen
+        assert "Say what?" not in screen
+        os.write(terminal, b":user 2\rhi\r")
+        screen = read_until(terminal, "Are you hungry?")
+        assert "bot> Hello, user2! Are you hungry?" in screen
+        read_until(terminal, "you> ")
+        started = time.monotonic()
+        os.write(terminal, b"\x03")  # Ctrl+C
+        status = wait_for_exit(pid, timeout=10)
+        # Typically well under a second; a loaded CI machine needs longer to unload the bot.
+        assert time.monotonic() - started < 5, "Ctrl+C took too long to end the chat"
+        assert os.waitstatus_to_exitcode(status) == 130
+    finally:
+        with contextlib.suppress(ChildProcessError, ProcessLookupError):
+            if os.waitpid(pid, os.WNOHANG) == (0, 0):
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+        os.close(terminal)
+
+
+def wait_for_exit(pid: int, timeout: float) -> int:
+    """The wait status of child `pid`, which must end within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        time.sleep(0.05)
+    raise AssertionError(f"the chat (pid {pid}) still runs {timeout} s later")

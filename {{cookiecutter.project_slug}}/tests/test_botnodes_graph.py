@@ -112,7 +112,12 @@ def test_a_sound_flow_has_no_problems_and_draws_as_mermaid() -> None:
             {"home": Home, "shop": Shop, "hidden": Hidden},
             "node 'home' may return Done, which is not in nodes_dict",
         ),
-        ({**FLOW, "lonely": Lonely}, "node 'lonely' can't be reached from the start node"),
+        (
+            {**FLOW, "lonely": Lonely},
+            "node 'lonely' can't be reached from the start node: add Lonely to the return "
+            "annotation of the on_event of a node that leads there, e.g. "
+            "`Home.on_event(...) -> ... | Lonely`",
+        ),
         ({**FLOW, "stuck": Stuck}, "node 'stuck' is a dead end"),
         ({**FLOW, "broad": Broad}, "node 'broad' declares no transitions"),
         ({"shop": Shop, "hidden": Hidden}, "the start node Home is not in nodes_dict"),

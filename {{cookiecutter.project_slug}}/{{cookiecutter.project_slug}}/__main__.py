@@ -14,12 +14,13 @@ from aiogram.exceptions import TelegramAPIError
 from botnodes import ConfigurationError
 
 from . import diagram
-from .chat import run_chat
+from .chat import default_log_path, run_chat
 from .config import ConfigError, Settings, load_settings
 from .healthcheck import EXIT_UNHEALTHY, run_healthcheck
 from .logging_setup import escape_controls, mask, setup_logging
 from .main import App, secrets_of
 from .polling import run_polling
+from .scaffold import run_new_node
 from .webhook import run_webhook
 
 #: Exit status for a missing or malformed setting (like a usage error: fix it and retry).
@@ -95,13 +96,35 @@ def build_parser() -> argparse.ArgumentParser:
         "chat", help="talk to the bot in this terminal: no Telegram, no token (Redis needed)"
     )
     talk.add_argument("--name", default="alice", help="your username in the chat (alice)")
+    talk.add_argument(
+        "--log",
+        type=Path,
+        default=default_log_path(__package__ or "bot"),
+        help="where the bot's log lines go, out of the conversation (%(default)s)",
+    )
     talk.set_defaults(command=lambda settings: 0, chat=True, need_token=False)
+    scaffold = commands.add_parser(
+        "new-node", help="write a new node, its registration and its test (no settings needed)"
+    )
+    scaffold.add_argument("name", help="the node's module and key: a lower-case identifier")
+    scaffold.add_argument(
+        "--from",
+        dest="from_key",
+        default="start",
+        help="the key of the node whose on_event will lead to it (start)",
+    )
+    scaffold.set_defaults(without_settings=lambda args: run_new_node(args.name, args.from_key))
     return parser
 
 
 def print_diagram(args: argparse.Namespace) -> int:
     """Print the flow as Mermaid, or update it in a README (needs no settings)."""
     package = __package__ or "bot"
+    try:
+        diagram.flow_graph().check()  # a flow the bot would refuse to start with isn't drawn
+    except ConfigurationError as exc:
+        print(f"Configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
     if args.readme is None:
         print(diagram.mermaid(), end="")
         return 0
@@ -129,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(settings.runtime.log_level, secrets_of(settings))
     try:
         if getattr(args, "chat", False):
-            return run_chat(settings, args.name)
+            return run_chat(settings, args.name, args.log)
         return command(settings)
     except KeyboardInterrupt:
         return 130

@@ -6,26 +6,37 @@ private message, replies print as Telegram would show them with their buttons nu
 `:1` presses button 1. It reads lines, so it also works with a pipe:
 
     printf 'hi\\n:1\\nPizza\\n' | python -m <package> chat --name alice
+
+The terminal belongs to the main thread (line editing and history through `readline`, and
+Ctrl+C ends it at once, even while the bot is busy); the bot runs on an event loop in a
+second thread. Log lines go to a file, not between the bot's replies.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import dataclasses
+import importlib
 import json
 import logging
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import TextIO
 
 from pydantic import SecretStr
 from redis.asyncio import Redis
+
+from botnodes import ConfigurationError
 
 from .config import Settings
 from .food_api import create_food_api
@@ -34,11 +45,21 @@ from .testing import BotTestClient, Reply, TestUser
 HELP = """\
 Type a message and press Enter: it reaches the bot as a private message.
   :1, :2, ...   press that button of the latest message with buttons
+  :buttons      list your messages with buttons, numbered, oldest first
+  :press M N    press button N of message M of :buttons (an old one is out of date)
   :node         show your node and its stored data
-  :user ID      talk as another user (each has their own conversation)
+  :user ID      talk as another user (each has their own name and conversation)
   :reset        forget your conversation (the next message starts over)
+  :log          show the latest log lines (the bot logs to a file, not here)
   :help         this help
-  :quit         leave (or Ctrl+D)"""
+  :quit         leave (or Ctrl+D; Ctrl+C leaves at once)"""
+
+#: How long a leaving chat waits for the bot to finish the message in hand.
+STOP_TIMEOUT = 2.0
+#: Exit status after Ctrl+C, as a shell reports a program ended by SIGINT.
+EXIT_INTERRUPTED = 130
+#: Exit status for a setting the bot refuses (as `run` exits).
+EXIT_CONFIG_ERROR = 2
 
 
 class ChatError(Exception):
@@ -108,14 +129,17 @@ async def settings_with_redis(settings: Settings, out: TextIO) -> AsyncIterator[
 class Chat:
     """One terminal conversation; `handle` takes a typed line and prints what happens."""
 
-    def __init__(self, client: BotTestClient, out: TextIO, name: str) -> None:
+    def __init__(self, client: BotTestClient, out: TextIO, name: str, log_path: Path) -> None:
         self.client = client
         self.out = out
         self.name = name
+        self.log_path = log_path
         self.user = self._user(1)
 
     def _user(self, user_id: int) -> TestUser:
-        return self.client.user(user_id, username=self.name, first_name=self.name.title())
+        # Every user has their own name, so the bot greets user 2 as user2, not as user 1.
+        name = self.name if user_id == 1 else f"user{user_id}"
+        return self.client.user(user_id, username=name, first_name=name.title())
 
     async def handle(self, line: str) -> bool:
         """Act on one line; False when the user wants to leave."""
@@ -127,30 +151,63 @@ class Chat:
         if command in {"quit", "q", "exit"}:
             return False
         if command.isdigit():
-            await self._press(int(command))
+            await self._press_latest(int(command))
+        elif command == "buttons":
+            self._list_buttons()
+        elif command == "press":
+            await self._press_listed(argument.split())
         elif command == "node":
             await self._show_node()
         elif command == "user" and argument.strip().isdigit():
             self.user = self._user(int(argument))
-            self._say(f"(now talking as user {self.user.user_id})")
+            self._say(f"(now talking as user {self.user.user_id}, {self.user_name})")
         elif command == "reset":
             await self.client.nodes.user(self.user.user_id).forget()
             self._say("(forgotten: your next message starts over)")
+        elif command == "log":
+            self._show_log()
         elif command == "help":
             self._say(HELP)
         else:
             self._say(f"(unknown command :{command}; :help lists them)")
         return True
 
-    async def _press(self, number: int) -> None:
-        with_buttons = [reply for reply in self.user.replies() if reply.buttons]
-        labels = (
-            [label for row in with_buttons[-1].buttons for label in row] if with_buttons else []
-        )
+    @property
+    def user_name(self) -> str:
+        return self.name if self.user.user_id == 1 else f"user{self.user.user_id}"
+
+    def _with_buttons(self) -> list[Reply]:
+        return [reply for reply in self.user.replies() if reply.buttons]
+
+    async def _press_latest(self, number: int) -> None:
+        with_buttons = self._with_buttons()
+        labels = _labels(with_buttons[-1]) if with_buttons else []
         if not 1 <= number <= len(labels):
             self._say(f"(there is no button {number}; the latest buttons are {labels or 'none'})")
             return
-        self._show(await self.user.click(labels[number - 1]))
+        await self._press(labels[number - 1], with_buttons[-1])
+
+    def _list_buttons(self) -> None:
+        listed = self._with_buttons()
+        if not listed:
+            self._say("(no message with buttons yet)")
+        for number, reply in enumerate(listed, 1):
+            buttons = "  ".join(f"[{n}] {label}" for n, label in enumerate(_labels(reply), 1))
+            self._say(f"({number}) {reply.text.splitlines()[0]}  {buttons}")
+
+    async def _press_listed(self, numbers: list[str]) -> None:
+        listed = self._with_buttons()
+        if len(numbers) != 2 or not all(number.isdigit() for number in numbers):
+            self._say("(:press takes two numbers: the message of :buttons, then the button)")
+            return
+        message, button = (int(number) for number in numbers)
+        if not 1 <= message <= len(listed) or not 1 <= button <= len(_labels(listed[message - 1])):
+            self._say(f"(there is no button {button} on message {message}; :buttons lists them)")
+            return
+        await self._press(_labels(listed[message - 1])[button - 1], listed[message - 1])
+
+    async def _press(self, label: str, message: Reply) -> None:
+        self._show(await self.user.click(label, on=message))
         if self.user.last_answer:
             self._say(f"     ({self.user.last_answer})")
 
@@ -162,13 +219,17 @@ class Chat:
         data = json.dumps(node._data.model_dump(mode="json"), ensure_ascii=False)
         self._say(f"(on {type(node).__name__}, visit {node.visit}: {data})")
 
+    def _show_log(self, lines: int = 10) -> None:
+        logged = self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+        self._say("\n".join(logged[-lines:]) or f"(nothing logged yet in {self.log_path})")
+
     def _show(self, replies: list[Reply]) -> None:
         for reply in replies:
             first, *rest = reply.text.splitlines() or [""]
             self._say(f"bot> {first}")
             for line in rest:
                 self._say(f"     {line}")
-            labels = [label for row in reply.buttons for label in row]
+            labels = _labels(reply)
             if labels:
                 self._say(
                     "     " + "  ".join(f"[{n}] {label}" for n, label in enumerate(labels, 1))
@@ -178,36 +239,136 @@ class Chat:
         print(text, file=self.out, flush=True)
 
 
-async def chat(settings: Settings, stdin: TextIO, out: TextIO, name: str) -> int:
-    """Run the conversation until :quit or the end of input."""
+def _labels(reply: Reply) -> list[str]:
+    return [label for row in reply.buttons for label in row]
+
+
+class BotThread:
+    """The bot on an event loop of its own thread; `handle` runs one line there and waits.
+
+    Keeping the loop off the main thread leaves the terminal there: `input()` edits lines
+    with readline, and Ctrl+C interrupts the main thread whatever the bot is doing.
+    """
+
+    def __init__(self, settings: Settings, out: TextIO, name: str, log_path: Path) -> None:
+        self._args = (settings, out, name, log_path)
+        self._loop = asyncio.new_event_loop()
+        self._lines: asyncio.Queue[tuple[str, concurrent.futures.Future[bool]] | None]
+        self._lines = asyncio.Queue()  # bound to the loop that first waits on it
+        self._ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._thread = threading.Thread(target=self._run, name="chat-bot", daemon=True)
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start the bot; raises what stopped it from starting (ChatError, ...)."""
+        self._thread.start()
+        self._ready.result()
+
+    def handle(self, line: str) -> bool:
+        """Run one typed line through the bot; False when the user wants to leave."""
+        done: concurrent.futures.Future[bool] = concurrent.futures.Future()
+        self._loop.call_soon_threadsafe(self._lines.put_nowait, (line, done))
+        return done.result()
+
+    def stop(self) -> None:
+        """Leave: let the bot finish the line in hand for a moment, then cut it short."""
+        with contextlib.suppress(RuntimeError):  # the loop may close meanwhile: nothing to do
+            if self._thread.is_alive():
+                self._loop.call_soon_threadsafe(self._lines.put_nowait, None)
+                self._thread.join(STOP_TIMEOUT)
+            if self._thread.is_alive() and self._task is not None:
+                self._loop.call_soon_threadsafe(self._task.cancel)
+                self._thread.join(STOP_TIMEOUT)
+
+    def _run(self) -> None:
+        # Ctrl+C's SIGINT goes to one thread that doesn't block it: let that be the main one,
+        # whose input() it interrupts (here it would only wait until the next key press).
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            self._loop.run_until_complete(self._main())
+        except BaseException as exc:  # handed to the main thread, which reports it
+            if not self._ready.done():
+                self._ready.set_exception(exc)
+        finally:
+            self._loop.close()
+
+    async def _main(self) -> None:
+        self._task = asyncio.current_task()
+        settings, out, name, log_path = self._args
+        async with settings_with_redis(settings, out) as usable:
+            food_api = create_food_api(usable.food_api)
+            try:
+                async with BotTestClient.start(usable, food_api=food_api) as client:
+                    conversation = Chat(client, out, name, log_path)
+                    conversation._say(
+                        f"Chatting with the bot as {name} (user 1), no Telegram needed. "
+                        "Type a message; :1 presses button 1; :help for more. "
+                        f"Log lines go to {log_path} (:log shows them)."
+                    )
+                    self._ready.set_result(None)
+                    while (item := await self._lines.get()) is not None:
+                        line, done = item
+                        try:
+                            done.set_result(await conversation.handle(line))
+                        except Exception as exc:  # the main thread reports it and leaves
+                            done.set_exception(exc)
+            finally:
+                await food_api.close()
+
+
+def converse(bot: BotThread, stdin: TextIO, out: TextIO) -> None:
+    """Read lines until :quit or the end of input, handing each to the bot."""
     interactive = stdin.isatty()
-    async with settings_with_redis(settings, out) as usable:
-        food_api = create_food_api(usable.food_api)
-        async with BotTestClient.start(usable, food_api=food_api) as client:
-            conversation = Chat(client, out, name)
-            conversation._say(
-                f"Chatting with the bot as {name} (user 1), no Telegram needed. "
-                "Type a message; :1 presses button 1; :help for more."
-            )
-            while True:
-                if interactive:
-                    print("you> ", end="", file=out, flush=True)
-                line = await asyncio.to_thread(stdin.readline)
-                if not line:
-                    break
-                if not interactive:
-                    conversation._say(f"you> {line.rstrip()}")
-                if not await conversation.handle(line):
-                    break
-        await food_api.close()
-    return 0
+    if interactive:
+        importlib.import_module("readline")  # from now on input() edits lines, with history
+    while True:
+        if interactive:
+            try:
+                line = input("you> ")
+            except EOFError:  # Ctrl+D
+                print(file=out)
+                return
+        else:
+            line = stdin.readline()
+            if not line:
+                return
+            print(f"you> {line.rstrip()}", file=out, flush=True)
+        if not bot.handle(line):
+            return
 
 
-def run_chat(settings: Settings, name: str) -> int:
-    # aiogram logs every handled update at INFO: in a terminal chat that is noise between replies.
+def log_to_file(path: Path) -> None:
+    """Send the log (as `setup_logging` formats and masks it) to `path` instead of stderr."""
+    stream = path.open("a", encoding="utf-8")
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(
+            handler, logging.FileHandler
+        ):
+            handler.setStream(stream)
+    # aiogram logs every handled update at INFO: noise even in the file.
     logging.getLogger("aiogram.event").setLevel(logging.WARNING)
+
+
+def default_log_path(package: str) -> Path:
+    return Path(tempfile.gettempdir()) / f"{package}-chat.log"
+
+
+def run_chat(settings: Settings, name: str, log_path: Path) -> int:
+    """The command: chat until :quit, Ctrl+D or Ctrl+C; one line if the bot can't start."""
+    log_to_file(log_path)
+    bot = BotThread(settings, sys.stdout, name, log_path)
     try:
-        return asyncio.run(chat(settings, sys.stdin, sys.stdout, name))
+        bot.start()
+        converse(bot, sys.stdin, sys.stdout)
+    except KeyboardInterrupt:
+        print(file=sys.stdout, flush=True)
+        return EXIT_INTERRUPTED
     except ChatError as exc:
         print(exc, file=sys.stderr)
         return 1
+    except ConfigurationError as exc:  # botnodes refused a value, as `run` reports it
+        print(f"Configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    finally:
+        bot.stop()
+    return 0

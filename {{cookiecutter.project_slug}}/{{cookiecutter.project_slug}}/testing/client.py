@@ -45,11 +45,15 @@ class Reply:
 
     text: str
     buttons: list[list[str]] = field(default_factory=list)
+    #: Telegram's id of the message (0 when made by hand); not compared, so tests can write
+    #: `Reply("text")` and still compare equal to what was sent.
+    message_id: int = field(default=0, compare=False)
 
     @classmethod
     def of(cls, message: dict[str, Any]) -> Reply:
         rows = message.get("reply_markup", {}).get("inline_keyboard", [])
-        return cls(str(message["text"]), [[str(key["text"]) for key in row] for row in rows])
+        buttons = [[str(key["text"]) for key in row] for row in rows]
+        return cls(str(message["text"]), buttons, int(message["message_id"]))
 
 
 class BotTestClient:
@@ -152,14 +156,19 @@ class TestUser:
         update = message_update(self.client.next_update_id(), self.user_id, text, **self._fields)
         return await self._replies_to(update)
 
-    async def click(self, button: str) -> list[Reply]:
-        """Press the button labelled `button` on the newest message showing it; the replies.
+    async def click(self, button: str, on: Reply | None = None) -> list[Reply]:
+        """Press the button labelled `button` on the newest message showing it (or on the
+        message `on`, e.g. an older one, whose press is out of date); the replies.
 
         Raises LookupError naming the buttons shown if no message to this user has it.
         """
         telegram = self.client.telegram
         update = telegram.press_update(
-            self.client.next_update_id(), self.user_id, button, **self._fields
+            self.client.next_update_id(),
+            self.user_id,
+            button,
+            message_id=None if on is None else on.message_id,
+            **self._fields,
         )
         query_id = update["callback_query"]["id"]
         replies = await self._replies_to(update)

@@ -262,15 +262,21 @@ class FakeTelegram:
         return [query_id for query_id, answers in self.answers.items() if not answers]
 
     def press_update(
-        self, update_id: int, user_id: int, button: str, **user_fields: Any
+        self,
+        update_id: int,
+        user_id: int,
+        button: str,
+        message_id: int | None = None,
+        **user_fields: Any,
     ) -> dict[str, Any]:
-        """An Update pressing the button labelled `button` on the newest message showing it.
+        """An Update pressing the button labelled `button` on the newest message showing it
+        (or on message `message_id`, however old).
 
         Raises LookupError (naming the buttons there are) if no message to the user has it.
         """
         shown: list[str] = []
         for message in reversed(list(self.messages.values())):
-            if message["chat"]["id"] != user_id:
+            if message["chat"]["id"] != user_id or message_id not in (None, message["message_id"]):
                 continue
             for row in message.get("reply_markup", {}).get("inline_keyboard", []):
                 for key in row:

@@ -1,0 +1,94 @@
+"""The files `python -m <package> new-node NAME` writes, as `string.Template` texts.
+
+`$name` is the node's module and key (`drinks`), `$cls` its class (`Drinks`) and `$package`
+the bot's package. The node they make is the smallest complete example of how a node is
+written here: stored data in a pydantic model, buttons through `keyboard(self.visit, ...)`,
+`said(event)` for typed and pressed words alike, and an `on_event` return annotation that
+declares where it can go, so the flow check and `diagram` see it.
+"""
+
+from __future__ import annotations
+
+from string import Template
+
+NODE = Template('''\
+"""The $name node: say here what the user does on it and where they go next."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from botnodes import Node
+
+from ..buttons import keyboard
+from ..nodes_types import Ctx, Event, UserId, said, user_display_name
+from . import start
+
+
+class ${cls}Model(BaseModel):
+    """Stored in Redis while the user is on this node, so their notes survive a restart."""
+
+    notes: list[str] = Field(default_factory=list)
+
+
+class $cls(Node[Ctx, Event, UserId, ${cls}Model]):
+    """Keeps what the user writes until they press `Done`, then goes back to the main menu."""
+
+    def __init__(self, notes: list[str] | None = None) -> None:
+        # Whatever the previous node passes here is what this one starts with.
+        self._data = ${cls}Model(notes=notes or [])
+
+    @classmethod
+    def _get_model(cls) -> type[${cls}Model]:
+        return ${cls}Model
+
+    async def on_enter(self, user_id: UserId, ctx: Ctx) -> None:
+        # The buttons carry this visit: pressed once the user has moved on, they are stale.
+        await ctx.send_message(
+            user_id, "Write anything, then press Done.", reply_markup=keyboard(self.visit, "Done")
+        )
+
+    async def on_event(self, user_id: UserId, event: Event, ctx: Ctx) -> start.Start | None:
+        text = said(event)  # the word of a pressed button, or what was typed
+        if text == "Done":
+            await ctx.send_message(user_id, f"Noted: {', '.join(self._data.notes) or 'nothing'}")
+            return start.Start(user_display_name(event))
+        if text is None:  # a photo, a sticker...: stay, the Done button above still works
+            await ctx.send_message(user_id, "Please write text or press Done.")
+            return None
+        self._data.notes.append(text)  # None = stay here; the change is stored with the user
+        await ctx.send_message(user_id, f"Got {text}")
+        return None
+''')
+
+TEST = Template('''\
+"""The $name node, through the real bot (dispatcher, botnodes, Redis) with the test client."""
+
+from __future__ import annotations
+
+from $package.buttons import STALE_PRESS_TEXT
+from $package.nodes import Start
+from $package.nodes.$name import $cls
+from $package.testing import BotTestClient
+
+
+async def test_notes_are_kept_until_done(client: BotTestClient) -> None:
+    alice = client.user(1001)
+    await client.nodes.user(1001).to($cls())  # as if a node had returned $cls()
+    assert [r.text for r in await alice.send("tea")] == ["Got tea"]
+    node = await alice.node()
+    assert isinstance(node, $cls)
+    assert node._data.notes == ["tea"]
+    replies = await alice.click("Done")
+    assert [r.text for r in replies] == ["Noted: tea", "Again main menu! Are you hungry?"]
+    assert isinstance(await alice.node(), Start)
+
+
+async def test_done_pressed_again_is_out_of_date(client: BotTestClient) -> None:
+    alice = client.user(1002)
+    await client.nodes.user(1002).to($cls(["coffee"]))
+    await alice.click("Done")  # back on the main menu: that Done button is now out of date
+    assert await alice.click("Done") == []
+    assert alice.last_answer == STALE_PRESS_TEXT
+    assert isinstance(await alice.node(), Start)
+''')
