@@ -217,7 +217,7 @@ class Chat:
             self._say("(no node yet: your next message meets the start node)")
             return
         data = json.dumps(node._data.model_dump(mode="json"), ensure_ascii=False)
-        self._say(f"(on {type(node).__name__}, visit {node.visit}: {data})")
+        self._say(f"(on {type(node).__name__}: {data})")
 
     def _show_log(self, lines: int = 10) -> None:
         logged = self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()
