@@ -12,7 +12,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -388,6 +388,17 @@ async def taken(replica: Replica, posts: list[asyncio.Task[int | None]], count: 
 FROZEN = {"REDIS_SOCKET_TIMEOUT": "60", "REDIS_RETRIES": "0", "LOCK_TTL": "3"}
 
 
+@contextlib.contextmanager
+def frozen(redis_server: RedisServer) -> Iterator[None]:
+    """Redis stops answering (SIGSTOP) until the block ends, however it ends."""
+    assert redis_server.process is not None
+    redis_server.process.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        redis_server.process.send_signal(signal.SIGCONT)
+
+
 async def test_sigterm_answers_nothing_it_did_not_handle_and_ends_within_shutdown_timeout(
     bot_api: FakeBotAPIServer,
     start_replica: StartReplica,
@@ -400,15 +411,13 @@ async def test_sigterm_answers_nothing_it_did_not_handle_and_ends_within_shutdow
     for user in users[:3]:  # answered 200 once handled: the greeting is already out
         assert await replica.post(deliveries[user]) == 200
         assert bot_api.sent_texts(user) == [GREETING]
-    assert redis_server.process is not None
-    redis_server.process.send_signal(signal.SIGSTOP)  # every update now hangs mid-way
-    posts = [asyncio.create_task(replica.post_or_none(deliveries[user])) for user in users[3:]]
-    await taken(replica, posts, len(posts))
-    started = time.monotonic()
-    assert await replica.process.stop(signal.SIGTERM) == 0
-    assert time.monotonic() - started < 2 + 1.5  # SHUTDOWN_TIMEOUT, waited once
-    statuses = dict(zip(users[3:], await asyncio.gather(*posts), strict=True))
-    redis_server.process.send_signal(signal.SIGCONT)
+    with frozen(redis_server):  # every update now hangs mid-way
+        posts = [asyncio.create_task(replica.post_or_none(deliveries[u])) for u in users[3:]]
+        await taken(replica, posts, len(posts))
+        started = time.monotonic()
+        assert await replica.process.stop(signal.SIGTERM) == 0
+        assert time.monotonic() - started < 2 + 1.5  # SHUTDOWN_TIMEOUT, waited once
+        statuses = dict(zip(users[3:], await asyncio.gather(*posts), strict=True))
     # Telegram delivers again what got no 2xx; here, to a fresh replica.
     fresh = await start_replica(REDIS_URL=redis_server.url)
     for user, status in statuses.items():
@@ -426,13 +435,8 @@ async def test_past_max_pending_updates_deliveries_get_503_and_memory_stays_flat
 ) -> None:
     redis_server = start_redis()
     replica = await start_replica(REDIS_URL=redis_server.url, MAX_PENDING_UPDATES="5", **FROZEN)
-    assert redis_server.process is not None
     assert replica.process.process is not None
-    redis_server.process.send_signal(signal.SIGSTOP)
-    held = [asyncio.create_task(replica.post_or_none(update("hi", 3000 + n))) for n in range(5)]
-    await taken(replica, held, 5)
-    before = rss_kib(replica.process.process.pid)
-    connector = aiohttp.TCPConnector(limit=100)
+    pid = replica.process.process.pid
     headers = {"X-Telegram-Bot-Api-Secret-Token": SECRET}
 
     async def deliver(session: aiohttp.ClientSession, n: int) -> tuple[int, str | None]:
@@ -440,13 +444,16 @@ async def test_past_max_pending_updates_deliveries_get_503_and_memory_stays_flat
         async with session.post(replica.base + PATH, json=body, headers=headers) as reply:
             return reply.status, reply.headers.get("Retry-After")
 
-    async with aiohttp.ClientSession(connector=connector) as session:
-        answers = await asyncio.gather(*(deliver(session, n) for n in range(2000)))
-    assert set(answers) == {(503, "1")}  # Telegram delivers them again later
-    assert await replica.in_flight() == 5
-    grown = rss_kib(replica.process.process.pid) - before
-    assert grown < 20 * 1024, f"RSS grew {grown} KiB for 2,000 refused deliveries"
-    redis_server.process.send_signal(signal.SIGCONT)
+    with frozen(redis_server):
+        held = [asyncio.create_task(replica.post_or_none(update("hi", 3000 + n))) for n in range(5)]
+        await taken(replica, held, 5)
+        before = rss_kib(pid)
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100)) as session:
+            answers = await asyncio.gather(*(deliver(session, n) for n in range(2000)))
+        assert set(answers) == {(503, "1")}  # Telegram delivers them again later
+        assert await replica.in_flight() == 5
+        grown = rss_kib(pid) - before
+        assert grown < 20 * 1024, f"RSS grew {grown} KiB for 2,000 refused deliveries"
     assert await asyncio.gather(*held) == [200] * 5
     assert all(bot_api.sent_texts(3000 + n) == [GREETING] for n in range(5))
     assert await replica.process.stop(signal.SIGTERM) == 0
