@@ -20,10 +20,10 @@ from botnodes import MAX_TTL_SECONDS
 from {{ cookiecutter.project_slug }}.config import ConfigError, load_settings
 from {{ cookiecutter.project_slug }}.logging_setup import MASK, RedactingFormatter
 from {{ cookiecutter.project_slug }}.main import secrets_of
-from {{ cookiecutter.project_slug }}.testing import BotTestClient
+from {{ cookiecutter.project_slug }}.testing import BotTestClient, FakeBotAPIServer
 
-from .bot_process import SETTING_NAMES, bot_environment
-from .conftest import RecordingFoodAPI, free_port
+from .bot_process import SETTING_NAMES, BotProcess, bot_environment
+from .conftest import E2E_TOKEN, RecordingFoodAPI, free_port
 
 PACKAGE = "{{ cookiecutter.project_slug }}"
 TOKEN = "123456:SECRET-token-never-printed"
@@ -169,12 +169,33 @@ def test_cli_with_an_unreachable_bot_api_prints_one_line_and_exits_1(tmp_path: P
         {"BOT_TOKEN": TOKEN, "TELEGRAM_API_URL": f"http://127.0.0.1:{closed}"},
     )
     assert result.returncode == 1
-    last_line = result.stderr.strip().splitlines()[-1]
-    assert last_line.startswith(
-        f"Cannot start: getMe failed at the Bot API (http://127.0.0.1:{closed}/): "
+    assert result.stdout == ""
+    [line] = result.stderr.splitlines()  # nothing before it: the bot never started polling
+    assert line.startswith(
+        f"Cannot start: getMe failed at the Bot API (http://127.0.0.1:{closed}/)"
     )
-    assert "Traceback" not in result.stderr
-    assert TOKEN not in result.stderr + result.stdout
+    assert TOKEN not in result.stderr
+
+
+async def test_cli_with_no_redis_reachable_prints_one_line_and_exits_1(
+    bot_api: FakeBotAPIServer, tmp_path: Path
+) -> None:
+    closed = free_port()  # nothing listens there
+    settings = {
+        "BOT_TOKEN": E2E_TOKEN,
+        "TELEGRAM_API_URL": bot_api.url,
+        "REDIS_URL": f"redis://:SECRET-pw@127.0.0.1:{closed}/0",
+    }
+    bot = BotProcess(PACKAGE, settings, tmp_path)
+    await bot.start()
+    try:
+        assert await bot.wait() == 1
+    finally:
+        await bot.kill()
+    [line] = bot.log().splitlines()
+    assert line.startswith(f"Cannot start: Redis at 127.0.0.1:{closed} does not answer PING: ")
+    assert "SECRET" not in line
+    assert bot_api.calls("getUpdates") == []  # no update was taken
 
 
 def test_cli_reads_dotenv_from_the_working_directory(tmp_path: Path) -> None:

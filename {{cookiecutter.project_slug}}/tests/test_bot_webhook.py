@@ -6,10 +6,13 @@ The Bot API is the HTTP stand-in on 127.0.0.1 (TELEGRAM_API_URL); Redis is real.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
+import socket
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +37,14 @@ PATH = "/telegram/updates"
 class Replica:
     """One webhook bot process and a way to post updates to it."""
 
-    def __init__(self, process: BotProcess, port: int) -> None:
+    def __init__(self, process: BotProcess, port: int, host: str = "127.0.0.1") -> None:
         self.process = process
         self.port = port
+        self.host = host
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     async def post(self, update: dict[str, Any], secret: str | None = SECRET) -> int:
         headers = {"X-Telegram-Bot-Api-Secret-Token": secret} if secret is not None else {}
@@ -49,6 +53,21 @@ class Replica:
             session.post(self.base + PATH, json=update, headers=headers) as reply,
         ):
             return reply.status
+
+    async def post_or_none(self, update: dict[str, Any]) -> int | None:
+        """The delivery's status, or None when the server hung up without answering."""
+        try:
+            return await self.post(update)
+        except aiohttp.ClientConnectionError:
+            return None
+
+    async def in_flight(self) -> float:
+        status, metrics = await self.get("/metrics")
+        assert status == 200
+        for line in metrics.splitlines():
+            if line.startswith("bot_webhook_deliveries_in_flight "):
+                return float(line.split()[1])
+        return 0.0
 
     async def get(self, path: str) -> tuple[int, str]:
         async with aiohttp.ClientSession() as session, session.get(self.base + path) as reply:
@@ -77,6 +96,7 @@ async def start_replica(
 
     async def start(**settings: str) -> Replica:
         port = free_port()
+        host = settings.get("WEBHOOK_HOST", "127.0.0.1")
         env = {
             "BOT_TOKEN": TOKEN,
             "TELEGRAM_API_URL": bot_api.url,
@@ -84,14 +104,14 @@ async def start_replica(
             "STATE_KEY": state_key,
             "WEBHOOK_URL": f"https://bot.example.test{PATH}",
             "WEBHOOK_SECRET": SECRET,
-            "WEBHOOK_HOST": "127.0.0.1",
             "WEBHOOK_PORT": str(port),
             **settings,
+            "WEBHOOK_HOST": host,
         }
         process = BotProcess(PACKAGE, env, tmp_path / f"replica{len(started)}")
         started.append(process)
         await process.start()
-        replica = Replica(process, port)
+        replica = Replica(process, port, host)
         await replica.wait_ready()
         return replica
 
@@ -209,10 +229,11 @@ async def test_readyz_follows_redis(
     assert await replica.process.stop(signal.SIGTERM) == 0
 
 
-async def test_the_docker_healthcheck_asks_readyz_in_webhook_mode(
+async def test_the_docker_healthcheck_asks_readyz_where_webhook_host_listens(
     start_replica: StartReplica,
 ) -> None:
-    replica = await start_replica()
+    # 127.0.0.2 is loopback too, but nothing listens on 127.0.0.1 at this port.
+    replica = await start_replica(WEBHOOK_HOST="127.0.0.2")
     check = await asyncio.create_subprocess_exec(
         sys.executable, "-m", PACKAGE, "healthcheck",
         cwd=replica.process.workdir,
@@ -222,5 +243,217 @@ async def test_the_docker_healthcheck_asks_readyz_in_webhook_mode(
     )  # fmt: skip
     out, err = await check.communicate()
     assert check.returncode == 0, err.decode()
-    assert out.decode() == f"healthy: webhook server on port {replica.port} is ready\n"
+    assert out.decode() == f"healthy: webhook server on 127.0.0.2:{replica.port} is ready\n"
+    assert await replica.process.stop(signal.SIGTERM) == 0
+
+
+async def raw_exchange(replica: Replica, request: bytes) -> bytes:
+    """Send `request` as is and read until the server closes: for what aiohttp won't send."""
+    reader, writer = await asyncio.open_connection(replica.host, replica.port)
+    try:
+        writer.write(request)
+        async with asyncio.timeout(15):
+            return await reader.read()
+    finally:
+        writer.close()
+
+
+def delivery(body: bytes, secret: bytes = SECRET.encode(), path: str = PATH) -> bytes:
+    return (
+        b"POST " + path.encode() + b" HTTP/1.1\r\nHost: bot\r\nConnection: close\r\n"
+        b"Content-Type: application/json\r\nX-Telegram-Bot-Api-Secret-Token: " + secret
+        + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )  # fmt: skip
+
+
+async def test_bad_deliveries_get_a_4xx_and_leave_no_traceback(
+    bot_api: FakeBotAPIServer, start_replica: StartReplica
+) -> None:
+    replica = await start_replica()
+    hi = json.dumps(update("hi")).encode()
+    non_ascii = await raw_exchange(replica, delivery(hi, secret="секрет".encode()))
+    assert non_ascii.startswith(b"HTTP/1.1 401 ")
+    assert (await raw_exchange(replica, delivery(b"{not json"))).startswith(b"HTTP/1.1 400 ")
+    not_an_update = delivery(b'{"message": "no update_id"}')
+    assert (await raw_exchange(replica, not_an_update)).startswith(b"HTTP/1.1 400 ")
+    # A type newer than this aiogram: counted and skipped, answered 200 (never to come back).
+    unknown = {"update_id": 7_000_001, "future_thing": {"id": 1}}
+    assert await replica.post(unknown) == 200
+    assert await say(bot_api, replica, "hi", 1) == [GREETING]
+    _, metrics = await replica.get("/metrics")
+    assert 'bot_updates_total{outcome="skipped",type="unknown"} 1.0' in metrics
+    assert 'bot_webhook_deliveries_refused_total{reason="not_an_update",status="400"} 2.0' in (
+        metrics
+    )
+    assert 'bot_webhook_deliveries_refused_total{reason="wrong_secret",status="401"} 1.0' in (
+        metrics
+    )
+    assert await replica.process.stop(signal.SIGTERM) == 0
+    log = replica.process.log()
+    assert "Traceback" not in log
+    assert "never retrieved" not in log
+
+
+@pytest.mark.parametrize("path", ["/tg%20hook", "/%D0%B1%D0%BE%D1%82/updates"])
+async def test_a_webhook_path_with_escapes_is_served_where_telegram_posts(
+    bot_api: FakeBotAPIServer, start_replica: StartReplica, path: str
+) -> None:
+    replica = await start_replica(WEBHOOK_URL=f"https://bot.example.test{path}")
+    [set_webhook] = bot_api.calls("setWebhook")
+    assert set_webhook.params["url"] == f"https://bot.example.test{path}"
+    answer = await raw_exchange(replica, delivery(json.dumps(update("hi")).encode(), path=path))
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    await bot_api.wait_for(lambda: bot_api.sent_texts(ALICE) == [GREETING], 15, "greeting")
+    assert await replica.process.stop(signal.SIGTERM) == 0
+
+
+async def test_stalled_connections_are_closed_and_the_server_keeps_serving(
+    bot_api: FakeBotAPIServer, start_replica: StartReplica
+) -> None:
+    replica = await start_replica(WEBHOOK_READ_TIMEOUT="2")
+    stalled = []
+    for n in range(300):
+        reader, writer = await asyncio.open_connection(replica.host, replica.port)
+        if n % 2:  # headers trickled, never finished
+            writer.write(b"POST " + PATH.encode() + b" HTTP/1.1\r\nHost: bot\r\n")
+        else:  # headers sent, the body promised and never sent
+            writer.write(delivery(b"{}")[:-2].replace(b"Length: 2", b"Length: 900"))
+        await writer.drain()
+        stalled.append((reader, writer))
+    async with asyncio.timeout(2):  # served at once, stalled connections or not
+        assert await replica.get("/healthz") == (200, "ok")
+        assert await replica.post(update("hi")) == 200
+    assert bot_api.sent_texts(ALICE) == [GREETING]  # answered 200 only once handled
+
+    async def closed_by_server(reader: asyncio.StreamReader) -> None:
+        with contextlib.suppress(ConnectionResetError):
+            while await reader.read(65536):
+                pass  # a 408 for the stalled bodies, then the end
+
+    async with asyncio.timeout(2 + 5):
+        await asyncio.gather(*(closed_by_server(reader) for reader, _ in stalled))
+    for _, writer in stalled:
+        writer.close()
+    assert (await replica.get("/healthz")) == (200, "ok")
+    assert await replica.process.stop(signal.SIGTERM) == 0
+
+
+async def test_start_up_failures_of_the_webhook_server_take_one_line(
+    bot_api: FakeBotAPIServer, tmp_path: Path, redis_url: str
+) -> None:
+    env = {
+        "BOT_TOKEN": TOKEN,
+        "TELEGRAM_API_URL": bot_api.url,
+        "REDIS_URL": redis_url,
+        "WEBHOOK_URL": f"https://bot.example.test{PATH}",
+        "WEBHOOK_SECRET": SECRET,
+        "WEBHOOK_HOST": "127.0.0.1",
+    }
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = BotProcess(PACKAGE, {**env, "WEBHOOK_PORT": str(port)}, tmp_path / "busy")
+        await busy.start()
+        assert await busy.wait() == 1
+    assert busy.log() == (
+        f"Cannot start: cannot listen on WEBHOOK_HOST 127.0.0.1 WEBHOOK_PORT {port}: "
+        "Address already in use\n"
+    )
+    bot_api.telegram.fail("setWebhook", status=400)
+    refused = BotProcess(PACKAGE, {**env, "WEBHOOK_PORT": str(free_port())}, tmp_path / "refused")
+    await refused.start()
+    assert await refused.wait() == 1
+    [line] = refused.log().splitlines()
+    assert line.startswith(f"Cannot start: setWebhook failed at the Bot API ({bot_api.url}")
+
+
+def rss_kib(pid: int) -> int:
+    """The resident memory of process `pid` (Linux), in KiB."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    [line] = [x for x in status.splitlines() if x.startswith("VmRSS:")]
+    return int(line.split()[1])
+
+
+async def taken(replica: Replica, posts: list[asyncio.Task[int | None]], count: int) -> None:
+    """Wait until `count` deliveries are in flight, or answered (as the old code did)."""
+    async with asyncio.timeout(15):
+        while True:
+            if sum(p.done() for p in posts) + await replica.in_flight() >= count:
+                return
+            await asyncio.sleep(0.05)
+
+
+#: Redis frozen (SIGSTOP) holds every update mid-way for this long, unless cancelled.
+FROZEN = {"REDIS_SOCKET_TIMEOUT": "60", "REDIS_RETRIES": "0", "LOCK_TTL": "3"}
+
+
+@contextlib.contextmanager
+def frozen(redis_server: RedisServer) -> Iterator[None]:
+    """Redis stops answering (SIGSTOP) until the block ends, however it ends."""
+    assert redis_server.process is not None
+    redis_server.process.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        redis_server.process.send_signal(signal.SIGCONT)
+
+
+async def test_sigterm_answers_nothing_it_did_not_handle_and_ends_within_shutdown_timeout(
+    bot_api: FakeBotAPIServer,
+    start_replica: StartReplica,
+    start_redis: Callable[..., RedisServer],
+) -> None:
+    redis_server = start_redis()
+    replica = await start_replica(REDIS_URL=redis_server.url, SHUTDOWN_TIMEOUT="2", **FROZEN)
+    users = range(2001, 2011)
+    deliveries = {user: message_update(next(_update_ids), user, "hi") for user in users}
+    for user in users[:3]:  # answered 200 once handled: the greeting is already out
+        assert await replica.post(deliveries[user]) == 200
+        assert bot_api.sent_texts(user) == [GREETING]
+    with frozen(redis_server):  # every update now hangs mid-way
+        posts = [asyncio.create_task(replica.post_or_none(deliveries[u])) for u in users[3:]]
+        await taken(replica, posts, len(posts))
+        started = time.monotonic()
+        assert await replica.process.stop(signal.SIGTERM) == 0
+        assert time.monotonic() - started < 2 + 1.5  # SHUTDOWN_TIMEOUT, waited once
+        statuses = dict(zip(users[3:], await asyncio.gather(*posts), strict=True))
+    # Telegram delivers again what got no 2xx; here, to a fresh replica.
+    fresh = await start_replica(REDIS_URL=redis_server.url)
+    for user, status in statuses.items():
+        if status != 200:
+            assert await fresh.post(deliveries[user]) == 200
+    for user in users:  # every update handled, each exactly once
+        assert bot_api.sent_texts(user) == [GREETING], (user, statuses)
+    assert await fresh.process.stop(signal.SIGTERM) == 0
+
+
+async def test_past_max_pending_updates_deliveries_get_503_and_memory_stays_flat(
+    bot_api: FakeBotAPIServer,
+    start_replica: StartReplica,
+    start_redis: Callable[..., RedisServer],
+) -> None:
+    redis_server = start_redis()
+    replica = await start_replica(REDIS_URL=redis_server.url, MAX_PENDING_UPDATES="5", **FROZEN)
+    assert replica.process.process is not None
+    pid = replica.process.process.pid
+    headers = {"X-Telegram-Bot-Api-Secret-Token": SECRET}
+
+    async def deliver(session: aiohttp.ClientSession, n: int) -> tuple[int, str | None]:
+        body = update("hi", 4000 + n)
+        async with session.post(replica.base + PATH, json=body, headers=headers) as reply:
+            return reply.status, reply.headers.get("Retry-After")
+
+    with frozen(redis_server):
+        held = [asyncio.create_task(replica.post_or_none(update("hi", 3000 + n))) for n in range(5)]
+        await taken(replica, held, 5)
+        before = rss_kib(pid)
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100)) as session:
+            answers = await asyncio.gather(*(deliver(session, n) for n in range(2000)))
+        assert set(answers) == {(503, "1")}  # Telegram delivers them again later
+        assert await replica.in_flight() == 5
+        grown = rss_kib(pid) - before
+        assert grown < 20 * 1024, f"RSS grew {grown} KiB for 2,000 refused deliveries"
+    assert await asyncio.gather(*held) == [200] * 5
+    assert all(bot_api.sent_texts(3000 + n) == [GREETING] for n in range(5))
     assert await replica.process.stop(signal.SIGTERM) == 0

@@ -9,8 +9,6 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from aiogram.exceptions import TelegramAPIError
-
 from botnodes import ConfigurationError
 
 from . import diagram
@@ -18,7 +16,7 @@ from .chat import default_log_path, run_chat
 from .config import ConfigError, Settings, load_settings
 from .healthcheck import EXIT_UNHEALTHY, run_healthcheck
 from .logging_setup import escape_controls, mask, setup_logging
-from .main import App, secrets_of
+from .main import App, StartupError, secrets_of
 from .polling import run_polling
 from .scaffold import run_new_node
 from .webhook import run_webhook
@@ -29,13 +27,18 @@ EXIT_CONFIG_ERROR = 2
 Command = Callable[[Settings], int]
 
 
-#: Exit status when the Bot API refuses or can't be reached at start-up.
-EXIT_BOT_API_ERROR = 1
+#: Exit status when the Bot API, Redis or the webhook port can't be used at start-up.
+EXIT_STARTUP_ERROR = 1
 
 
 async def serve(settings: Settings) -> None:
     """Run the bot until it is asked to stop: webhooks if WEBHOOK_URL is set, else polling."""
     app = App(settings)
+    try:
+        await app.check_dependencies()
+    except StartupError:
+        await app.close()
+        raise
     # Start-up leaves ~200,000 long-lived objects (aiogram's and pydantic's models); freezing
     # them spares every later full garbage collection from walking them again (the
     # template's benchmark measured about 30% more updates/s with it).
@@ -49,16 +52,17 @@ async def serve(settings: Settings) -> None:
 def run_bot(settings: Settings) -> int:
     """Long-poll Telegram until SIGTERM/SIGINT.
 
-    Polling starts with getMe; a wrong token or an unreachable Bot API fails there, and
-    deserves one line rather than aiogram's traceback (later network errors are retried).
+    Start-up checks getMe and Redis first; a wrong token, an unreachable Bot API or Redis,
+    a refused setWebhook or a busy port deserves one line rather than a traceback, and a
+    non-zero exit so the orchestrator (compose's `restart: unless-stopped`) tries again
+    later. Errors after start-up are retried instead.
     """
     try:
         asyncio.run(serve(settings))
-    except TelegramAPIError as exc:
-        api = settings.telegram.telegram_api_url or "Telegram"
+    except StartupError as exc:
         # aiohttp's errors may carry the request URL, and with it the token: mask the line.
-        say(settings, f"Cannot start: getMe failed at the Bot API ({api}): {exc}")
-        return EXIT_BOT_API_ERROR
+        say(settings, f"Cannot start: {exc}")
+        return EXIT_STARTUP_ERROR
     except ConfigurationError as exc:  # botnodes refused a value the settings let through
         say(settings, f"Configuration error: {exc}")
         return EXIT_CONFIG_ERROR

@@ -179,6 +179,9 @@ class WebhookSettings(BaseSettings):
     secret: SecretStr | None = None
     host: str = "0.0.0.0"  # noqa: S104 - a container's server listens on every interface
     port: int = Field(default=8080, ge=1, le=65535)
+    # A client gets this long for a request's headers, then as long again for its body; a
+    # stalled connection is closed after it so it can't hold a file descriptor for ever.
+    read_timeout: float = Field(default=10.0, gt=0, le=300)
 
     @field_validator("url")
     @classmethod

@@ -69,12 +69,21 @@ async def _named(name: str, check: Awaitable[object]) -> object:
         raise CheckFailedError(f"{name}: {_describe(exc)}") from exc
 
 
+def local_address(host: str) -> str:
+    """Where this machine reaches a server listening on WEBHOOK_HOST (a URL's host part)."""
+    if host in {"", "0.0.0.0"}:  # noqa: S104 - every interface: loopback is one of them
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
 async def ready_endpoint(
     settings: Settings,
     timeout: float = CHECK_TIMEOUT,  # noqa: ASYNC109
 ) -> str:
     """Webhook mode: ask the running server's /readyz (Redis and the webhook as it sees them)."""
-    url = f"http://127.0.0.1:{settings.webhook.port}/readyz"
+    url = f"http://{local_address(settings.webhook.host)}:{settings.webhook.port}/readyz"
     client_timeout = aiohttp.ClientTimeout(total=timeout)
     async with aiohttp.ClientSession(timeout=client_timeout) as session, session.get(url) as reply:
         text = (await reply.text()).strip()
@@ -90,7 +99,8 @@ async def check(settings: Settings) -> str:
     """
     if settings.webhook.url is not None:
         await _named("webhook server", ready_endpoint(settings))
-        return f"webhook server on port {settings.webhook.port} is ready"
+        where = f"{local_address(settings.webhook.host)}:{settings.webhook.port}"
+        return f"webhook server on {where} is ready"
     results = await asyncio.gather(
         _named("Redis", ping_redis(settings)),
         _named("Bot API", get_me(settings)),

@@ -11,6 +11,8 @@ from aiogram import Bot, Dispatcher
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.session.base import BaseSession
 from aiogram.client.telegram import PRODUCTION, TelegramAPIServer
+from aiogram.exceptions import TelegramAPIError
+from redis.exceptions import RedisError
 
 from botnodes import Nodes, NodesObserver
 
@@ -38,6 +40,10 @@ logger = logging.getLogger(__package__ or __name__)
 DISCRIMINATOR_FIELD = "node_name"
 
 
+class StartupError(Exception):
+    """The bot can't start (Bot API, Redis or the listening port); the message is one line."""
+
+
 def get_start_node(event: Event) -> Start:
     """The node of a user botnodes has never seen (or had to reset)."""
     return Start(user_display_name(event), is_first_launch=True)
@@ -50,6 +56,12 @@ def secrets_of(settings: Settings) -> list[str]:
     if password:
         found.append(password)
     return found
+
+
+def bot_api_failure(settings: Settings, method: str, exc: TelegramAPIError) -> str:
+    """One line naming the Bot API call that failed at start-up, and where it went."""
+    api = settings.telegram.telegram_api_url or "Telegram"
+    return f"{method} failed at the Bot API ({api}): {exc}"
 
 
 def create_bot(settings: TelegramSettings, on_retry: RetryHook | None = None) -> Bot:
@@ -139,14 +151,40 @@ class App:
         self.dispatcher: Dispatcher = build_dispatcher(self.nodes, self.in_flight)
         self.dispatcher.update.outer_middleware(CountUpdates(self.metrics))
 
-    async def on_shutdown(self) -> None:
+    async def check_dependencies(self) -> None:
+        """Before taking any update: the token works and Redis answers; else `StartupError`.
+
+        Run before polling or serving, so a bot that can't work says so in one line at
+        start-up instead of letting its first user find out.
+        """
+        try:
+            await self.bot.get_me()
+        except TelegramAPIError as exc:
+            raise StartupError(bot_api_failure(self.settings, "getMe", exc)) from None
+        redis = urlsplit(self.settings.redis.url.get_secret_value())
+        where = redis.path if redis.scheme == "unix" else f"{redis.hostname}:{redis.port or 6379}"
+        try:
+            await self.redis.ping()
+        except (RedisError, OSError) as exc:
+            raise StartupError(f"Redis at {where} does not answer PING: {exc}") from None
+
+    async def close(self) -> None:
+        """Release every connection; for a start-up that failed before any update."""
+        await self.bot.session.close()
+        await self.food_api.close()
+        await self.redis.aclose()
+
+    async def on_shutdown(self, within: float | None = None) -> None:
         """Let in-flight updates finish (bounded), then close Redis and the food API.
 
         aiogram calls this after polling stopped and closes the bot session after it, so
-        replies sent by the last handlers still go out.
+        replies sent by the last handlers still go out. `within` is what is left of
+        SHUTDOWN_TIMEOUT when the caller has already waited (webhook mode).
         """
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settings.runtime.shutdown_timeout
+        if within is None:
+            within = self.settings.runtime.shutdown_timeout
+        deadline = loop.time() + within
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout_at(deadline):
                 await self.in_flight.wait_idle()

@@ -12,8 +12,9 @@ from typing import Any
 from aiogram import BaseMiddleware
 from aiogram.dispatcher.event.bases import UNHANDLED
 from aiogram.types import TelegramObject, Update
+from aiogram.types.update import UpdateTypeLookupError
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from botnodes import NodesObserver
@@ -84,6 +85,18 @@ class BotMetrics(NodesObserver):
             registry=self.registry,
         )
 
+        self.deliveries_in_flight = Gauge(
+            "bot_webhook_deliveries_in_flight",
+            "Webhook deliveries taken and not answered yet (at most MAX_PENDING_UPDATES).",
+            registry=self.registry,
+        )
+        self.deliveries_refused = Counter(
+            "bot_webhook_deliveries_refused_total",
+            "Webhook deliveries answered without handling them, by status and reason.",
+            ["status", "reason"],
+            registry=self.registry,
+        )
+
     # NodesObserver: what botnodes reports.
     def transition(
         self, from_node: str | None, to_node: str, duration: float, lock_wait: float
@@ -120,7 +133,13 @@ class CountUpdates(BaseMiddleware):
         self._metrics = metrics
 
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
-        kind = event.event_type if isinstance(event, Update) else type(event).__name__
+        try:
+            kind = event.event_type if isinstance(event, Update) else type(event).__name__
+        except UpdateTypeLookupError:
+            # A type newer than this aiogram: no handler could take it, so skip it (answered
+            # 200 in webhook mode: Telegram must not deliver it again).
+            self._metrics.updates.labels("unknown", "skipped").inc()
+            return UNHANDLED
         outcome = "error"
         try:
             result = await handler(event, data)

@@ -3,26 +3,45 @@
 botnodes' per-user Redis lock keeps one user's updates in order even when they reach
 different replicas at once. The server also answers `/healthz` (the process is up),
 `/readyz` (Redis answers and the webhook is set) and `/metrics` (Prometheus).
+
+A delivery is answered 200 only after its update was handled: botnodes stored the step and
+the replies went out. Telegram delivers again whatever it did not get a 2xx for, so an update
+is never lost to a crash, a deploy or a full process: past MAX_PENDING_UPDATES deliveries in
+flight, and once SIGTERM came, new ones are answered 503 and come back later (to this replica
+or another one); ones still running when SHUTDOWN_TIMEOUT runs out are dropped unanswered.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
+import os
 import signal
-from urllib.parse import urlsplit
+from typing import Any
+from urllib.parse import unquote, urlsplit
 
-from aiogram.webhook.aiohttp_server import SimpleRequestHandler
+from aiogram.exceptions import TelegramAPIError
+from aiogram.types import Update
 from aiohttp import web
+from pydantic import ValidationError
 
-from .main import App
+from .main import App, StartupError, bot_api_failure
 from .metrics import metrics_route
 
 logger = logging.getLogger(__name__)
 
 #: Seconds `/readyz` gives Redis to answer PING.
 READY_TIMEOUT = 2.0
+
+#: Seconds a dropped delivery gets to unwind after it was cancelled at shutdown.
+CANCEL_GRACE = 0.5
+
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 - a header's name, not a secret
+
+#: What Telegram is told to come back later with; it retries any delivery that failed.
+RETRY_LATER = {"Retry-After": "1"}
 
 
 class WebhookServer:
@@ -34,20 +53,66 @@ class WebhookServer:
             raise ValueError("webhook mode needs WEBHOOK_URL and WEBHOOK_SECRET")
         self.app = app
         self.url = str(settings.url)
-        self.secret = settings.secret.get_secret_value()
+        self.secret = settings.secret.get_secret_value().encode()
         self.ready = False
-        # Updates are handled in the background: Telegram gets its 200 at once, replies go out
-        # as Bot API calls. A wrong or missing secret header is answered 401 before any handler.
-        self.updates = SimpleRequestHandler(
-            app.dispatcher, app.bot, secret_token=self.secret, handle_in_background=True
-        )
+        self.stopping = False
+        #: The request tasks of deliveries being handled: each will be answered 200, or not at all.
+        self.in_flight: set[asyncio.Task[Any]] = set()
         self.web = web.Application()
-        self.web.router.add_post(urlsplit(self.url).path or "/", self.updates.handle)
+        # Telegram requests the URL's path %-encoded; aiohttp routes on the decoded path.
+        self.web.router.add_post(unquote(urlsplit(self.url).path) or "/", self.deliver)
         self.web.router.add_get("/healthz", self.healthz)
         self.web.router.add_get("/readyz", self.readyz)
         self.web.router.add_get("/metrics", metrics_route(app.metrics))
-        self.runner = web.AppRunner(self.web, handle_signals=False)
+        # aiohttp's keep-alive timer also runs from the moment a connection opens until its
+        # request's headers are in: a client trickling headers is closed after it.
+        self.runner = web.AppRunner(
+            self.web,
+            handle_signals=False,
+            keepalive_timeout=settings.read_timeout,
+            # A body left unread (too slow, or refused) is not waited for: the connection closes.
+            lingering_time=0,
+            shutdown_timeout=CANCEL_GRACE,
+        )
         self.site: web.TCPSite | None = None
+
+    def refuse(self, status: int, reason: str, text: str) -> web.Response:
+        self.app.metrics.deliveries_refused.labels(str(status), reason).inc()
+        headers = RETRY_LATER if status >= 500 else None
+        return web.Response(status=status, text=text, headers=headers)
+
+    async def deliver(self, request: web.Request) -> web.Response:
+        """Handle one update and answer 200, or answer why not (Telegram retries a 5xx)."""
+        sent = request.headers.get(SECRET_HEADER, "").encode("utf-8", "surrogateescape")
+        if not hmac.compare_digest(sent, self.secret):
+            return self.refuse(401, "wrong_secret", "wrong secret token")
+        if self.stopping:
+            return self.refuse(503, "stopping", "stopping, deliver it again")
+        if len(self.in_flight) >= self.app.settings.runtime.max_pending_updates:
+            return self.refuse(503, "busy", "busy, deliver it again")
+        task = request.task  # aiohttp runs each request in a task of its own
+        self.in_flight.add(task)
+        self.app.metrics.deliveries_in_flight.inc()
+        try:
+            return await self.handle(request)
+        finally:
+            self.in_flight.discard(task)
+            self.app.metrics.deliveries_in_flight.dec()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        try:
+            async with asyncio.timeout(self.app.settings.webhook.read_timeout):
+                body = await request.read()
+        except TimeoutError:
+            response = self.refuse(408, "read_timeout", "request body too slow")
+            response.force_close()
+            return response
+        try:
+            update = Update.model_validate_json(body, context={"bot": self.app.bot})
+        except ValidationError:
+            return self.refuse(400, "not_an_update", "the body is not a Telegram Update")
+        await self.app.dispatcher.feed_update(self.app.bot, update)
+        return web.json_response({})
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.Response(text="ok")
@@ -63,29 +128,50 @@ class WebhookServer:
         return web.Response(status=503, text=f"not ready: {reason}")
 
     async def start(self) -> None:
-        """Check the token, listen, then tell Telegram where to post."""
-        await self.app.bot.get_me()  # a wrong token fails here, in one line (see __main__)
-        await self.runner.setup()
+        """Listen, then tell Telegram where to post; `StartupError` in one line if either fails."""
         settings = self.app.settings.webhook
+        await self.runner.setup()
         self.site = web.TCPSite(self.runner, settings.host, settings.port)
-        await self.site.start()
-        await self.app.bot.set_webhook(
-            self.url,
-            secret_token=self.secret,
-            allowed_updates=self.app.dispatcher.resolve_used_update_types(),
-        )
+        try:
+            await self.site.start()
+        except OSError as exc:
+            raise StartupError(
+                f"cannot listen on WEBHOOK_HOST {settings.host} WEBHOOK_PORT {settings.port}: "
+                f"{os.strerror(exc.errno) if exc.errno else exc}"
+            ) from None
+        try:
+            await self.app.bot.set_webhook(
+                self.url,
+                secret_token=self.secret.decode(),
+                allowed_updates=self.app.dispatcher.resolve_used_update_types(),
+            )
+        except TelegramAPIError as exc:
+            raise StartupError(bot_api_failure(self.app.settings, "setWebhook", exc)) from None
         self.ready = True
         logger.info("Serving webhooks on %s:%s", settings.host, settings.port)
 
     async def stop(self) -> None:
-        """Stop taking updates, let the ones in flight finish (bounded), then close."""
+        """Within SHUTDOWN_TIMEOUT: take nothing new, finish what runs, drop the rest unanswered."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.app.settings.runtime.shutdown_timeout
         self.ready = False
+        self.stopping = True
         if self.site is not None:
-            await self.site.stop()
-        pending = set(self.updates._background_feed_update_tasks)  # started, not finished
-        if pending:
-            await asyncio.wait(pending, timeout=self.app.settings.runtime.shutdown_timeout)
-        await self.app.on_shutdown()
+            await self.site.stop()  # no new connections from here on
+        if self.runner.server is not None:
+            self.runner.server.pre_shutdown()  # idle keep-alive connections close now
+        if self.in_flight:
+            await asyncio.wait(set(self.in_flight), timeout=deadline - loop.time())
+        dropped = [task for task in self.in_flight if not task.done()]
+        for task in dropped:
+            task.cancel()  # the connection closes without an answer: Telegram delivers again
+        if dropped:
+            logger.warning(
+                "Shutdown timeout: %d delivery(ies) dropped unanswered; Telegram sends them again",
+                len(dropped),
+            )
+            await asyncio.wait(dropped, timeout=CANCEL_GRACE)
+        await self.app.on_shutdown(within=max(deadline - loop.time(), 0.0))
         await self.app.bot.session.close()
         await self.runner.cleanup()
 
@@ -99,6 +185,11 @@ async def run_webhook(app: App) -> None:
         loop.add_signal_handler(sig, stop.set)
     try:
         await server.start()
+    except StartupError:
+        await server.runner.cleanup()
+        await app.close()
+        raise
+    try:
         await stop.wait()
     finally:
         await server.stop()
