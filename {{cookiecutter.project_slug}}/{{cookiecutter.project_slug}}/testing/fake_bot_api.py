@@ -117,6 +117,15 @@ class _Failure:
         raise Refusal(status, descriptions.get(status, "Server Error"))
 
 
+def unique_ids() -> itertools.count[int]:
+    """Ids that no earlier stand-in handed out, like Telegram's: from the clock, counting up.
+
+    botnodes remembers the ids of handled updates (a re-delivery runs once), so a test that
+    starts a second client or bot process against the same Redis must not reuse them.
+    """
+    return itertools.count(time.time_ns() // 1000)
+
+
 @dataclass
 class FakeTelegram:
     """The Bot API methods the bot uses, answered with valid objects and recorded."""
@@ -130,7 +139,7 @@ class FakeTelegram:
     texts: dict[int, list[str]] = field(default_factory=dict)
     _failures: list[_Failure] = field(default_factory=list)
     _message_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
-    _query_ids: itertools.count[int] = field(default_factory=lambda: unique_ids())
+    _query_ids: itertools.count[int] = field(default_factory=unique_ids)
 
     def fail(
         self,
@@ -291,15 +300,6 @@ class FakeTelegram:
         raise LookupError(
             f"no message to user {user_id} has a button {button!r} (buttons shown: {shown})"
         )
-
-
-def unique_ids() -> itertools.count[int]:
-    """Ids that no earlier stand-in handed out, like Telegram's: from the clock, counting up.
-
-    botnodes remembers the ids of handled updates (a re-delivery runs once), so a test that
-    starts a second client or bot process against the same Redis must not reuse them.
-    """
-    return itertools.count(time.time_ns() // 1000)
 
 
 def _check_text(text: str) -> None:
