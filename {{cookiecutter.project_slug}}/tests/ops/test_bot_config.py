@@ -22,8 +22,8 @@ from {{ cookiecutter.project_slug }}.logging_setup import MASK, RedactingFormatt
 from {{ cookiecutter.project_slug }}.main import secrets_of
 from {{ cookiecutter.project_slug }}.testing import BotTestClient
 
+from ..conftest import RecordingFoodAPI, free_port
 from .bot_process import SETTING_NAMES, bot_environment
-from .conftest import RecordingFoodAPI, free_port
 
 PACKAGE = "{{ cookiecutter.project_slug }}"
 TOKEN = "123456:SECRET-token-never-printed"
@@ -187,7 +187,7 @@ def test_cli_reads_dotenv_from_the_working_directory(tmp_path: Path) -> None:
 def test_env_example_lists_every_setting_with_its_default(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    example = Path(__file__).resolve().parent.parent / ".env.example"
+    example = Path(__file__).resolve().parents[2] / ".env.example"
     names = {
         line.split("=", 1)[0]
         for line in example.read_text().splitlines()
