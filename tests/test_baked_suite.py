@@ -46,9 +46,9 @@ def test_generated_suite_passes_in_its_own_venv(
 ) -> None:
     project = install_project(**answers)
     report = tmp_path / "junit.xml"
-    result = project.run(
-        str(project.python), "-m", "pytest", "-p", "no:cacheprovider", f"--junitxml={report}"
-    )
+    # --all: every tier (the bot's, botnodes', and ops: processes, outages, a cluster), as CI.
+    pytest = [str(project.python), "-m", "pytest", "-p", "no:cacheprovider", "--all"]
+    result = project.run(*pytest, f"--junitxml={report}")
     assert result.returncode == 0, output_tail(result)
     totals = junit_totals(report)
     assert totals["tests"] > 0, totals

@@ -543,6 +543,8 @@ def test_workflow_structure(project: BakedProject) -> None:
     assert any("pip install" in r and "constraints.txt" in r and ".[dev]" in r for r in runs)
     for command in ("ruff check", "ruff format --check", "mypy", "pytest"):
         assert any(r.startswith(command) for r in runs), command
+    # CI runs every tier: plain `pytest` leaves the ops tier (processes, outages) out.
+    assert any(r.startswith("pytest") and "--all" in r.split() for r in runs), runs
 
 
 def pre_commit_hooks(project: BakedProject) -> dict[str, dict[str, Any]]:

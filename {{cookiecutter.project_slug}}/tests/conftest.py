@@ -1,8 +1,15 @@
-"""Shared fixtures: a real Redis server for every test that needs one, and the bot's client.
+"""Shared fixtures (a real Redis, the bot's test client) and the suite's two tiers.
 
-REDIS_URL points the suite at a running server; otherwise a throw-away `redis-server` from
-PATH is started on a free port. Tests never flush a database: each one works under its own
-key prefix (`state_key`), so pointing REDIS_URL at a shared server is safe.
+REDIS_URL points the suite at a running server; otherwise one throw-away `redis-server` from
+PATH is started on a free port for the whole session. Tests never flush a database: each one
+works under its own key prefix (`state_key`), so pointing REDIS_URL at a shared server is safe.
+
+Tiers: plain `pytest` runs the fast one (the bot's nodes, buttons and flow through the test
+client, and botnodes' own checks), the loop to run all day. The ops tier starts processes and
+servers: everything in `tests/ops/`, every test that starts a `redis-server` of its own
+(outages, restarts, a cluster) and every test marked `@pytest.mark.ops`. `pytest --all` runs
+both, as CI does; naming an ops test's file or folder (`pytest tests/ops`), or giving a `-m`
+expression (`pytest -m ops`), runs what you asked for.
 """
 
 from __future__ import annotations
@@ -32,9 +39,63 @@ from {{ cookiecutter.project_slug }}.config import (
 from {{ cookiecutter.project_slug }}.food_api import FoodOrderError
 from {{ cookiecutter.project_slug }}.testing import BotTestClient, FakeBotAPIServer
 
+OPS_DIR = Path(__file__).resolve().parent / "ops"
+#: Fixtures that start redis-server processes of their own: their tests are in the ops tier.
+SERVER_FIXTURES = frozenset({"start_redis", "redis_cluster_url"})
+
 TOKEN = "123456:TEST-in-process-token"
 #: The token of bot processes under test: long and unique, so a log line leaking it is found.
 E2E_TOKEN = "987654:E2E-secret-token-must-never-be-logged"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--all",
+        action="store_true",
+        help="also run the ops tier: bot processes, Redis outages, a cluster (CI runs this)",
+    )
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    if config.getoption("--all"):
+        return "tiers: all"
+    if config.getoption("markexpr"):
+        return None  # the -m expression chooses
+    return "tiers: fast (pytest --all adds the ops tier: bot processes, Redis outages, a cluster)"
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` is applied, so `pytest -m ops` sees the marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the ops tier, and leave it out unless it was asked for."""
+    for item in items:
+        in_ops_dir = item.path.is_relative_to(OPS_DIR)
+        if in_ops_dir or SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.ops)
+    if config.getoption("--all") or config.getoption("markexpr"):
+        return
+    named = named_paths(config)
+    kept = [item for item in items if not is_left_out(item, named)]
+    if len(kept) < len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+        items[:] = kept
+
+
+def named_paths(config: pytest.Config) -> list[Path]:
+    """The files and folders given on the command line (not the default `testpaths`)."""
+    if config.args_source is not pytest.Config.ArgsSource.ARGS:
+        return []
+    base = config.invocation_params.dir
+    return [(base / arg.split("::")[0]).resolve() for arg in config.args]
+
+
+def is_left_out(item: pytest.Item, named: list[Path]) -> bool:
+    """An ops test stays out unless its file, or a folder inside tests/ops, was named."""
+    if item.get_closest_marker("ops") is None:
+        return False
+    return not any(
+        item.path.is_relative_to(path) and (path.is_file() or path.is_relative_to(OPS_DIR))
+        for path in named
+    )
 
 
 def free_port() -> int:

@@ -6,9 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from {{ cookiecutter.project_slug }}.diagram import flow_graph, mermaid, readme_block
 
-from .bot_process import PROJECT_ROOT, bot_environment
+from .ops.bot_process import PROJECT_ROOT, bot_environment
 
 PACKAGE = "{{ cookiecutter.project_slug }}"
 
@@ -25,6 +27,7 @@ def test_the_readme_shows_the_current_flow() -> None:
     )
 
 
+@pytest.mark.ops
 def test_diagram_prints_the_flow_without_any_setting(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", PACKAGE, "diagram"],
@@ -40,6 +43,7 @@ def test_diagram_prints_the_flow_without_any_setting(tmp_path: Path) -> None:
     assert "    hungry --> start" in result.stdout
 
 
+@pytest.mark.ops
 def test_diagram_updates_a_readme_between_its_markers(tmp_path: Path) -> None:
     readme = tmp_path / "README.md"
     stale = readme_block(PACKAGE).replace("hungry --> start", "hungry --> nowhere")

@@ -197,6 +197,7 @@ async def test_a_burst_of_items_keeps_every_item(alice: TestUser) -> None:
     assert sorted(node._data.order) == sorted(items)
 
 
+@pytest.mark.ops
 async def test_unreachable_redis_gets_a_please_try_again_answer(state_key: str) -> None:
     settings = make_settings(state_key, url=SecretStr(f"redis://127.0.0.1:{free_port()}/0"))
     async with BotTestClient.start(settings) as client:

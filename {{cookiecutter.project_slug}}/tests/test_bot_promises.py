@@ -103,6 +103,7 @@ async def test_a_redelivery_to_another_replica_runs_once(
 # 3. Idempotency keys and buttons are never reused --------------------------------------------
 
 
+@pytest.mark.ops  # waits out real seconds of flood control, timeouts or TTL
 async def test_a_user_back_after_state_ttl_gets_new_keys_and_old_buttons_are_stale(
     settings: Settings, redis_client: Redis, food_api: RecordingFoodAPI
 ) -> None:
@@ -269,6 +270,7 @@ def chat_is(*chat_ids: int) -> Any:
     return lambda params: params.get("chat_id") in chat_ids
 
 
+@pytest.mark.ops  # waits out real seconds of flood control, timeouts or TTL
 async def test_flood_control_in_two_chats_holds_up_neither_a_third_user_nor_their_next_step(
     settings: Settings, redis_client: Redis, food_api: RecordingFoodAPI
 ) -> None:
@@ -305,6 +307,7 @@ async def test_flood_control_in_two_chats_holds_up_neither_a_third_user_nor_thei
         ]
 
 
+@pytest.mark.ops  # waits out real seconds of flood control, timeouts or TTL
 async def test_every_bot_api_call_ends_within_the_call_timeout(
     settings: Settings, redis_client: Redis, food_api: RecordingFoodAPI
 ) -> None:

@@ -7,7 +7,7 @@ from pydantic import SecretStr
 from {{ cookiecutter.project_slug }}.nodes import Start
 from {{ cookiecutter.project_slug }}.testing import BotTestClient
 
-from .conftest import RecordingFoodAPI, make_settings
+from ..conftest import RecordingFoodAPI, make_settings
 
 
 async def test_the_food_flow_runs_on_a_redis_cluster(

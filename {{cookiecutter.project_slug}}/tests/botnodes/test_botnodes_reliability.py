@@ -23,10 +23,11 @@ from redis.retry import Retry
 
 from botnodes import LockTimeoutError, Node, StateUnavailableError, TransitionLostError
 
+from ..conftest import RedisServer
 from .botnodes_support import BadEnter, Cart, Ctx, Menu, Msg, make_nodes, stored_json
-from .conftest import RedisServer
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+BURST_WORKER = f"{__package__}.burst_worker"
 
 
 async def cart_items(nodes: Any, user_id: int) -> list[str]:
@@ -47,6 +48,7 @@ async def test_a_burst_of_50_events_for_one_user_keeps_every_item_in_order(
     assert await cart_items(nodes, 1) == [f"item{i}" for i in range(50)]
 
 
+@pytest.mark.ops
 async def test_two_processes_bursting_one_user_lose_nothing(
     redis_client: Redis, redis_url: str, state_key: str
 ) -> None:
@@ -54,7 +56,7 @@ async def test_two_processes_bursting_one_user_lose_nothing(
     await nodes.user(1).to(Cart())
     workers = [
         subprocess.Popen(  # noqa: ASYNC220 - started once, waited for in a thread
-            [sys.executable, "-m", "tests.burst_worker", redis_url, state_key, "1", "25", label],
+            [sys.executable, "-m", BURST_WORKER, redis_url, state_key, "1", "25", label],
             cwd=PROJECT_ROOT,
         )
         for label in ("a", "b")

@@ -19,8 +19,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from botnodes import Outcome, TransitionLostError, UserBusyError, after_commit
 
+from ..conftest import RedisServer
 from .botnodes_support import Cart, Checkout, Ctx, Menu, Msg, make_nodes, visit_of
-from .conftest import RedisServer
 
 NESTED = "[" * 100_000 + "]" * 100_000
 

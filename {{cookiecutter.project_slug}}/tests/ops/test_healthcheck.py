@@ -15,8 +15,8 @@ from {{ cookiecutter.project_slug }}.config import Settings, load_settings
 from {{ cookiecutter.project_slug }}.healthcheck import CheckFailedError, check, ping_redis
 from {{ cookiecutter.project_slug }}.testing import FakeBotAPIServer
 
+from ..conftest import free_port
 from .bot_process import SETTING_NAMES, BotProcess
-from .conftest import free_port
 
 PACKAGE = "{{ cookiecutter.project_slug }}"
 TOKEN = "123456:health-check-SECRET-token"
@@ -135,7 +135,6 @@ async def healthcheck_process(tmp_path: Path, **settings: str) -> tuple[int, str
     return code, process.log()
 
 
-@pytest.mark.slow
 async def test_command_exits_0_when_healthy(
     tmp_path: Path, redis_url: str, bot_api: FakeBotAPIServer
 ) -> None:
@@ -148,7 +147,6 @@ async def test_command_exits_0_when_healthy(
     assert TOKEN not in output
 
 
-@pytest.mark.slow
 async def test_command_exits_1_with_one_line_when_redis_is_down(
     tmp_path: Path, bot_api: FakeBotAPIServer
 ) -> None:
@@ -167,7 +165,6 @@ async def test_command_exits_1_with_one_line_when_redis_is_down(
     assert "hunter2-password" not in output
 
 
-@pytest.mark.slow
 async def test_command_exits_1_on_a_bad_setting(tmp_path: Path) -> None:
     # Docker reserves exit status 2 of a health check, which the bot uses for bad settings.
     code, output = await healthcheck_process(tmp_path, BOT_TOKEN="not-a-token")
@@ -178,7 +175,6 @@ async def test_command_exits_1_on_a_bad_setting(tmp_path: Path) -> None:
     assert "not-a-token" not in output
 
 
-@pytest.mark.slow
 async def test_command_does_not_hang_on_a_hung_bot_api(
     tmp_path: Path, redis_url: str, silent_port: int
 ) -> None:

@@ -22,8 +22,8 @@ from {{ cookiecutter.project_slug }}.logging_setup import MASK, RedactingFormatt
 from {{ cookiecutter.project_slug }}.main import secrets_of
 from {{ cookiecutter.project_slug }}.testing import BotTestClient, FakeBotAPIServer
 
+from ..conftest import E2E_TOKEN, RecordingFoodAPI, free_port
 from .bot_process import SETTING_NAMES, BotProcess, bot_environment
-from .conftest import E2E_TOKEN, RecordingFoodAPI, free_port
 
 PACKAGE = "{{ cookiecutter.project_slug }}"
 TOKEN = "123456:SECRET-token-never-printed"
@@ -208,7 +208,7 @@ def test_cli_reads_dotenv_from_the_working_directory(tmp_path: Path) -> None:
 def test_env_example_lists_every_setting_with_its_default(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    example = Path(__file__).resolve().parent.parent / ".env.example"
+    example = Path(__file__).resolve().parents[2] / ".env.example"
     names = {
         line.split("=", 1)[0]
         for line in example.read_text().splitlines()

@@ -22,12 +22,10 @@ from redis.asyncio import Redis
 
 from {{ cookiecutter.project_slug }}.testing import FakeBotAPIServer, message_update
 
+from ..conftest import RedisServer, free_port
+from ..test_bot_food_api import OrderServer
 from .bot_process import BotProcess
-from .conftest import RedisServer, free_port
 from .test_bot_e2e import ALICE, EMPTY_CART, GREETING, MAIN_MENU, TOKEN, current_node
-from .test_bot_food_api import OrderServer
-
-pytestmark = pytest.mark.slow
 
 PACKAGE = "{{ cookiecutter.project_slug }}"
 SECRET = "webhook-secret_42"

@@ -50,7 +50,7 @@ SETTING_NAMES = (
     "METRICS_PORT",
 )
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def bot_environment(settings: Mapping[str, str]) -> dict[str, str]:

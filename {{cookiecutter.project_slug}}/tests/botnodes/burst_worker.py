@@ -1,7 +1,8 @@
 """A second bot process for cross-process tests: routes N cart items for one user, then exits.
 
-Run as `python -m tests.burst_worker REDIS_URL PREFIX USER_ID COUNT LABEL` from the project root.
-It waits for a go signal (a Redis key) so both processes fire their bursts at the same moment.
+Run as `python -m tests.botnodes.burst_worker REDIS_URL PREFIX USER_ID COUNT LABEL` from the
+project root. It waits for a go signal (a Redis key) so both processes fire their bursts at the
+same moment.
 """
 
 from __future__ import annotations

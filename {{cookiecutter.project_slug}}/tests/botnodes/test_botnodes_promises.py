@@ -20,8 +20,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from botnodes import Outcome, StateTooLargeError, after_commit
 from botnodes.storage import StateStore
 
+from ..conftest import RedisServer
 from .botnodes_support import Cart, Checkout, Ctx, Menu, Msg, make_nodes, visit_of
-from .conftest import RedisServer
 
 
 async def test_a_redelivered_event_runs_once_in_any_process(

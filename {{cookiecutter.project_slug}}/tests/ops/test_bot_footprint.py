@@ -20,7 +20,7 @@ from {{ cookiecutter.project_slug }}.main import DISCRIMINATOR_FIELD
 from {{ cookiecutter.project_slug }}.nodes import Hold, Hungry, Start, nodes_dict
 from {{ cookiecutter.project_slug }}.testing import BotTestClient
 
-from .conftest import RecordingFoodAPI
+from ..conftest import RecordingFoodAPI
 
 TELEGRAM_USER_ID = 5_123_456_789  # ten digits, like today's Telegram ids
 

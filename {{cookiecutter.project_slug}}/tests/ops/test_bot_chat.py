@@ -16,12 +16,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
+from ..conftest import free_port
 from .bot_process import bot_environment
-from .conftest import free_port
-
-pytestmark = pytest.mark.slow
 
 PACKAGE = "{{ cookiecutter.project_slug }}"
 

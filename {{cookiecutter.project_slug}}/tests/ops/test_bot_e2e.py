@@ -26,11 +26,9 @@ from {{ cookiecutter.project_slug }}.nodes.hungry import cart_text
 from {{ cookiecutter.project_slug }}.nodes_types import Ctx
 from {{ cookiecutter.project_slug }}.testing import FakeBotAPIServer, FakeSession
 
+from ..conftest import E2E_TOKEN, RedisServer, free_port, make_settings
+from ..test_bot_food_api import OrderServer
 from .bot_process import BotProcess
-from .conftest import E2E_TOKEN, RedisServer, free_port, make_settings
-from .test_bot_food_api import OrderServer
-
-pytestmark = pytest.mark.slow
 
 PACKAGE = "{{ cookiecutter.project_slug }}"
 TOKEN = E2E_TOKEN
