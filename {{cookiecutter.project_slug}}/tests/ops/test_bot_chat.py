@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from ..conftest import free_port
 from .bot_process import bot_environment
 

@@ -17,6 +17,7 @@ import pytest
 import redis as redis_sync
 
 from botnodes import MAX_TTL_SECONDS
+
 from {{ cookiecutter.project_slug }}.config import ConfigError, load_settings
 from {{ cookiecutter.project_slug }}.logging_setup import MASK, RedactingFormatter
 from {{ cookiecutter.project_slug }}.main import secrets_of

@@ -15,7 +15,6 @@ import pytest
 
 from .bot_process import PROJECT_ROOT, bot_environment
 
-
 PACKAGE = "{{ cookiecutter.project_slug }}"
 
 
