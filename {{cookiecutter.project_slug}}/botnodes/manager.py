@@ -576,13 +576,15 @@ class NodesUser(Generic[CtxT, EventT, UserIdT]):
 
 
 def _first_visit(lease: Lease) -> int:
-    """The visit of a user starting over: the Redis clock in microseconds.
+    """The visit of a user starting over: the clock in microseconds.
 
     Visits only ever grow for a user, across expiry and resets: a fresh start lands above any
     visit they had before (nobody makes a step per microsecond), so an idempotency key or a
-    button of an earlier life can never match a visit of this one.
+    button of an earlier life can never match a visit of this one. The Redis server's clock
+    when nothing was stored (one clock for all replicas); this process's when a stored value
+    could not be read (rare: a reset).
     """
-    return max(lease.locked.now_us, 1)
+    return lease.locked.now_us or time.time_ns() // 1000
 
 
 def _require_positive(name: str, value: float) -> None:

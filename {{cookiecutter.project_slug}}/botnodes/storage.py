@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -51,8 +52,8 @@ MAX_TTL_SECONDS = 9e15
 # Returns {status, value or ms left, source, repairs, now, replying}: status 1 = taken,
 # 0 = held by another, 2 = a duplicate event; source 1 = the state key, 2 = the 0.1.0 hash,
 # 0 = nothing readable; repairs is '' or what had to be fixed, for the log; now is the Redis
-# server's clock in microseconds (a fresh start's first visit); replying is 1 when the other
-# holder is sending the replies of a stored step.
+# server's clock in microseconds when there was no readable value (a fresh start's first
+# visit), else 0; replying is 1 when the other holder is sending the replies of a stored step.
 # Holding the lock already counts as taking it, so a call retried after a lost reply succeeds.
 LOCK_AND_READ = """
 local repairs = {}
@@ -88,15 +89,15 @@ if ARGV[4] ~= '' then
     return {2, false, 0, table.concat(repairs, '; '), 0, 0}
   end
 end
+local value = redis.pcall('GET', KEYS[1])
+if value and type(value) ~= 'table' then
+  return {1, value, 1, table.concat(repairs, '; '), 0, 0}
+end
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
-local value = redis.pcall('GET', KEYS[1])
 if type(value) == 'table' then
   table.insert(repairs, 'the state key was a Redis ' .. redis.call('TYPE', KEYS[1]).ok)
   return {1, false, 0, table.concat(repairs, '; '), now, 0}
-end
-if value then
-  return {1, value, 1, table.concat(repairs, '; '), now, 0}
 end
 if KEYS[4] then
   local legacy = redis.pcall('HGET', KEYS[4], ARGV[3])
@@ -115,12 +116,13 @@ return {1, false, 0, table.concat(repairs, '; '), now, 0}
 # KEYS: state, lock, handled events, [0.1.0 hash]. ARGV: token, value ('' = a release that
 # keeps the stored value), state TTL in ms ('0' = none), user id, SHA-1 of what was read,
 # event id ('' = none), how long handled events are remembered in ms, how long to keep the
-# lock for the replies in ms ('0' = release). Returns 1 stored (lock released or kept),
-# 2 stored but the lock had been lost meanwhile, 0 refused: someone else wrote since (the
-# lock is released if ours). A retry after a lost reply finds its own value stored and
-# reports success. `pcall` turns a key of another type into an error value.
-# The handled-events set keeps the newest 128 ids of the last window and expires with it,
-# so a user who has been quiet that long costs nothing for it.
+# lock for the replies in ms ('0' = release), the caller's clock in ms (orders handled
+# events). Returns 1 stored (lock released or kept), 2 stored but the lock had been lost
+# meanwhile, 0 refused: someone else wrote since (the lock is released if ours). A retry
+# after a lost reply finds its own value stored and reports success. `pcall` turns a key of
+# another type into an error value.
+# The handled-events set keeps the newest 128 ids and expires a window after the user's last
+# stored step, so a user who has been quiet that long costs nothing for it.
 WRITE_AND_UNLOCK = """
 local holder = redis.pcall('GET', KEYS[2])
 local ours = holder == ARGV[1] or holder == ARGV[1] .. '~'
@@ -152,14 +154,13 @@ if ARGV[2] ~= '' then
     redis.call('PEXPIRE', KEYS[1], ARGV[3])
   end
   if ARGV[6] ~= '' then
-    local clock = redis.call('TIME')
-    local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-    if type(redis.pcall('ZADD', KEYS[3], now, ARGV[6])) == 'table' then
+    if type(redis.pcall('ZADD', KEYS[3], ARGV[9], ARGV[6])) == 'table' then
       redis.call('DEL', KEYS[3])
-      redis.call('ZADD', KEYS[3], now, ARGV[6])
+      redis.call('ZADD', KEYS[3], ARGV[9], ARGV[6])
     end
-    redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[7]))
-    redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -129)
+    if redis.call('ZCARD', KEYS[3]) > 128 then
+      redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -129)
+    end
     redis.call('PEXPIRE', KEYS[3], ARGV[7])
   end
   if ARGV[8] ~= '0' then
@@ -221,7 +222,7 @@ class Locked:
     repairs: str = ""
     #: The event was handled before (a re-delivery): the lock was not kept, nothing was read.
     duplicate: bool = False
-    #: The Redis server's clock in microseconds when the lock was taken.
+    #: The Redis server's clock in microseconds when no readable value was stored, else 0.
     now_us: int = 0
     #: When not taken: the holder has stored its step and is sending its replies.
     holder_replying: bool = False
@@ -365,6 +366,7 @@ class StateStore:
                     event_id if value else "",
                     self._dedupe_window,
                     str(keep_lock_ms if value else 0),
+                    str(time.time_ns() // 1_000_000),
                 ],
             )
         )
