@@ -604,7 +604,9 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
         """
         while True:
             try:
-                busy = await self.fire_due() >= _CLAIM_BATCH
+                # Cancelling the loop does not cut a firing in half: it finishes meanwhile
+                # and `drain` waits for it like for an event.
+                busy = await asyncio.shield(self.fire_due()) >= _CLAIM_BATCH
             except RedisError as error:
                 self._notify(self._observer.redis_error)
                 logger.warning("could not look for due timers: %s", error)

@@ -22,12 +22,13 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from typing import TextIO
 
-from pydantic import SecretStr
+from pydantic import SecretStr, TypeAdapter, ValidationError
 from redis.asyncio import Redis
 
-from .config import Settings
+from .config import Duration, Settings
 from .food_api import create_food_api
 from .testing import BotTestClient, Reply, TestUser
 
@@ -37,8 +38,12 @@ Type a message and press Enter: it reaches the bot as a private message.
   :node         show your node and its stored data
   :user ID      talk as another user (each has their own conversation)
   :reset        forget your conversation (the next message starts over)
+  :wait 30m     let time pass (90, 30m, 24h, PT1H...): the timers that fall due fire
   :help         this help
   :quit         leave (or Ctrl+D)"""
+
+
+_DURATION: TypeAdapter[timedelta] = TypeAdapter(Duration)
 
 
 class ChatError(Exception):
@@ -133,6 +138,8 @@ class Chat:
         elif command == "user" and argument.strip().isdigit():
             self.user = self._user(int(argument))
             self._say(f"(now talking as user {self.user.user_id})")
+        elif command == "wait":
+            await self._wait(argument.strip())
         elif command == "reset":
             await self.client.nodes.user(self.user.user_id).forget()
             self._say("(forgotten: your next message starts over)")
@@ -153,6 +160,17 @@ class Chat:
         self._show(await self.user.click(labels[number - 1]))
         if self.user.last_answer:
             self._say(f"     ({self.user.last_answer})")
+
+    async def _wait(self, argument: str) -> None:
+        try:
+            delta = _DURATION.validate_python(argument)
+        except ValidationError:
+            self._say("(:wait takes a duration, like 90, 30m, 24h or PT1H)")
+            return
+        before = len(self.user.replies())
+        await self.client.advance(delta)
+        self._say(f"({delta} later)")
+        self._show(self.user.replies()[before:])
 
     async def _show_node(self) -> None:
         node = await self.user.node()

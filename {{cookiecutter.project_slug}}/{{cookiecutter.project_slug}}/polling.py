@@ -15,6 +15,7 @@ async def run_polling(app: App) -> None:
     """
     app.dispatcher.shutdown.register(app.on_shutdown)
     metrics_runner = await serve_metrics(app) if app.settings.metrics.port else None
+    app.start_timers()
     try:
         await app.dispatcher.start_polling(
             app.bot,

@@ -75,6 +75,7 @@ class WebhookServer:
             allowed_updates=self.app.dispatcher.resolve_used_update_types(),
         )
         self.ready = True
+        self.app.start_timers()
         logger.info("Serving webhooks on %s:%s", settings.host, settings.port)
 
     async def stop(self) -> None:
