@@ -643,13 +643,17 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
                     await self._timers.set(user_id, pending.earliest if pending else None)
                     return None
                 name, due_ms = due
+                lateness = (self._now_ms() - due_ms) / 1000
                 self._notify(
-                    functools.partial(
-                        self._observer.timer_fired,
-                        current.key,
-                        name,
-                        (self._now_ms() - due_ms) / 1000,
-                    )
+                    functools.partial(self._observer.timer_fired, current.key, name, lateness)
+                )
+                logger.debug(
+                    "timer user=%s node=%s timer=%s lateness_ms=%.0f",
+                    user_id,
+                    current.key,
+                    name,
+                    lateness * 1000,
+                    extra={"user_id": user_id, "node": current.key, "timer": name},
                 )
                 with collecting(outbox):
                     step = await self._time_out(user_id, current, pending, name, due_ms)
