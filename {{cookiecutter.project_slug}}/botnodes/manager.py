@@ -74,6 +74,13 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
     so they leave in order even when the user's next update reaches another process; it costs
     one more script call per step that replies. With one process per bot (long polling) the
     local queue already keeps that order: pass False and a step costs two.
+
+    Nodes may arm timers (`Node.timeouts`, see timers.py): run `run_timers()` as a task in
+    every process. `clock` (seconds since the epoch) is what due times are counted with, so a
+    test can move time and call `fire_due()`; processes sharing a Redis need synchronised
+    clocks (NTP). A claimed timer that was not fired (the process died) fires again after
+    `timer_claim_ttl`; each process looks every `timer_poll_interval` at `timer_shards`
+    sorted sets (one Redis Cluster slot each).
     """
 
     def __init__(  # noqa: PLR0917 - positional like botnodes 0.1.0, for compatibility
