@@ -606,17 +606,25 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
     async def run_timers(self) -> None:
         """Fire due timers until cancelled: run it as a task in every process of the bot.
 
+        Cancelling it waits for the timers it claimed to be fired.
+
         Every `timer_poll_interval` it claims the users whose timers are due; a claimed user
         is this process's alone (see timers.py), so replicas never fire a timer twice.
         """
         while True:
+            look = asyncio.ensure_future(self.fire_due())
             try:
-                # Cancelling the loop does not cut a firing in half: it finishes meanwhile
-                # and `drain` waits for it like for an event.
-                busy = await asyncio.shield(self.fire_due()) >= _CLAIM_BATCH
+                busy = await asyncio.shield(look) >= _CLAIM_BATCH
+            except asyncio.CancelledError:
+                # Stopping does not cut a firing in half: the timers claimed are fired first.
+                await asyncio.wait([look])
+                raise
             except RedisError as error:
                 self._notify(self._observer.redis_error)
                 logger.warning("could not look for due timers: %s", error)
+                busy = False
+            except Exception:  # the loop must outlive anything one look runs into
+                logger.exception("looking for due timers failed; trying again")
                 busy = False
             if not busy:
                 await asyncio.sleep(self._timer_poll_interval)
