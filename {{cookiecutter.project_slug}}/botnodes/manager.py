@@ -618,6 +618,8 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
             except asyncio.CancelledError:
                 # Stopping does not cut a firing in half: the timers claimed are fired first.
                 await asyncio.wait([look])
+                if not look.cancelled() and look.exception() is not None:
+                    logger.warning("the last look for due timers failed: %r", look.exception())
                 raise
             except RedisError as error:
                 self._notify(self._observer.redis_error)

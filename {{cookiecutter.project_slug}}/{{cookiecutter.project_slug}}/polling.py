@@ -26,6 +26,7 @@ async def run_polling(app: App) -> None:
             close_bot_session=True,
         )
     finally:
+        await app.stop_timers()  # also when polling never started (a wrong token)
         if metrics_runner is not None:
             await metrics_runner.cleanup()
 
