@@ -3,7 +3,8 @@
 A stored node is one JSON object: the node model's fields (`model_dump(mode="json")`, so
 datetimes, UUIDs and enums survive), the registered key under `discriminator_field`, when the
 node class has a non-zero `schema_version` that version under `"_v"`, and the user's visit
-number under `"_n"` (see `Node.visit`). pydantic never names a field with a leading
+number under `"_n"` (see `Node.visit`), and its pending timers, if any, under `"_t"`
+(see timers.py). pydantic never names a field with a leading
 underscore, so neither can clash with a model field. Without them the format is exactly
 botnodes 0.1.0's, which keeps old data readable.
 
@@ -23,9 +24,11 @@ from pydantic import BaseModel, ValidationError
 
 from .errors import ConfigurationError, CorruptStateError, UnregisteredNodeError
 from .node import CtxT, EventT, Node, UserIdT
+from .timers import PendingTimers
 
 VERSION_FIELD = "_v"
 VISIT_FIELD = "_n"
+TIMERS_FIELD = "_t"
 
 AnyNode = Node[Any, Any, Any, Any]
 
@@ -38,6 +41,8 @@ class Decoded(Generic[CtxT, EventT, UserIdT]):
     node: Node[CtxT, EventT, UserIdT, Any]
     #: Human-readable note when the data was migrated or its key renamed, else None.
     upgraded: str | None = None
+    #: The timers armed for this visit that have not fired yet (None: none).
+    timers: PendingTimers | None = None
 
     @property
     def visit(self) -> int:
@@ -53,10 +58,15 @@ class NodeCodec(Generic[CtxT, EventT, UserIdT]):
         discriminator_field: str,
         key_aliases: Mapping[str, str] | None = None,
     ) -> None:
-        if not discriminator_field or discriminator_field in (VERSION_FIELD, VISIT_FIELD):
+        if not discriminator_field or discriminator_field in (
+            VERSION_FIELD,
+            VISIT_FIELD,
+            TIMERS_FIELD,
+        ):
             raise ConfigurationError(
                 f"discriminator_field {discriminator_field!r} is not allowed: "
-                f"use a non-empty name other than {VERSION_FIELD!r} and {VISIT_FIELD!r}"
+                f"use a non-empty name other than {VERSION_FIELD!r}, {VISIT_FIELD!r} and "
+                f"{TIMERS_FIELD!r}"
             )
         if not nodes_dict:
             raise ConfigurationError("nodes_dict is empty: register at least the start node")
@@ -120,8 +130,8 @@ class NodeCodec(Generic[CtxT, EventT, UserIdT]):
             )
         return key
 
-    def encode(self, node: AnyNode) -> str:
-        """Serialize a node with its key (and schema version) into one compact JSON string."""
+    def encode(self, node: AnyNode, timers: PendingTimers | None = None) -> str:
+        """Serialize a node with its key, schema version, visit and pending timers as JSON."""
         key = self.key_of(node)
         payload = node._data.model_dump(mode="json")
         payload[self._discriminator] = key
@@ -130,6 +140,8 @@ class NodeCodec(Generic[CtxT, EventT, UserIdT]):
             payload[VERSION_FIELD] = version
         if node.visit:
             payload[VISIT_FIELD] = node.visit
+        if timers is not None and timers.due:
+            payload[TIMERS_FIELD] = timers.to_json()
         text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
         try:
             text.encode()
@@ -165,6 +177,7 @@ class NodeCodec(Generic[CtxT, EventT, UserIdT]):
         visit = payload.pop(VISIT_FIELD, 0)
         if not isinstance(visit, int) or isinstance(visit, bool) or visit < 0:
             raise CorruptStateError(f"visit {visit!r} of node {key!r} is not a whole number")
+        timers = _pop_timers(payload, key)
         if version < node_class.schema_version:
             try:
                 payload = node_class.migrate(payload, version)
@@ -188,4 +201,14 @@ class NodeCodec(Generic[CtxT, EventT, UserIdT]):
             ) from None
         node = node_class._from_model(data)
         node.visit = visit
-        return Decoded(key=key, node=node, upgraded="; ".join(notes) or None)
+        return Decoded(key=key, node=node, upgraded="; ".join(notes) or None, timers=timers)
+
+
+def _pop_timers(payload: dict[str, Any], key: str) -> PendingTimers | None:
+    """Take the pending timers out of a stored payload; CorruptStateError if malformed."""
+    if TIMERS_FIELD not in payload:
+        return None
+    try:
+        return PendingTimers.from_json(payload.pop(TIMERS_FIELD))
+    except ValueError as error:
+        raise CorruptStateError(f"timers of node {key!r} can't be read: {error}") from None

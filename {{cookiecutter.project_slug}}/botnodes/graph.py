@@ -5,7 +5,9 @@ is made, so there is no second list to keep in sync:
 
     async def on_event(self, user_id, event, ctx) -> hungry.Hungry | hold.Hold | Start | None:
 
-`None` means "stays on this node". A broad annotation (`Node[...]`, a `NextNode` alias of it,
+`None` means "stays on this node". A node's `on_timeout` declares where its timers lead the
+same way; the diagram labels those edges with the node's `timeout_labels` (the settings the
+durations come from). A broad annotation (`Node[...]`, a `NextNode` alias of it,
 or none) declares nothing, and is reported as such rather than guessed.
 
 From the declarations `FlowGraph` checks the registry (every target registered, every node
@@ -35,14 +37,14 @@ class Declared:
     stays: bool
 
 
-def declared_transitions(node_class: AnyNodeClass) -> Declared | None:
-    """The transitions `node_class.on_event` declares, or None if it declares none."""
-    function = node_class.on_event
+def declared_transitions(node_class: AnyNodeClass, hook: str = "on_event") -> Declared | None:
+    """The transitions `node_class.<hook>` declares, or None if it declares none."""
+    function = getattr(node_class, hook)
     try:
         hints = typing.get_type_hints(function, function.__globals__)
     except Exception as error:  # an annotation naming something that doesn't exist
         raise ConfigurationError(
-            f"the return annotation of {node_class.__qualname__}.on_event can't be read: {error}"
+            f"the return annotation of {node_class.__qualname__}.{hook} can't be read: {error}"
         ) from error
     annotation = hints.get("return")
     if annotation is None:
@@ -76,6 +78,12 @@ class FlowGraph:
         self._start = start_node
         self.declared: dict[str, Declared | None] = {
             key: declared_transitions(node_class) for key, node_class in nodes_dict.items()
+        }
+        #: Where the timers of the nodes that handle timeouts lead (`on_timeout`).
+        self.timeouts: dict[str, Declared | None] = {
+            key: declared_transitions(node_class, "on_timeout")
+            for key, node_class in nodes_dict.items()
+            if node_class.on_timeout is not Node.on_timeout
         }
 
     def key(self, node_class: AnyNodeClass) -> str:
@@ -143,7 +151,21 @@ class FlowGraph:
                 lines.append(f"    {key} --> {key} : stays")
             if getattr(self._class_of(key), "final", False):
                 lines.append(f"    {key} --> [*]")
+            lines.extend(self._timeout_lines(key))
         return "\n".join(lines) + "\n"
+
+    def _timeout_lines(self, key: str) -> list[str]:
+        """The edges of a node's timers, labelled with where their durations come from."""
+        if key not in self.timeouts:
+            return []
+        declared = self.timeouts[key]
+        if declared is None:
+            return [f"    note right of {key} : timeout transitions not declared"]
+        labels = ", ".join(self._class_of(key).timeout_labels.values()) or "timeout"
+        targets = sorted(self.key(target) for target in declared.targets)
+        if declared.stays and key not in targets:
+            targets.insert(0, key)
+        return [f"    {key} --> {target} : after {labels}" for target in targets]
 
     def _class_of(self, key: str) -> AnyNodeClass:
         return next(cls for cls, k in self._key_by_class.items() if k == key)
@@ -152,8 +174,12 @@ class FlowGraph:
         seen = {self.key(self._start)}
         todo = [self.key(self._start)]
         while todo:
-            declared = self.declared.get(todo.pop())
-            for target in declared.targets if declared else ():
+            current = todo.pop()
+            declared = self.declared.get(current)
+            by_timer = self.timeouts.get(current)
+            for target in (declared.targets if declared else set()) | (
+                by_timer.targets if by_timer else set()
+            ):
                 key = self.key(target)
                 if key not in seen:
                     seen.add(key)

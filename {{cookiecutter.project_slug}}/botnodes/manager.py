@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Generic
 
@@ -35,10 +36,12 @@ from .storage import (
     RedisClient,
     StateStore,
 )
+from .timers import PendingTimers, TimerSchedule, after_firing, arm, changes
 
 logger = logging.getLogger("botnodes")
 
 _MAX_COMMIT_BACKOFF = 1.0  # seconds between two tries of a commit Redis did not take
+_CLAIM_BATCH = 100  # the most users one poll claims per timer shard
 
 
 class Outcome(enum.Enum):
@@ -54,6 +57,8 @@ class Outcome(enum.Enum):
     STALE = "stale"
     #: `on_event` raised: logged, and the user stays where they were with their data.
     FAILED = "failed"
+    #: A timer of the user's node fell due and its `on_timeout` ran (`Nodes.fire_due`).
+    TIMED_OUT = "timed_out"
     #: The event was handled before (`event_id` seen: a re-delivered update): nothing ran.
     DUPLICATE = "duplicate"
 
@@ -69,6 +74,13 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
     so they leave in order even when the user's next update reaches another process; it costs
     one more script call per step that replies. With one process per bot (long polling) the
     local queue already keeps that order: pass False and a step costs two.
+
+    Nodes may arm timers (`Node.timeouts`, see timers.py): run `run_timers()` as a task in
+    every process. `clock` (seconds since the epoch) is what due times are counted with, so a
+    test can move time and call `fire_due()`; processes sharing a Redis need synchronised
+    clocks (NTP). A claimed timer that was not fired (the process died) fires again after
+    `timer_claim_ttl`; each process looks every `timer_poll_interval` at `timer_shards`
+    sorted sets (one Redis Cluster slot each).
     """
 
     def __init__(  # noqa: PLR0917 - positional like botnodes 0.1.0, for compatibility
@@ -97,6 +109,10 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
         commit_timeout: float | None = None,
         start_node: type[Node[CtxT, EventT, UserIdT, Any]] | None = None,
         strict_transitions: bool = False,
+        clock: Callable[[], float] = time.time,
+        timer_shards: int = 8,
+        timer_claim_ttl: float = 30.0,
+        timer_poll_interval: float = 0.2,
     ) -> None:
         if not isinstance(redis_property_name, str) or not redis_property_name:
             raise ConfigurationError(
@@ -110,6 +126,8 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
         _require_positive("lock_ttl", lock_ttl)
         _require_positive("lock_wait_timeout", lock_wait_timeout)
         _require_positive("dedupe_window", dedupe_window)
+        _require_positive("timer_claim_ttl", timer_claim_ttl)
+        _require_positive("timer_poll_interval", timer_poll_interval)
         if state_ttl is not None:
             _require_positive("state_ttl", state_ttl)
         if commit_timeout is not None:
@@ -118,6 +136,7 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
             ("max_concurrent", max_concurrent),
             ("max_waiting_per_user", max_waiting_per_user),
             ("state_max_bytes", state_max_bytes),
+            ("timer_shards", timer_shards),
         ):
             if count is not None and not (isinstance(count, int) and count >= 1):
                 raise ConfigurationError(f"{name}={count!r} must be a whole number of at least 1")
@@ -132,6 +151,12 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
             legacy=migrate_legacy,
             dedupe_window_ms=math.ceil(dedupe_window * 1000),
         )
+        self._timers = TimerSchedule(
+            redis_client, redis_property_name, shards=timer_shards, run=self._store.run_script
+        )
+        self._clock = clock
+        self._timer_claim_ttl_ms = math.ceil(timer_claim_ttl * 1000)
+        self._timer_poll_interval = timer_poll_interval
         self._get_start_node = get_start_node
         self._ctx = ctx
         self._event_to_user_id = event_to_user_id
@@ -200,7 +225,13 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
                     outcome, next_node = await self._transition(user_id, event, current, lease)
                 if next_node is None:
                     return outcome
-                to_key = await self._commit(lease, next_node, event_id, replies=len(outbox))
+                to_key = await self._commit(
+                    lease,
+                    next_node,
+                    event_id,
+                    replies=len(outbox),
+                    before=current,
+                )
             # The step is stored and the slot is free for other users: a reply held up by
             # Telegram's flood control keeps only this user waiting.
             await outbox.flush(user_id)
@@ -253,13 +284,7 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
             if returned is not None:  # an unregistered node could never be read back
                 self._codec.key_of(returned)
         except Exception:
-            self._notify(lambda: self._observer.node_failed(current.key, "on_event"))
-            logger.exception(
-                "on_event of node %r failed for user %s; user stays on it, data unchanged",
-                current.key,
-                user_id,
-                extra={"user_id": user_id, "node": current.key},
-            )
+            self._node_failed(current.key, "on_event", user_id, "user stays on it, data unchanged")
             return Outcome.FAILED, None
         if returned is None:
             return Outcome.STAYED, current.node
@@ -311,7 +336,7 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
                 visit = current.visit + 1 if current else _first_visit(lease)
                 with collecting(outbox):
                     await self._enter(node, user_id, visit=visit)
-                await self._commit(lease, node, event_id, replies=len(outbox))
+                await self._commit(lease, node, event_id, replies=len(outbox), before=current)
             await outbox.flush(user_id)
         return True
 
@@ -419,14 +444,21 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
         try:
             await node.on_enter(user_id, self._ctx)
         except Exception:
-            key = self._codec.key_of(node)
-            self._notify(lambda: self._observer.node_failed(key, "on_enter"))
-            logger.exception(
-                "on_enter of node %r failed for user %s; the user is stored on it anyway",
-                key,
-                user_id,
-                extra={"user_id": user_id, "node": key},
+            self._node_failed(
+                self._codec.key_of(node), "on_enter", user_id, "the user is stored on it anyway"
             )
+
+    def _node_failed(self, key: str, hook: str, user_id: UserIdT, consequence: str) -> None:
+        """Count and log (with its traceback) an exception a node's `hook` raised."""
+        self._notify(lambda: self._observer.node_failed(key, hook))
+        logger.exception(  # noqa: LOG004 - only ever called in an `except` block
+            "%s of node %r failed for user %s; %s",
+            hook,
+            key,
+            user_id,
+            consequence,
+            extra={"user_id": user_id, "node": key},
+        )
 
     async def _commit(
         self,
@@ -435,31 +467,48 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
         event_id: str,
         *,
         replies: int,
+        before: Decoded[CtxT, EventT, UserIdT] | None,
+        timers: PendingTimers | None = None,
+        fired: str | None = None,
     ) -> str:
         """Store the node, retrying while Redis is away: the write is safe to repeat.
 
-        With replies to send, the lock is kept (and kept alive) until they are out.
+        The node is stored with its pending `timers` (by default its `timeouts` from now:
+        an event replaces them), and the user's place in the timer
+        schedule is set in the same batch (nothing is sent for a user who had no timers and
+        has none). With replies to send, the lock is kept (and kept alive) until they are out.
         Raises TransitionLostError if it can't be stored within `commit_timeout`, or if
         another writer changed the user's state since it was read; StateTooLargeError if
         the node's data is over `state_max_bytes`.
         """
         key = self._codec.key_of(node)
-        value = self._codec.encode(node)
+        if timers is None:
+            timers = self._arm(node, lease.user_id)
+        value = self._codec.encode(node, timers)
         self._check_size(lease.user_id, key, value)
         self._locks.stop_keepalive(lease)
         deadline = time.perf_counter() + self._commit_timeout
         delay = 0.05
         while True:
             try:
-                result = await self._store.write_and_unlock(
-                    lease.user_id,
-                    lease.token,
-                    value,
-                    read_digest=lease.locked.read_digest,
-                    forget_legacy=lease.locked.from_legacy,
-                    event_id=event_id,
-                    keep_lock_ms=self._lock_ttl_ms if replies and self._lock_during_replies else 0,
-                )
+                writes: list[Awaitable[Any]] = [
+                    self._store.write_and_unlock(
+                        lease.user_id,
+                        lease.token,
+                        value,
+                        read_digest=lease.locked.read_digest,
+                        forget_legacy=lease.locked.from_legacy,
+                        event_id=event_id,
+                        keep_lock_ms=self._lock_ttl_ms
+                        if replies and self._lock_during_replies
+                        else 0,
+                    )
+                ]
+                if timers.due or (before and before.timers):
+                    # Sent first, in the commit's batch: a crash between the two leaves the
+                    # schedule early (a harmless look), never late.
+                    writes.insert(0, self._timers.set(lease.user_id, timers.earliest))
+                result = (await asyncio.gather(*writes))[-1]
                 break
             except RedisError as error:
                 self._notify(self._observer.redis_error)
@@ -507,7 +556,162 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
             )
         if replies:
             self._locks.replying(lease, lock_kept=self._lock_during_replies)
+        self._count_timers(before, key, timers, fired)
         return key
+
+    def _arm(self, node: Node[CtxT, EventT, UserIdT, Any], user_id: UserIdT) -> PendingTimers:
+        """The node's timers, counted from now (its user's latest event on it)."""
+        return arm(self._timeouts(node, user_id), self._now_ms())
+
+    def _timeouts(
+        self, node: Node[CtxT, EventT, UserIdT, Any], user_id: UserIdT
+    ) -> Mapping[str, float]:
+        """`node.timeouts`; a failure is logged and arms no timer."""
+        try:
+            return node.timeouts(self._ctx)
+        except Exception:
+            self._node_failed(self._codec.key_of(node), "timeouts", user_id, "no timers armed")
+            return {}
+
+    def _now_ms(self) -> int:
+        return math.floor(self._clock() * 1000)
+
+    def _count_timers(
+        self,
+        before: Decoded[CtxT, EventT, UserIdT] | None,
+        key: str,
+        timers: PendingTimers | None,
+        fired: str | None,
+    ) -> None:
+        scheduled, cancelled = changes(before.timers if before else None, timers)
+        from_key = before.key if before else key
+        for name in scheduled:
+            self._notify(functools.partial(self._observer.timer_scheduled, key, name))
+        for name in cancelled:
+            if name != fired:
+                self._notify(functools.partial(self._observer.timer_cancelled, from_key, name))
+
+    async def fire_due(self, now: float | None = None) -> int:
+        """Fire the timers due by `now` (default: the clock) that this process claims.
+
+        Returns how many users were claimed; each one's timer ran (or was found stale, or
+        failed and was logged) before this returns. `run_timers` calls it in a loop; a test
+        with its own clock calls it directly, after moving the clock.
+        """
+        now_ms = self._now_ms() if now is None else math.floor(now * 1000)
+        claimed = await self._timers.claim(now_ms, self._timer_claim_ttl_ms, _CLAIM_BATCH)
+        await asyncio.gather(*(self._fire_logged(user_id) for user_id, _ in claimed))
+        return len(claimed)
+
+    async def run_timers(self) -> None:
+        """Fire due timers until cancelled: run it as a task in every process of the bot.
+
+        Cancelling it waits for the timers it claimed to be fired.
+
+        Every `timer_poll_interval` it claims the users whose timers are due; a claimed user
+        is this process's alone (see timers.py), so replicas never fire a timer twice.
+        """
+        while True:
+            look = asyncio.ensure_future(self.fire_due())
+            try:
+                busy = await asyncio.shield(look) >= _CLAIM_BATCH
+            except asyncio.CancelledError:
+                # Stopping does not cut a firing in half: the timers claimed are fired first.
+                await asyncio.wait([look])
+                if not look.cancelled() and look.exception() is not None:
+                    logger.warning("the last look for due timers failed: %r", look.exception())
+                raise
+            except RedisError as error:
+                self._notify(self._observer.redis_error)
+                logger.warning("could not look for due timers: %s", error)
+                busy = False
+            except Exception:  # the loop must outlive anything one look runs into
+                logger.exception("looking for due timers failed; trying again")
+                busy = False
+            if not busy:
+                await asyncio.sleep(self._timer_poll_interval)
+
+    async def _fire_logged(self, user_id: UserIdT) -> None:
+        """Fire one claimed user's timer; a failure leaves the claim to expire and retry."""
+        try:
+            await self._fire(user_id)
+        except Exception as error:
+            logger.warning(
+                "timer of user %s not fired (%r); it is tried again in %.0f s",
+                user_id,
+                error,
+                self._timer_claim_ttl_ms / 1000,
+                extra={"user_id": user_id},
+            )
+
+    async def _fire(self, user_id: UserIdT) -> Outcome | None:
+        """The user's turn for their earliest due timer; None if none is due (a stale look).
+
+        Under the user's lock the stored value decides: a timer that an event replaced, that
+        belonged to a node the user left, or that already fired, is no longer pending.
+        """
+        outbox = Outbox()
+        async with self._turn(user_id, "") as lease:
+            async with self._slot():
+                current = self._load(lease, quiet=True)
+                pending = current.timers if current else None
+                due = pending.next_due(self._now_ms()) if pending else None
+                if current is None or pending is None or due is None:
+                    await self._timers.set(user_id, pending.earliest if pending else None)
+                    return None
+                name, due_ms = due
+                lateness = (self._now_ms() - due_ms) / 1000
+                self._notify(
+                    functools.partial(self._observer.timer_fired, current.key, name, lateness)
+                )
+                logger.debug(
+                    "timer user=%s node=%s timer=%s lateness_ms=%.0f",
+                    user_id,
+                    current.key,
+                    name,
+                    lateness * 1000,
+                    extra={"user_id": user_id, "node": current.key, "timer": name},
+                )
+                with collecting(outbox):
+                    step = await self._time_out(user_id, current, pending, name, due_ms)
+                if step is None:  # on_timeout failed: its data and replies are dropped
+                    outbox = Outbox()
+                    left = {n: due for n, due in pending.due.items() if n != name}
+                    unchanged = self._codec.decode(lease.locked.value or b"").node
+                    step = unchanged, PendingTimers(pending.armed_ms, left)
+                await self._commit(
+                    lease,
+                    step[0],
+                    "",
+                    replies=len(outbox),
+                    before=current,
+                    timers=step[1],
+                    fired=name,
+                )
+            await outbox.flush(user_id)
+        return Outcome.TIMED_OUT
+
+    async def _time_out(
+        self,
+        user_id: UserIdT,
+        current: Decoded[CtxT, EventT, UserIdT],
+        pending: PendingTimers,
+        name: str,
+        due_ms: int,
+    ) -> tuple[Node[CtxT, EventT, UserIdT, Any], PendingTimers] | None:
+        """Run on_timeout: the node to store and its timers; None if on_timeout raised."""
+        try:
+            returned = await current.node.on_timeout(user_id, name, self._ctx)
+            if returned is not None:
+                self._codec.key_of(returned)
+        except Exception:
+            self._node_failed(current.key, "on_timeout", user_id, f"its timer {name!r} is dropped")
+            return None
+        if returned is None:
+            timeouts = self._timeouts(current.node, user_id)
+            return current.node, after_firing(pending, name, due_ms, timeouts)
+        await self._enter(returned, user_id, visit=current.visit + 1)
+        return returned, self._arm(returned, user_id)
 
     def _check_size(self, user_id: UserIdT, key: str, value: str) -> None:
         """Refuse to store more than `state_max_bytes`: no node can grow a key without bound."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
 from pydantic import BaseModel
@@ -26,6 +27,10 @@ class Node(ABC, Generic[CtxT, EventT, UserIdT, ModelT]):
 
     #: A node where a conversation may end (it leads nowhere): the flow check allows it.
     final: ClassVar[bool] = False
+
+    #: For the flow diagram: each timeout name this node may return from `timeouts`, and
+    #: where its duration comes from (a setting's name), e.g. `{"expiry": "CART_EXPIRES_AFTER"}`.
+    timeout_labels: ClassVar[Mapping[str, str]] = {}
 
     _data: ModelT
 
@@ -71,3 +76,25 @@ class Node(ABC, Generic[CtxT, EventT, UserIdT, ModelT]):
         Return the next node (its `on_enter` runs, then it is stored), or `None` to stay:
         then whatever was changed in `self._data` is stored and `on_enter` does not run.
         """
+
+    def timeouts(self, ctx: CtxT) -> Mapping[str, float]:
+        """The timers this node wants now: name -> seconds after the user's last event on it.
+
+        Asked after every stored step that leaves the user on this node; a value of 0 or
+        less (or a name left out) means no such timer. Each event for the user replaces the
+        timers, leaving the node drops them. After a timer fired and the user stayed, it is
+        asked again (still counting from the last event): a timer whose time already passed
+        is not armed again, so a node that asks again and again returns growing durations.
+        """
+        return {}
+
+    async def on_timeout(
+        self, user_id: UserIdT, name: str, ctx: CtxT
+    ) -> Node[CtxT, EventT, UserIdT, Any] | None:
+        """Handle the timer `name` of this visit falling due; it runs like an event.
+
+        Return the next node or `None` to stay (changes to `self._data` are stored); reply
+        through `after_commit` as in `on_event`. Annotate the return with the nodes it may
+        return, as for `on_event`, so the flow diagram shows them.
+        """
+        return None

@@ -28,3 +28,12 @@ class NodesObserver:
 
     def duplicate(self) -> None:
         """An event handled before (a re-delivered update) arrived again and was skipped."""
+
+    def timer_scheduled(self, node: str, name: str) -> None:
+        """A step armed (or re-armed) the timer `name` of the node with key `node`."""
+
+    def timer_cancelled(self, node: str, name: str) -> None:
+        """An event replaced the pending timer `name`, or the user left its node."""
+
+    def timer_fired(self, node: str, name: str, lateness: float) -> None:
+        """The timer `name` ran, `lateness` seconds after its due time."""

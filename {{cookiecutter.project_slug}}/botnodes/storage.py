@@ -381,6 +381,10 @@ class StateStore:
         )
         return bool(extended)
 
+    async def run_script(self, script: AsyncScript, keys: list[str], args: list[str]) -> Any:
+        """Run another module's script (timers.py) in the same batches as this store's."""
+        return await self._run(script, keys, args)
+
     async def _run(
         self,
         script: AsyncScript,

@@ -30,15 +30,16 @@ import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import TextIO
 
-from pydantic import SecretStr
+from pydantic import SecretStr, TypeAdapter, ValidationError
 from redis.asyncio import Redis
 
 from botnodes import ConfigurationError
 
-from .config import Settings
+from .config import Duration, Settings
 from .food_api import create_food_api
 from .testing import BotTestClient, Reply, TestUser
 
@@ -50,6 +51,7 @@ Type a message and press Enter: it reaches the bot as a private message.
   :node         show your node and its stored data
   :user ID      talk as another user (each has their own name and conversation)
   :reset        forget your conversation (the next message starts over)
+  :wait 30m     let time pass (90, 30m, 24h, PT1H...): the timers that fall due fire
   :log          show the latest log lines (the bot logs to a file, not here)
   :help         this help
   :quit         leave (or Ctrl+D; Ctrl+C leaves at once)"""
@@ -60,6 +62,9 @@ STOP_TIMEOUT = 2.0
 EXIT_INTERRUPTED = 130
 #: Exit status for a setting the bot refuses (as `run` exits).
 EXIT_CONFIG_ERROR = 2
+
+
+_DURATION: TypeAdapter[timedelta] = TypeAdapter(Duration)
 
 
 class ChatError(Exception):
@@ -161,6 +166,8 @@ class Chat:
         elif command == "user" and argument.strip().isdigit():
             self.user = self._user(int(argument))
             self._say(f"(now talking as user {self.user.user_id}, {self.user_name})")
+        elif command == "wait":
+            await self._wait(argument.strip())
         elif command == "reset":
             await self.client.nodes.user(self.user.user_id).forget()
             self._say("(forgotten: your next message starts over)")
@@ -210,6 +217,17 @@ class Chat:
         self._show(await self.user.click(label, on=message))
         if self.user.last_answer:
             self._say(f"     ({self.user.last_answer})")
+
+    async def _wait(self, argument: str) -> None:
+        try:
+            delta = _DURATION.validate_python(argument)
+        except ValidationError:
+            self._say("(:wait takes a duration, like 90, 30m, 24h or PT1H)")
+            return
+        before = len(self.user.replies())
+        await self.client.advance(delta)
+        self._say(f"({delta} later)")
+        self._show(self.user.replies()[before:])
 
     async def _show_node(self) -> None:
         node = await self.user.node()

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import (
+    BeforeValidator,
     Field,
     HttpUrl,
     SecretStr,
@@ -31,6 +33,35 @@ S = TypeVar("S", bound=BaseSettings)
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 _SECRET_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,256}")
+
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+_WITH_UNIT = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+
+
+def _seconds_or_unit(value: Any) -> Any:
+    """`1800` and `30m` (s, m, h, d) as a duration; anything else goes to pydantic as it is.
+
+    pydantic itself takes a number of seconds (not as text, which is all an environment
+    has), ISO 8601 (`PT30M`, `P1D`) and `[D day[s], ]HH:MM:SS`.
+    """
+    if not isinstance(value, str):
+        return value
+    text = value.strip().lower()
+    with_unit = _WITH_UNIT.fullmatch(text)
+    if with_unit:
+        return timedelta(seconds=float(with_unit[1]) * _UNIT_SECONDS[with_unit[2]])
+    try:
+        return timedelta(seconds=float(text))
+    except (ValueError, OverflowError):
+        return value
+
+
+#: A length of time: seconds, `30m`, `24h`, `PT30M`, `01:00:00`...; 0 is allowed (off).
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(_seconds_or_unit),
+    Field(ge=timedelta(0), le=timedelta(days=3650)),
+]
 
 
 class ConfigError(Exception):
@@ -150,6 +181,10 @@ class CartSettings(BaseSettings):
 
     max_dish_name_length: int = Field(default=100, ge=1, le=1000)
     max_cart_items: int = Field(default=50, ge=1, le=1000)
+    # A cart left alone: reminded once after this long (0 = never), dropped after that
+    # long (0 = kept until the state expires). Counted from the user's last message.
+    cart_reminder_after: Duration = timedelta(minutes=30)
+    cart_expires_after: Duration = timedelta(hours=24)
 
 
 class RuntimeSettings(BaseSettings):

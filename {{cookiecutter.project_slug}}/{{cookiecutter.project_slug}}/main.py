@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from aiogram import Bot, Dispatcher
@@ -100,11 +102,13 @@ def create_nodes(
     *,
     strict_transitions: bool = False,
     observer: NodesObserver | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> Nodes[Ctx, Event, UserId]:
     """The botnodes manager for this bot's nodes, with the state settings applied.
 
     The flow the nodes declare is checked here (see botnodes/graph.py); `strict_transitions`
     (the tests' and the chat's choice) makes an undeclared transition an error, not a warning.
+    `clock` is what timers count with: the test client and the chat move their own.
     """
     return Nodes(
         redis_client=redis,
@@ -133,6 +137,7 @@ def create_nodes(
         start_node=Start,
         strict_transitions=strict_transitions,
         observer=observer,
+        clock=clock,
     )
 
 
@@ -150,6 +155,18 @@ class App:
         self.in_flight = InFlightUpdates()
         self.dispatcher: Dispatcher = build_dispatcher(self.nodes, self.in_flight)
         self.dispatcher.update.outer_middleware(CountUpdates(self.metrics))
+        self._timers: asyncio.Task[None] | None = None
+
+    def start_timers(self) -> None:
+        """Fire the nodes' due timers from now on, in this process as in every replica."""
+        self._timers = asyncio.create_task(self.nodes.run_timers(), name="botnodes timers")
+
+    async def stop_timers(self) -> None:
+        """Stop looking for due timers; a timer being fired finishes (see `Nodes.drain`)."""
+        if self._timers is not None:
+            self._timers.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._timers
 
     async def check_dependencies(self) -> None:
         """Before taking any update: the token works and Redis answers; else `StartupError`.
@@ -181,6 +198,7 @@ class App:
         replies sent by the last handlers still go out. `within` is what is left of
         SHUTDOWN_TIMEOUT when the caller has already waited (webhook mode).
         """
+        await self.stop_timers()
         loop = asyncio.get_running_loop()
         if within is None:
             within = self.settings.runtime.shutdown_timeout

@@ -22,6 +22,8 @@ from botnodes import NodesObserver
 Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
 
 _FAST = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: A due timer should fire within a second; a claim that expired makes it ~30 s late.
+_LATENESS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
 class BotMetrics(NodesObserver):
@@ -72,6 +74,18 @@ class BotMetrics(NodesObserver):
             "Updates handled before that arrived again (Telegram re-deliveries), skipped.",
             registry=self.registry,
         )
+        self.timers = Counter(
+            "bot_timers_total",
+            "Node timers by what happened to them (scheduled, fired, cancelled) and name.",
+            ["node", "timer", "event"],
+            registry=self.registry,
+        )
+        self.timer_lateness_seconds = Histogram(
+            "bot_timer_lateness_seconds",
+            "How long after its due time a timer fired.",
+            buckets=_LATENESS,
+            registry=self.registry,
+        )
         self.telegram_retries = Counter(
             "bot_telegram_retries_total",
             "Bot API calls retried, by method and reason (429, server, network).",
@@ -116,6 +130,16 @@ class BotMetrics(NodesObserver):
 
     def duplicate(self) -> None:
         self.duplicates.inc()
+
+    def timer_scheduled(self, node: str, name: str) -> None:
+        self.timers.labels(node, name, "scheduled").inc()
+
+    def timer_cancelled(self, node: str, name: str) -> None:
+        self.timers.labels(node, name, "cancelled").inc()
+
+    def timer_fired(self, node: str, name: str, lateness: float) -> None:
+        self.timers.labels(node, name, "fired").inc()
+        self.timer_lateness_seconds.observe(lateness)
 
     # telegram_limits.RetryTelegram's hook.
     def telegram_retry(self, method: str, reason: str, delay: float) -> None:

@@ -15,6 +15,7 @@ async def run_polling(app: App) -> None:
     """
     app.dispatcher.shutdown.register(app.on_shutdown)
     metrics_runner = await serve_metrics(app) if app.settings.metrics.port else None
+    app.start_timers()
     try:
         await app.dispatcher.start_polling(
             app.bot,
@@ -25,6 +26,7 @@ async def run_polling(app: App) -> None:
             close_bot_session=True,
         )
     finally:
+        await app.stop_timers()  # also when polling never started (a wrong token)
         if metrics_runner is not None:
             await metrics_runner.cleanup()
 

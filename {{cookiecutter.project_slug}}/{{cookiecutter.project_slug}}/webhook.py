@@ -148,6 +148,7 @@ class WebhookServer:
         except TelegramAPIError as exc:
             raise StartupError(bot_api_failure(self.app.settings, "setWebhook", exc)) from None
         self.ready = True
+        self.app.start_timers()
         logger.info("Serving webhooks on %s:%s", settings.host, settings.port)
 
     async def stop(self) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
+from typing import ClassVar
 
 from pydantic import BaseModel, Field
 
@@ -21,13 +23,24 @@ class HungryModel(BaseModel):
     """The cart is stored so it survives restarts while the user keeps choosing."""
 
     order: list[str] = Field(default_factory=list)
+    #: The cart was recalled once already: a cart is recalled at most once.
+    reminded: bool = False
 
 
 class Hungry(Node[Ctx, Event, UserId, HungryModel]):
-    """Every message adds an item; `Finish` orders, `Cancel` drops the cart."""
+    """Every message adds an item; `Finish` orders, `Cancel` drops the cart.
 
-    def __init__(self, order: list[str] | None = None) -> None:
-        self._data = HungryModel(order=order or [])
+    Left alone, a cart is recalled once (CART_REMINDER_AFTER) and dropped later
+    (CART_EXPIRES_AFTER), both counted from the user's last message.
+    """
+
+    timeout_labels: ClassVar[Mapping[str, str]] = {
+        "reminder": "CART_REMINDER_AFTER",
+        "expiry": "CART_EXPIRES_AFTER",
+    }
+
+    def __init__(self, order: list[str] | None = None, *, reminded: bool = False) -> None:
+        self._data = HungryModel(order=order or [], reminded=reminded)
 
     @classmethod
     def _get_model(cls) -> type[HungryModel]:
@@ -76,7 +89,29 @@ class Hungry(Node[Ctx, Event, UserId, HungryModel]):
             )
             return None
         await ctx.send_message(user_id, f"Added {text}")
-        return Hungry(order=[*self._data.order, text])
+        return Hungry(order=[*self._data.order, text], reminded=self._data.reminded)
+
+    def timeouts(self, ctx: Ctx) -> Mapping[str, float]:
+        settings = ctx.settings.cart
+        recall = bool(self._data.order) and not self._data.reminded
+        return {
+            "reminder": settings.cart_reminder_after.total_seconds() if recall else 0,
+            "expiry": settings.cart_expires_after.total_seconds(),
+        }
+
+    async def on_timeout(self, user_id: UserId, name: str, ctx: Ctx) -> start.Start | None:
+        if name == "expiry":
+            await ctx.send_message(user_id, "Your cart expired.")
+            return start.Start(username="")  # the greeting of a returning user needs no name
+        self._data.reminded = True
+        # A user who blocked the bot gets a 403: the reminder is logged as not sent and
+        # dropped, never retried (it is stored as sent).
+        await ctx.send_message(
+            user_id,
+            f"Still hungry? Your cart: {cart_text(self._data.order)}",
+            reply_markup=keyboard(self.visit, "Finish", "Cancel"),
+        )
+        return None
 
     async def _place_order(self, user_id: UserId, ctx: Ctx, key: str) -> None:
         """Runs after the step is stored; the food API retries what was not answered.

@@ -9,6 +9,7 @@ replaced by `FakeTelegram`, then feeds it updates:
         assert [r.text for r in await alice.send("hi")] == ["Hello, alice! Are you hungry?"]
         replies = await alice.click("Yes")          # presses a button of the last message
         assert isinstance(await alice.node(), Hungry)
+        await client.advance(minutes=30)            # fires the timers that fall due
 
 Every reply is checked against Telegram's rules on the way out, so a message too long for
 Telegram fails the test the way it would fail in production.
@@ -17,9 +18,11 @@ Telegram fails the test the way it would fail in production.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from aiogram import Bot, Dispatcher
@@ -56,6 +59,18 @@ class Reply:
         return cls(str(message["text"]), buttons, int(message["message_id"]))
 
 
+class TestClock:
+    """The time as the bot under test sees it: the real time at start, then moved by hand."""
+
+    __test__ = False  # not a pytest test class, despite the name
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
 class BotTestClient:
     """The bot, in process, with a fake Telegram; `user()` gives a handle to talk as someone."""
 
@@ -65,11 +80,13 @@ class BotTestClient:
         bot: Bot,
         nodes: AppNodes,
         telegram: FakeTelegram,
+        clock: TestClock | None = None,
     ) -> None:
         self.dispatcher = dispatcher
         self.bot = bot
         self.nodes = nodes
         self.telegram = telegram
+        self.clock = clock or TestClock()
         self._update_ids = unique_ids()
 
     @classmethod
@@ -100,9 +117,12 @@ class BotTestClient:
             food_api=food_api or LoggingFoodAPI(),
             logger=bot_logger,
         )
-        nodes = create_nodes(settings, client_redis, ctx, strict_transitions=strict_transitions)
+        clock = TestClock()
+        nodes = create_nodes(
+            settings, client_redis, ctx, strict_transitions=strict_transitions, clock=clock
+        )
         try:
-            yield cls(build_dispatcher(nodes), bot, nodes, telegram)
+            yield cls(build_dispatcher(nodes), bot, nodes, telegram, clock)
         finally:
             if own_redis:
                 await client_redis.aclose()
@@ -117,6 +137,18 @@ class BotTestClient:
     ) -> TestUser:
         """A Telegram user chatting with the bot in a private chat."""
         return TestUser(self, user_id, username, first_name, last_name)
+
+    async def advance(self, delta: timedelta | None = None, **parts: float) -> int:
+        """Let time pass (`advance(minutes=30)`, or a timedelta): fire every timer due by then.
+
+        Nothing sleeps: the bot's clock moves and the due timers run in order of their due
+        times, as the running bot would fire them. Returns how many users' timers were looked at.
+        """
+        self.clock.now += (delta or timedelta(**parts)).total_seconds()
+        looked = 0
+        while handled := await self.nodes.fire_due():
+            looked += handled
+        return looked
 
     def next_update_id(self) -> int:
         return next(self._update_ids)

@@ -110,6 +110,7 @@ class _Failure:
             retry_after = self.retry_after if self.retry_after is not None else 1
             raise Refusal(429, f"Too Many Requests: retry after {retry_after}", retry_after)
         descriptions = {
+            403: "Forbidden: bot was blocked by the user",
             500: "Internal Server Error",
             502: "Bad Gateway",
             503: "Service Unavailable",

@@ -1,0 +1,188 @@
+"""Durable timers: a node acts when its user goes quiet, with nothing but the Redis it has.
+
+A node returns named timeouts from `Node.timeouts` (seconds after the user's last event on
+it). After every stored step they become due times, kept in two places:
+
+* in the user's stored value (`"_t"`, see codec.py), next to the node and its visit: this is
+  the truth. An event replaces them, leaving the node drops them, so a timer of a past visit
+  is simply no longer there and can't fire;
+* in a schedule, a sorted set `<prefix>:timers:{t<shard>}` per shard (a user's shard is a
+  hash of their id; the braces keep each shard in one Redis Cluster slot): the user's id,
+  scored with their earliest due time in milliseconds. It only says when to look.
+
+Every process polls the shards. A claim script hands each due user to exactly one process by
+moving their score `claim_ttl` into the future; that process then runs the timer as an event
+of the user (their queue, lock, stored value, commit, replies after commit). Under the lock it
+checks that the timer is still pending and due: a process killed mid-firing leaves the claim
+to expire and another process to fire it, and a firing that was already stored finds nothing
+pending. So each timer runs once. Whoever holds a user's lock sets their score from what it
+stores, so the schedule never says "later" than the truth for long.
+
+Cost: a step that arms or drops timers sends one more command (EVALSHA of SCHEDULE) in the same
+pipeline batch as its commit; a step of a user without timers, none. Each process sends one
+EVALSHA of CLAIM per shard per poll (batched into one round trip on a single Redis).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import zlib
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.commands.core import AsyncScript
+
+from .storage import RedisClient
+
+# KEYS: one shard's schedule. ARGV: now in ms, claim TTL in ms, most users to claim.
+# Returns [user, due ms, user, due ms, ...] for users due by now, each moved to now + TTL so
+# no other process claims them meanwhile (and a process that dies firing leaves them to fire
+# again after it).
+CLAIM = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, ARGV[3])
+local claimed_until = tonumber(ARGV[1]) + tonumber(ARGV[2])
+for i = 1, #due, 2 do
+  redis.call('ZADD', KEYS[1], claimed_until, due[i])
+end
+return due
+"""
+
+# KEYS: the user's shard. ARGV: user, their earliest due time in ms ('' = they have none).
+SCHEDULE = """
+if ARGV[2] == '' then
+  return redis.call('ZREM', KEYS[1], ARGV[1])
+end
+return redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+"""
+
+ScriptRunner = Callable[[AsyncScript, list[str], list[str]], Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class PendingTimers:
+    """A stored node's timers: when they were armed (the user's last event) and when due."""
+
+    armed_ms: int
+    due: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def earliest(self) -> int | None:
+        return min(self.due.values(), default=None)
+
+    def next_due(self, now_ms: int) -> tuple[str, int] | None:
+        """The timer to fire now (the earliest due, by name on a tie), or None."""
+        ready = sorted((due, name) for name, due in self.due.items() if due <= now_ms)
+        return (ready[0][1], ready[0][0]) if ready else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"at": self.armed_ms, "due": dict(self.due)}
+
+    @classmethod
+    def from_json(cls, stored: object) -> PendingTimers:
+        """Read `"_t"` back; ValueError if it is not what `to_json` writes."""
+        if not isinstance(stored, dict):
+            raise ValueError("not an object")
+        armed, due = stored.get("at"), stored.get("due")
+        if not isinstance(armed, int) or isinstance(armed, bool) or not isinstance(due, dict):
+            raise ValueError("needs a whole number 'at' and an object 'due'")
+        if not all(isinstance(name, str) and _whole(ms) for name, ms in due.items()):
+            raise ValueError("'due' must map names to whole numbers of ms")
+        return cls(armed, due)
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def arm(timeouts: Mapping[str, float], armed_ms: int) -> PendingTimers:
+    """Due times for `timeouts` counted from `armed_ms`; 0 or less means off."""
+    return PendingTimers(
+        armed_ms,
+        {
+            name: armed_ms + math.ceil(seconds * 1000)
+            for name, seconds in timeouts.items()
+            if seconds > 0
+        },
+    )
+
+
+def after_firing(
+    pending: PendingTimers, fired: str, fired_due: int, timeouts: Mapping[str, float]
+) -> PendingTimers:
+    """What is left pending once `fired` ran and the user stayed on the node.
+
+    The node's timeouts are asked again, still counted from the last event: one due after the
+    fired one is armed, one that was pending stays, one whose time passed already (it fired
+    before) is not armed again.
+    """
+    again = arm(timeouts, pending.armed_ms)
+    return PendingTimers(
+        pending.armed_ms,
+        {
+            name: due
+            for name, due in again.due.items()
+            if due > fired_due or (name in pending.due and name != fired)
+        },
+    )
+
+
+def changes(
+    before: PendingTimers | None, after: PendingTimers | None
+) -> tuple[list[str], list[str]]:
+    """Timer names newly scheduled and cancelled (replaced or dropped) by a step, for metrics."""
+    old = dict(before.due) if before else {}
+    new = dict(after.due) if after else {}
+    scheduled = [name for name, due in new.items() if old.get(name) != due]
+    cancelled = [name for name, due in old.items() if new.get(name) != due]
+    return scheduled, cancelled
+
+
+class TimerSchedule:
+    """The sharded sorted sets that say when to look at which user."""
+
+    def __init__(self, redis: RedisClient, prefix: str, *, shards: int, run: ScriptRunner) -> None:
+        self._prefix = prefix
+        self._shards = shards
+        self._run = run
+        self._claim = redis.register_script(CLAIM)
+        self._schedule = redis.register_script(SCHEDULE)
+
+    def shard_key(self, shard: int) -> str:
+        return f"{self._prefix}:timers:{{t{shard}}}"
+
+    def key_of(self, member: str) -> str:
+        """The shard of a user: a stable hash of their id, the same in every process."""
+        return self.shard_key(zlib.crc32(member.encode()) % self._shards)
+
+    @staticmethod
+    def member(user_id: int | str) -> str:
+        """The user as stored in the schedule: JSON, so an int id comes back an int."""
+        return json.dumps(user_id)
+
+    @staticmethod
+    def user_of(member: bytes | str) -> Any:
+        return json.loads(member)
+
+    async def set(self, user_id: int | str, earliest_ms: int | None) -> None:
+        """Look at the user at `earliest_ms` (None: never); the caller holds their lock."""
+        member = self.member(user_id)
+        due = "" if earliest_ms is None else str(earliest_ms)
+        await self._run(self._schedule, [self.key_of(member)], [member, due])
+
+    async def claim(self, now_ms: int, claim_ttl_ms: int, limit: int) -> list[tuple[Any, int]]:
+        """Take the users due by `now_ms` from every shard: (user id, due ms) each."""
+        args = [str(now_ms), str(claim_ttl_ms), str(limit)]
+        replies = await asyncio.gather(
+            *(
+                self._run(self._claim, [self.shard_key(shard)], args)
+                for shard in range(self._shards)
+            )
+        )
+        claimed: list[tuple[Any, int]] = []
+        for reply in replies:
+            for index in range(0, len(reply), 2):
+                claimed.append((self.user_of(reply[index]), int(float(reply[index + 1]))))
+        return claimed
