@@ -67,7 +67,7 @@ def test_a_piped_chat_walks_the_food_flow_with_buttons_and_text(talk: Talk) -> N
         "bot> What are you gonna order? Cart: Pizza",
         "     [1] Finish  [2] Cancel",
         "you> :node",
-        '(on Hungry: {"order": ["Pizza"]})',
+        '(on Hungry: {"order": ["Pizza"], "reminded": false})',
         "you> :1",
         "bot> Ordering Pizza",
         "bot> Ordered!",
@@ -111,7 +111,7 @@ def test_a_button_of_an_older_message_is_pressed_and_answered_out_of_date(talk: 
         "you> :press x",
         "(:press takes two numbers: the message of :buttons, then the button)",
         "you> :node",
-        '(on Hungry: {"order": []})',
+        '(on Hungry: {"order": [], "reminded": false})',
     ]
 
 
