@@ -159,11 +159,18 @@ def declare_target(text: str, class_name: str, node: NewNode) -> str:
         )
     lines = text.splitlines(keepends=True)
     returns = method.returns
-    line = lines[_end(returns) - 1].encode()  # ast's columns count UTF-8 bytes
-    cut = returns.end_col_offset or 0
+    # `A | B | None` gets the new node before its `None` ("or stay" reads best last).
+    stays = isinstance(returns, ast.BinOp) and _is_none(returns.right)
+    end = returns.left if stays and isinstance(returns, ast.BinOp) else returns
+    line = lines[_end(end) - 1].encode()  # ast's columns count UTF-8 bytes
+    cut = end.end_col_offset or 0
     added = f" | {node.name}.{node.cls}".encode()
-    lines[_end(returns) - 1] = (line[:cut] + added + line[cut:]).decode()
+    lines[_end(end) - 1] = (line[:cut] + added + line[cut:]).decode()
     return _import_sibling(tree, lines, node.name)
+
+
+def _is_none(node: ast.expr) -> bool:
+    return isinstance(node, ast.Constant) and node.value is None
 
 
 def _import_sibling(tree: ast.Module, lines: list[str], name: str) -> str:

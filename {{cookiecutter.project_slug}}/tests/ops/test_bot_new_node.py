@@ -110,7 +110,7 @@ def test_new_node_registers_wires_and_draws_the_node(project: Path) -> None:
     assert '    "tea_break": TeaBreak,\n}' in registry
     hungry = (project / PACKAGE / "nodes" / "hungry.py").read_text(encoding="utf-8")
     assert "from . import start, tea_break\n" in hungry
-    assert "-> start.Start | Hungry | tea_break.TeaBreak:" in hungry
+    assert "-> start.Start | Hungry | tea_break.TeaBreak | None:" in hungry
     diagram = run(project, "diagram")
     assert diagram.returncode == 0, diagram.stderr
     assert "    hungry --> tea_break\n" in diagram.stdout
