@@ -15,6 +15,7 @@ same process takes the lease over directly, without a trip to Redis.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import secrets
@@ -36,6 +37,7 @@ K = TypeVar("K", bound=int | str)
 
 _MAX_LOCK_POLL = 0.05  # seconds between two tries of a lock held by another process
 _RELEASE_RETRY = 0.2  # seconds between two tries to release a lock while Redis is away
+_RELEASE_WHEN_CANCELLED = 0.5  # seconds a cancelled turn gives its release
 
 
 @dataclass(slots=True)
@@ -148,6 +150,16 @@ class UserLocks(Generic[K]):
                 self._handed_over[lease.user_id] = lease.token
                 return
         elif lease.committed or lease.locked.duplicate:
+            return
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            # Cancelled (a shutdown past its deadline): one quick try, never a wait on a Redis
+            # that does not answer; if it fails the lock expires after `lock_ttl` by itself.
+            with contextlib.suppress(TimeoutError, RedisError):
+                async with asyncio.timeout(_RELEASE_WHEN_CANCELLED):
+                    await self._store.write_and_unlock(
+                        lease.user_id, lease.token, None, read_digest=""
+                    )
             return
         await self.release(lease)
 

@@ -41,6 +41,7 @@ from .timers import PendingTimers, TimerSchedule, after_firing, arm, changes
 logger = logging.getLogger("botnodes")
 
 _MAX_COMMIT_BACKOFF = 1.0  # seconds between two tries of a commit Redis did not take
+_TIMERS_STOP_GRACE = 1.0  # seconds a stopping timer loop lets its last look finish
 _CLAIM_BATCH = 100  # the most users one poll claims per timer shard
 
 
@@ -606,7 +607,7 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
     async def run_timers(self) -> None:
         """Fire due timers until cancelled: run it as a task in every process of the bot.
 
-        Cancelling it waits for the timers it claimed to be fired.
+        Cancelling it gives the timers it claimed a moment (1 s) to be fired.
 
         Every `timer_poll_interval` it claims the users whose timers are due; a claimed user
         is this process's alone (see timers.py), so replicas never fire a timer twice.
@@ -616,9 +617,12 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
             try:
                 busy = await asyncio.shield(look) >= _CLAIM_BATCH
             except asyncio.CancelledError:
-                # Stopping does not cut a firing in half: the timers claimed are fired first.
-                await asyncio.wait([look])
-                if not look.cancelled() and look.exception() is not None:
+                # Stopping gives the timers claimed a moment to fire; what is still running then
+                # (Redis not answering) is cut, and its claims fire again after their lease.
+                await asyncio.wait([look], timeout=_TIMERS_STOP_GRACE)
+                if not look.done():
+                    look.cancel()
+                elif not look.cancelled() and look.exception() is not None:
                     logger.warning("the last look for due timers failed: %r", look.exception())
                 raise
             except RedisError as error:
