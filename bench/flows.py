@@ -472,15 +472,20 @@ def build_botnodes(redis: Redis, prefix: str, package: str) -> Variant:
     keyboard = importlib.import_module(f"{package}.buttons").keyboard if buttons else None
 
     def probe() -> dict[str, int]:
-        # Private attributes, read on purpose: these are what would leak per user.
+        # Private attributes, read on purpose: these are what would leak per user. Bakes
+        # differ: the background tasks moved into `_locks` (lease.py), keyboards lost their
+        # cache when visits became unique to a user.
         pipeline = nodes._store._pipeline
+        locks = getattr(nodes, "_locks", None)
+        background = locks._background if locks is not None else nodes._background
+        cache_info = getattr(keyboard, "cache_info", None)
         return {
             "botnodes busy users (local lock slots)": nodes.busy_users,
             "botnodes routes in flight": nodes.in_flight,
-            "botnodes background tasks": len(nodes._background),
+            "botnodes background tasks": len(background),
             "pipeline queued calls": len(pipeline._queue) if pipeline else 0,
             "pipeline flushes running": len(pipeline._flushes) if pipeline else 0,
-            "cached keyboards (bounded: 4096)": keyboard.cache_info().currsize if keyboard else 0,
+            "cached keyboards (bounded: 4096)": cache_info().currsize if cache_info else 0,
         }
 
     return Variant("botnodes", dispatcher, bot, session, redis, food_api, info, probe=probe)

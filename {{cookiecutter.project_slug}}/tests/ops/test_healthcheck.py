@@ -189,5 +189,5 @@ async def test_command_does_not_hang_on_a_hung_bot_api(
 
     assert code == 1, output
     assert output.startswith("unhealthy: Bot API: ")
-    # Well inside the Dockerfile's HEALTHCHECK --timeout=15s.
-    assert asyncio.get_running_loop().time() - started < 12
+    # Inside the Dockerfile's HEALTHCHECK --timeout=15s, the process's own start included.
+    assert asyncio.get_running_loop().time() - started < 15
