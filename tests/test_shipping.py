@@ -855,7 +855,7 @@ def test_workflow_steps_run_as_written(
             ["bash", "-e", "-c", step["run"]],
             cwd=installed_project.path,
             env={**env, **installed_project.env()},
-            timeout=600,
+            timeout=1800,  # `pytest --all`: every tier of the defaults (about 11 min loaded)
         )
         assert result.returncode == 0, f"step {step.get('name')!r}:\n{output_tail(result)}"
 

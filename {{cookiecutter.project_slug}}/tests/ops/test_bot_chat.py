@@ -237,6 +237,7 @@ def test_chat_in_a_terminal_edits_lines_keeps_logs_out_and_ends_at_ctrl_c(
         screen = read_until(terminal, "Are you hungry?")
         assert "bot> Hello, user2! Are you hungry?" in screen
         read_until(terminal, "you> ")
+        wait_until_waiting_for_a_key(pid)
         started = time.monotonic()
         os.write(terminal, b"\x03")  # Ctrl+C
         status = wait_for_exit(pid, timeout=10)
@@ -249,6 +250,29 @@ def test_chat_in_a_terminal_edits_lines_keeps_logs_out_and_ends_at_ctrl_c(
                 os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
         os.close(terminal)
+
+
+def wait_until_waiting_for_a_key(pid: int, timeout: float = 10.0) -> None:
+    """Return once the chat's main thread sleeps in readline's wait for a key.
+
+    The prompt is printed just before that wait begins. Python's readline notices a Ctrl+C
+    only while it waits (the signal interrupts the wait), so one that lands in between is
+    seen at the next key press: no person is that fast, but a test is. Linux shows where a
+    thread sleeps in /proc; elsewhere a person's half second stands in.
+    """
+    wchan = Path(f"/proc/{pid}/wchan")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            sleeping_in = wchan.read_text()
+        except OSError:
+            break
+        if sleeping_in in {"", "0"}:  # this kernel doesn't say
+            break
+        if sleeping_in.startswith(("poll_schedule_timeout", "do_select", "do_sys_poll")):
+            return
+        time.sleep(0.01)
+    time.sleep(0.5)
 
 
 def wait_for_exit(pid: int, timeout: float) -> int:
