@@ -332,6 +332,8 @@ def render_timers(timers: Result, costs: Sequence[Result], machine: str, version
         f"| users reminded exactly once | {t['reminded_once']:,} |",
         f"| timers fired per second by run_timers | {t['fired_per_s']:,.0f} |",
         f"| Redis commands per fired timer (incl. inside Lua) | {t['commands_per_firing']:.2f} |",
+        f"| reminders falling due per second during traffic "
+        f"({t['lateness_load']:.0%} of the above) | {t['lateness_due_per_s']:,.0f} |",
         f"| reminders due one by one during traffic, fired / exactly once | "
         f"{t['lateness_fired']:,} of {t['lateness_users']:,} / {t['lateness_reminded_once']:,} |",
         f"| firing lateness p50 / p99 / max (ms), poll every "

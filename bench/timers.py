@@ -9,10 +9,11 @@ does) so nothing waits 30 minutes:
    (the sharded sorted sets) and of user values with and without their pending timers;
 2. firing throughput: the clock jumps past CART_REMINDER_AFTER, so every reminder falls due at
    once; timers fired per second by `run_timers` until each user got their reminder (once);
-3. lateness under traffic: `LATENESS_USERS` more users enter the cart spread over
-   `LATENESS_SPREAD_S` seconds and the clock is set so their reminders fall due over the next
-   seconds, while other users walk the whole flow at `in_flight` updates at once; the firing
-   lateness (what the bot's metric reports) p50 / p99 / max of those reminders.
+3. lateness under traffic: up to `LATENESS_USERS` more users enter the cart, paced so that
+   their reminders fall due at `LATENESS_LOAD` of the firing throughput just measured (a normal
+   load, not a backlog), and the clock is set so they fall due over the next seconds, while
+   other users walk the whole flow at `in_flight` updates at once; the firing lateness (what the
+   bot's metric reports) p50 / p99 / max of those reminders.
 
 What timers cost per ordinary update is measured by the usual throughput workers (run.py),
 with timers on, with both cart timers off, and the version before (`--baseline`).
@@ -23,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+import math
 import statistics
 import time
 from collections import Counter
@@ -35,9 +37,11 @@ from .redis_client import read_commandstats, reset_commandstats
 #: What every user's cart holds: two items, as a user who stopped after choosing a little.
 CART = ("Pizza", "Soup")
 REMINDER_PREFIX = "Still hungry?"
-#: The lateness phase: this many users (at most USERS), their reminders due over this long.
+#: The lateness phase: this many users (at most USERS), their reminders falling due at this
+#: share of the measured firing throughput, over at least / at most this many seconds.
 LATENESS_USERS = 2000
-LATENESS_SPREAD_S = 5.0
+LATENESS_LOAD = 0.25
+LATENESS_SPREAD_S = (5.0, 30.0)
 #: A phase that has not seen every timer fire after this long is reported, not waited for.
 PHASE_TIMEOUT_S = 600.0
 
@@ -195,10 +199,14 @@ async def run(
         variant.session.telegram.forget()
 
         # 3. Reminders falling due one by one while other users walk the flow.
-        lateness_users = range(first + users, first + users + min(users, LATENESS_USERS))
+        fired_per_s = fired["reminder"] / firing_s
+        shortest, longest = LATENESS_SPREAD_S
+        count = min(users, LATENESS_USERS, math.ceil(fired_per_s * LATENESS_LOAD * longest))
+        lateness_users = range(first + users, first + users + count)
+        spread = max(shortest, count / (fired_per_s * LATENESS_LOAD))
         recorder.fired.clear()
         start = time.monotonic()
-        pace = LATENESS_SPREAD_S / len(lateness_users)
+        pace = spread / len(lateness_users)
 
         async def place_paced(n: int, uid: int) -> None:
             await asyncio.sleep(max(0.0, start + n * pace - time.monotonic()))
@@ -211,7 +219,7 @@ async def run(
         )
         await asyncio.sleep(0.5)  # the traffic is under way before the first reminder is due
         traffic_began = time.perf_counter()
-        # The first placed reminder falls due in a second, the last LATENESS_SPREAD_S after.
+        # The first placed reminder falls due in a second, the last `spread` seconds after.
         clock.offset += reminder_after - (time.monotonic() - start) - 1
         await _until_fired(recorder, len(lateness_users), PHASE_TIMEOUT_S)
         stop.set()
@@ -237,9 +245,11 @@ async def run(
         "fired": dict(fired),
         "reminded_once": reminded_once,
         "firing_s": firing_s,
-        "fired_per_s": fired["reminder"] / firing_s,
+        "fired_per_s": fired_per_s,
         "commands_per_firing": sum(stats.values()) / max(fired["reminder"], 1),
         "lateness_users": len(lateness_users),
+        "lateness_due_per_s": len(lateness_users) / spread,
+        "lateness_load": LATENESS_LOAD,
         "lateness_fired": len(lateness),
         "lateness_reminded_once": lateness_reminded_once,
         "lateness_p50_s": cuts[49] if cuts else float("nan"),

@@ -167,7 +167,12 @@ def test_the_timers_run_reports_memory_firing_lateness_and_cost_per_update() -> 
     assert cells["users in the timer schedule"] == "40"
     assert cells["reminders fired, all due at once"] == "40"
     assert cells["users reminded exactly once"] == "40"
-    assert cells["reminders due one by one during traffic, fired / exactly once"] == "40 of 40 / 40"
+    # Those due one by one during traffic (as many as the measured firing speed allows): each
+    # one fired, and exactly once.
+    fired, due, once = cells[
+        "reminders due one by one during traffic, fired / exactly once"
+    ].split()[::2]
+    assert fired == due == once != "0"
     for figure in (
         "Redis memory per pending timer (bytes)",
         "MEMORY USAGE of the schedule per user (bytes)",
