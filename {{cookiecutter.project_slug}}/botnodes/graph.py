@@ -63,8 +63,8 @@ Timers = frozenset[str] | None
 class Declared:
     """What one node's `on_event` annotation says: the classes it returns, and whether None.
 
-    For `on_timeout`, `by_timer` says which timers lead to each target (the node's own key
-    class for `None`, i.e. staying) when the annotation marks them with `ByTimer`.
+    For `on_timeout`, `by_timer` says which timers lead to each target class (to `None` for
+    staying), as `ByTimer` marks them; None there means any of the node's timers.
     """
 
     targets: frozenset[AnyNodeClass]
