@@ -152,6 +152,8 @@ class Variant:
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     #: Sizes of the in-process structures that could grow with users (scale run).
     probe: Callable[[], dict[str, int]] = field(default=lambda: {})
+    #: Objects a run may drive directly (the botnodes variant: its `Nodes` and settings).
+    handles: dict[str, Any] = field(default_factory=dict)
 
     async def feed(self, update: Update) -> None:
         await self.dispatcher.feed_update(self.bot, update)
@@ -437,13 +439,14 @@ def build_ceiling(redis: Redis, prefix: str, package: str) -> Variant:
     return Variant("ceiling", dispatcher, bot, session, redis, food_api, info)
 
 
-def build_botnodes(redis: Redis, prefix: str, package: str) -> Variant:
+def build_botnodes(redis: Redis, prefix: str, package: str, **nodes_options: Any) -> Variant:
     """The baked bot's own nodes, `create_nodes` and `build_dispatcher`, on the fake session.
 
     Settings come from the environment through the bot's own `load_settings`, exactly as in
     production; only the Bot session (no network) and the food API (an external service)
     are replaced. The Redis client is the shared benchmark client (same pool and timeouts
-    as the bot's `create_redis`, plus round-trip counting).
+    as the bot's `create_redis`, plus round-trip counting). `nodes_options` go to
+    `create_nodes` (the timers run passes an observer and a clock it moves).
     """
     config = importlib.import_module(f"{package}.config")
     main = importlib.import_module(f"{package}.main")
@@ -459,7 +462,7 @@ def build_botnodes(redis: Redis, prefix: str, package: str) -> Variant:
     ctx = nodes_types.Ctx(
         bot=bot, settings=settings, food_api=food_api, logger=logging.getLogger(package)
     )
-    nodes = main.create_nodes(settings, redis, ctx)
+    nodes = main.create_nodes(settings, redis, ctx, **nodes_options)
     dispatcher = routers.build_dispatcher(nodes, middlewares.InFlightUpdates())
     info = {
         "isolation": "botnodes lock (local FIFO + Redis lock in the same scripts)",
@@ -488,7 +491,10 @@ def build_botnodes(redis: Redis, prefix: str, package: str) -> Variant:
             "cached keyboards (bounded: 4096)": cache_info().currsize if cache_info else 0,
         }
 
-    return Variant("botnodes", dispatcher, bot, session, redis, food_api, info, probe=probe)
+    handles = {"nodes": nodes, "settings": settings}
+    return Variant(
+        "botnodes", dispatcher, bot, session, redis, food_api, info, probe=probe, handles=handles
+    )
 
 
 def build_variant(name: str, redis: Redis, prefix: str, package: str) -> Variant:

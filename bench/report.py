@@ -247,3 +247,114 @@ def render_scale(scale: dict[str, Any], machine: str, versions: str) -> str:
         out += ["", f"PROBLEMS: {scale['errors']} errors ({scale['first_error']})"]
     out += ["", "Machine: " + machine, "Versions: " + versions]
     return "\n".join(out)
+
+
+#: The cost rows of the timers report: label and how to read it from a worker's result.
+TIMER_COSTS: tuple[tuple[str, Callable[[Result], float], str], ...] = (
+    ("updates/s", lambda r: r["throughput"]["updates_per_s"], "{:,.0f}"),
+    ("p50 latency, one user (ms)", lambda r: r["latency"]["p50_ms"], "{:.2f}"),
+    ("Redis round trips / update", lambda r: r["throughput"]["round_trips_per_update"], "{:.2f}"),
+    (
+        "Redis commands / update (incl. inside Lua)",
+        lambda r: r["throughput"]["server_commands_per_update"],
+        "{:.2f}",
+    ),
+    (
+        "EVALSHA / update",
+        lambda r: r["throughput"]["commandstats"].get("evalsha", 0) / r["throughput"]["updates"],
+        "{:.2f}",
+    ),
+)
+
+
+def _timer_cost_lines(costs: Sequence[Result]) -> list[str]:
+    """Medians of timers on / off / before as a table, and what timers add per update."""
+    names = list(dict.fromkeys(r["variant"] for r in costs))
+    table = {
+        name: [
+            statistics.median(get(r) for r in costs if r["variant"] == name)
+            for _, get, _ in TIMER_COSTS
+        ]
+        for name in names
+    }
+    out = [
+        f"### What timers cost per ordinary update (medians of {len(costs) // len(names)} runs)",
+        "",
+        "| | " + " | ".join(names) + " |",
+        "|---|" + "---:|" * len(names),
+    ]
+    for row, (label, _, fmt) in enumerate(TIMER_COSTS):
+        out.append(f"| {label} | " + " | ".join(fmt.format(table[n][row]) for n in names) + " |")
+    on = table["timers on"]
+    out.append("")
+    for other in names[1:]:
+        out.append(
+            f"- timers on / {other}: updates/s {on[0] / table[other][0]:.2f}x, "
+            f"Redis commands / update {on[3] / table[other][3]:.2f}x "
+            f"({on[3] - table[other][3]:+.2f} per update), "
+            f"round trips / update {on[2] - table[other][2]:+.2f}"
+        )
+    wrong = [
+        f"{r['variant']}: {r['throughput']['errors']} errors, "
+        f"{r['throughput']['users_with_wrong_replies']} users with wrong replies"
+        for r in costs
+        if r["throughput"]["errors"] or r["throughput"]["users_with_wrong_replies"]
+    ]
+    return out + (
+        ["", "PROBLEMS (figures of these runs are not comparable):", *wrong] if wrong else []
+    )
+
+
+def render_timers(timers: Result, costs: Sequence[Result], machine: str, versions: str) -> str:
+    """The timers run: memory per pending timer, firing speed and lateness, cost per update."""
+    t = timers
+    per_user_timers = t["schedule_bytes_per_user"] + (
+        t["user_key_bytes_with_timers"] - t["user_key_bytes_without_timers"]
+    )
+    out = [
+        f"## Timers: {t['users']:,} users with pending cart timers "
+        f"({t['timers_per_user']} each: reminder and expiry)",
+        "",
+        "| figure | value |",
+        "|---|---:|",
+        f"| users in the cart, placed per second | {t['users'] / t['placing_s']:,.0f} |",
+        f"| users in the timer schedule | {t['users_in_schedule']:,} |",
+        f"| Redis used_memory per user in the cart, state and timers (bytes) | "
+        f"{t['used_memory_per_user']:,.0f} |",
+        f"| MEMORY USAGE of the schedule per user (bytes) | {t['schedule_bytes_per_user']:,.0f} |",
+        f"| MEMORY USAGE of a user's key with / without its pending timers (bytes) | "
+        f"{t['user_key_bytes_with_timers']:,.0f} / {t['user_key_bytes_without_timers']:,.0f} |",
+        f"| pending timers in a user's value (bytes of JSON) | {t['value_bytes_of_timers']:,.0f} |",
+        f"| Redis memory per user for their timers (bytes) | {per_user_timers:,.0f} |",
+        f"| Redis memory per pending timer (bytes) | "
+        f"{per_user_timers / t['timers_per_user']:,.0f} |",
+        f"| reminders fired, all due at once | {t['fired'].get('reminder', 0):,} |",
+        f"| users reminded exactly once | {t['reminded_once']:,} |",
+        f"| timers fired per second by run_timers | {t['fired_per_s']:,.0f} |",
+        f"| Redis commands per fired timer (incl. inside Lua) | {t['commands_per_firing']:.2f} |",
+        f"| reminders falling due per second during traffic "
+        f"({t['lateness_load']:.0%} of the above) | {t['lateness_due_per_s']:,.0f} |",
+        f"| reminders due one by one during traffic, fired / exactly once | "
+        f"{t['lateness_fired']:,} of {t['lateness_users']:,} / {t['lateness_reminded_once']:,} |",
+        f"| firing lateness p50 / p99 / max (ms), poll every "
+        f"{t['poll_interval_s'] * 1000:.0f} ms | {t['lateness_p50_s'] * 1000:,.0f} / "
+        f"{t['lateness_p99_s'] * 1000:,.0f} / {t['lateness_max_s'] * 1000:,.0f} |",
+        f"| traffic meanwhile: updates/s, users who walked the flow | "
+        f"{t['traffic_updates_per_s']:,.0f}, {t['traffic_users_finished']:,} |",
+        "",
+    ]
+    problems = []
+    if t["placing_errors"] or t["traffic_errors"]:
+        problems.append(
+            f"{t['placing_errors']} users not placed ({t['first_error']}), "
+            f"{t['traffic_errors']} traffic updates failed"
+        )
+    if t["reminded_once"] != t["users"] or t["lateness_reminded_once"] != t["lateness_users"]:
+        problems.append("a user was reminded never or twice")
+    if t["traffic_users_with_wrong_replies"]:
+        problems.append(f"{t['traffic_users_with_wrong_replies']} traffic users got wrong replies")
+    if problems:
+        out += ["PROBLEMS (figures void):", *(f"- {p}" for p in problems), ""]
+    out += _timer_cost_lines(costs)
+    out += ["", "Machine: " + machine, "Versions: " + versions]
+    return "\n".join(out)

@@ -65,6 +65,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         " botnodes bot, 1,000 at a time; growth of memory and in-process structures",
     )
     parser.add_argument(
+        "--timers",
+        type=int,
+        metavar="USERS",
+        help="instead of the comparison: USERS users (e.g. 100000) with pending cart timers:"
+        " Redis memory per timer, firing throughput, lateness while serving traffic; then"
+        " what timers cost per update (timers on, off, and --baseline), --users users each",
+    )
+    parser.add_argument(
         "--webhook",
         action="store_true",
         help="instead of the comparison: the bot in webhook mode over HTTP on 127.0.0.1,"
@@ -212,8 +220,11 @@ def worker_command(
     ]
 
 
-def run_worker(command: list[str], project: Path) -> dict[str, Any]:
-    env = dict(os.environ)
+def run_worker(
+    command: list[str], project: Path, settings: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Run one worker with `project` importable and `settings` in its environment."""
+    env = {**os.environ, **(settings or {})}
     env["PYTHONPATH"] = os.pathsep.join(
         [str(project), str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])]
     )
@@ -288,6 +299,37 @@ def benchmark(
     return results
 
 
+#: The cost runs of `--timers`: the bot as shipped, the same bot with both cart timers off (it
+#: arms none, as a node without timeouts), and `--baseline`'s bot, with the settings each gets.
+TIMER_VARIANTS: dict[str, dict[str, str]] = {
+    "timers on": {},
+    "timers off": {"CART_REMINDER_AFTER": "0", "CART_EXPIRES_AFTER": "0"},
+    BASELINE: {},
+}
+
+
+def run_timers_bench(
+    args: argparse.Namespace, url: str, project: Path, baseline: Path | None
+) -> str:
+    """The timers run, then timers on / off / before interleaved; the report as Markdown."""
+    stamp = f"{os.getpid()}-{int(time.time())}"
+    command = worker_command(args, "botnodes", url, project.name, f"timers-{stamp}", project)
+    result = run_worker([*command, "--timers", str(args.timers)], project)["timers"]
+    variants = [v for v in TIMER_VARIANTS if v != BASELINE or baseline is not None]
+    costs: list[dict[str, Any]] = []
+    for round_no in range(args.repeats):
+        shift = round_no % len(variants)
+        for variant in variants[shift:] + variants[:shift]:
+            where = baseline if variant == BASELINE else project
+            assert where is not None
+            run_id = f"{stamp}-{round_no}-{variant.replace(' ', '-')}"
+            command = worker_command(args, "botnodes", url, where.name, run_id, project)
+            cost = run_worker(command, where, TIMER_VARIANTS[variant])
+            cost["variant"] = variant
+            costs.append(cost)
+    return report.render_timers(result, costs, machine(), versions(args.redis_server))
+
+
 def run_webhook_bench(args: argparse.Namespace, url: str, project: Path) -> str:
     """One replica, then two, each through the whole flow; the report as Markdown."""
     flows.load_fake_bot_api(str(fake_bot_api(project)))
@@ -309,6 +351,9 @@ def main(argv: list[str] | None = None) -> int:
             url = args.redis_url or stack.enter_context(redis_server(args.redis_server, Path(tmp)))
             if args.webhook:
                 print(run_webhook_bench(args, url, project))
+                return 0
+            if args.timers:
+                print(run_timers_bench(args, url, project, baseline))
                 return 0
             if args.scale:
                 command = worker_command(

@@ -15,13 +15,14 @@ import platform
 import sys
 from typing import Any
 
-from . import measure
-from .flows import VARIANTS, build_variant, load_fake_bot_api
+from . import measure, timers
+from .flows import VARIANTS, build_botnodes, build_variant, load_fake_bot_api
 from .redis_client import create_client
 
 #: User id ranges per phase, so no phase finds another phase's state.
 WARM_UP_BASE, THROUGHPUT_BASE, LATENCY_USER, BURST_USER = 1_000_000, 2_000_000, 3_000_001, 4_000_001
 SCALE_BASE = 10_000_000
+TIMERS_BASE = 20_000_000
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -46,6 +47,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--scale", type=int, metavar="USERS", help="only the scale run, with this many users"
     )
     parser.add_argument(
+        "--timers",
+        type=int,
+        metavar="USERS",
+        help="only the timers run (bench/timers.py), with this many users in the cart",
+    )
+    parser.add_argument(
         "--profile",
         metavar="HTML_OR_TXT",
         help="profile the throughput phase with pyinstrument into this file",
@@ -56,7 +63,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     load_fake_bot_api(args.fake_bot_api)
     redis = create_client(args.redis_url, max_connections=args.in_flight)
-    variant = build_variant(args.variant, redis, args.prefix, args.package)
+    if args.timers:
+        recorder, clock = timers.timer_recorder(), timers.MovableClock()
+        variant = build_botnodes(redis, args.prefix, args.package, observer=recorder, clock=clock)
+    else:
+        variant = build_variant(args.variant, redis, args.prefix, args.package)
     try:
         await measure.warm_up(variant, range(WARM_UP_BASE, WARM_UP_BASE + 20), args.in_flight)
         if not args.no_gc_freeze:
@@ -65,6 +76,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             # reach. Without it every full collection walks them all and costs ~0.2 s.
             gc.collect()
             gc.freeze()
+        if args.timers:
+            options = {
+                "users": args.timers,
+                "in_flight": args.in_flight,
+                "first_user": TIMERS_BASE,
+                "package": args.package,
+            }
+            return {
+                "variant": variant.name,
+                "timers": await timers.run(variant, recorder, clock, options),
+            }
         if args.scale:
             return {
                 "variant": variant.name,

@@ -117,15 +117,20 @@ def test_botnodes_and_isolated_fsm_lose_nothing(bench_run: tuple[dict[str, Any],
     assert burst["in_order"], "botnodes handles one user's events in arrival order"
 
 
-def test_the_scale_run_reports_growth_and_idle_structures() -> None:
-    command = [sys.executable, "bench/run.py", "--scale", "300", "--in-flight", "10", "--quiet"]
+def run_bench(*options: str) -> str:
+    """`bench/run.py --quiet` with `options` (on REDIS_URL if set); its printed report."""
+    command = [sys.executable, "bench/run.py", *options, "--quiet"]
     if os.environ.get("REDIS_URL"):
         command += ["--redis-url", os.environ["REDIS_URL"]]
     done = subprocess.run(
         command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    report = done.stdout
+    return done.stdout
+
+
+def test_the_scale_run_reports_growth_and_idle_structures() -> None:
+    report = run_bench("--scale", "300", "--in-flight", "10")
     assert "## Scale: 300 distinct users, 1,000 at a time" in report
     for figure in ("updates/s, first batch", "updates/s, last batch", "MEMORY USAGE", "RSS"):
         assert figure in report, f"{figure!r} missing from the scale report"
@@ -136,20 +141,54 @@ def test_the_scale_run_reports_growth_and_idle_structures() -> None:
 
 
 def test_the_webhook_run_serves_one_and_two_replicas_without_losing_anything() -> None:
-    command = [
-        sys.executable, "bench/run.py", "--webhook", "--users", "10", "--in-flight", "5", "--quiet"
-    ]  # fmt: skip
-    if os.environ.get("REDIS_URL"):
-        command += ["--redis-url", os.environ["REDIS_URL"]]
-    done = subprocess.run(
-        command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    rows = [line for line in done.stdout.splitlines() if line.startswith(("| 1 |", "| 2 |"))]
-    assert len(rows) == 2, done.stdout
+    report = run_bench("--webhook", "--users", "10", "--in-flight", "5")
+    rows = [line for line in report.splitlines() if line.startswith(("| 1 |", "| 2 |"))]
+    assert len(rows) == 2, report
     for row in rows:
         _replicas, users, updates, per_second, wrong = (
             cell.strip() for cell in row.strip("|").split("|")
         )
         assert (users, updates, wrong) == ("10", "80", "0"), row
         assert float(per_second.replace(",", "")) > 0
+
+
+def test_the_timers_run_reports_memory_firing_lateness_and_cost_per_update() -> None:
+    report = run_bench(
+        "--timers", "40", "--users", "10", "--in-flight", "5", "--latency-flows", "2",
+        "--burst", "5", "--repeats", "1", "--baseline", str(REPO_ROOT),
+    )  # fmt: skip
+    assert "## Timers: 40 users with pending cart timers (2 each: reminder and expiry)" in report
+    cells = {
+        row.split(" | ")[0].strip("| "): row.rsplit(" | ", 1)[1].strip(" |")
+        for row in report.splitlines()
+        if row.startswith("| ") and row.count(" | ") >= 1
+    }
+    # Every user is in the schedule once, and every reminder went out exactly once.
+    assert cells["users in the timer schedule"] == "40"
+    assert cells["reminders fired, all due at once"] == "40"
+    assert cells["users reminded exactly once"] == "40"
+    # Those due one by one during traffic (as many as the measured firing speed allows): each
+    # one fired, and exactly once.
+    fired, due, once = cells[
+        "reminders due one by one during traffic, fired / exactly once"
+    ].split()[::2]
+    assert fired == due == once != "0"
+    for figure in (
+        "Redis memory per pending timer (bytes)",
+        "MEMORY USAGE of the schedule per user (bytes)",
+        "timers fired per second by run_timers",
+    ):
+        assert float(cells[figure].replace(",", "")) > 0, figure
+    p50, p99, worst = (
+        float(v.replace(",", ""))
+        for v in cells[next(c for c in cells if "lateness" in c)].split("/")
+    )
+    assert 0 <= p50 <= p99 <= worst
+    # The cost per update: timers on, off and the version before, and the ratios between them.
+    assert "| | timers on | timers off | botnodes-before |" in report
+    assert "- timers on / timers off: updates/s " in report
+    assert "- timers on / botnodes-before: updates/s " in report
+    [evalsha] = [row for row in report.splitlines() if row.startswith("| EVALSHA / update |")]
+    on, off, _before = (float(cell) for cell in evalsha.strip("|").split("|")[1:])
+    assert on > off, "a step that arms or drops timers sends its SCHEDULE script"
+    assert "PROBLEMS" not in report

@@ -12,7 +12,7 @@ from .errors import (
     UnregisteredNodeError,
     UserBusyError,
 )
-from .graph import FlowGraph
+from .graph import ByTimer, FlowGraph
 from .manager import Nodes, NodesUser, Outcome
 from .node import Node
 from .observer import NodesObserver
@@ -22,6 +22,7 @@ from .storage import MAX_TTL_SECONDS
 __all__ = [
     "MAX_TTL_SECONDS",
     "BotnodesError",
+    "ByTimer",
     "ConfigurationError",
     "CorruptStateError",
     "FlowGraph",

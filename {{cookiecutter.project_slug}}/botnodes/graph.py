@@ -7,8 +7,16 @@ is made, so there is no second list to keep in sync:
 
 `None` means "stays on this node". A node's `on_timeout` declares where its timers lead the
 same way; the diagram labels those edges with the node's `timeout_labels` (the settings the
-durations come from). A broad annotation (`Node[...]`, a `NextNode` alias of it,
-or none) declares nothing, and is reported as such rather than guessed.
+durations come from). A node with several timers says which one leads where by marking each
+member with `ByTimer` (`typing.Annotated`, which type checkers read as the bare type):
+
+    async def on_timeout(
+        self, user_id, name, ctx
+    ) -> Annotated[start.Start, ByTimer("expiry")] | Annotated[None, ByTimer("reminder")]:
+
+and each edge gets its own timer's label; an unmarked member is where any of its timers may
+lead. A broad annotation (`Node[...]`, a `NextNode` alias of it, or none) declares nothing,
+and is reported as such rather than guessed.
 
 From the declarations `FlowGraph` checks the registry (every target registered, every node
 reachable from the start node, no dead end but a node marked `final`) and draws the flow as a
@@ -20,7 +28,7 @@ from __future__ import annotations
 import types
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigurationError
@@ -29,19 +37,46 @@ from .node import Node
 AnyNodeClass = type[Node[Any, Any, Any, Any]]
 
 
+class ByTimer:
+    """Marks a member of `on_timeout`'s return annotation with the timers that return it.
+
+    `Annotated[start.Start, ByTimer("expiry")]`: the timer named `expiry` leads to `Start`.
+    Only the flow diagram reads it, to label each timeout edge with its own timer's setting.
+    """
+
+    __slots__ = ("names",)
+
+    def __init__(self, *names: str) -> None:
+        if not names:
+            raise ConfigurationError("ByTimer() needs the name of at least one timer")
+        self.names = frozenset(names)
+
+    def __repr__(self) -> str:
+        return f"ByTimer({', '.join(map(repr, sorted(self.names)))})"
+
+
+#: The timers behind a declared target: `None` for an unmarked member, i.e. any of them.
+Timers = frozenset[str] | None
+
+
 @dataclass(frozen=True, slots=True)
 class Declared:
-    """What one node's `on_event` annotation says: the classes it returns, and whether None."""
+    """What one node's `on_event` annotation says: the classes it returns, and whether None.
+
+    For `on_timeout`, `by_timer` says which timers lead to each target class (to `None` for
+    staying), as `ByTimer` marks them; None there means any of the node's timers.
+    """
 
     targets: frozenset[AnyNodeClass]
     stays: bool
+    by_timer: Mapping[AnyNodeClass | None, Timers] = field(default_factory=dict)
 
 
 def declared_transitions(node_class: AnyNodeClass, hook: str = "on_event") -> Declared | None:
     """The transitions `node_class.<hook>` declares, or None if it declares none."""
     function = getattr(node_class, hook)
     try:
-        hints = typing.get_type_hints(function, function.__globals__)
+        hints = typing.get_type_hints(function, function.__globals__, include_extras=True)
     except Exception as error:  # an annotation naming something that doesn't exist
         raise ConfigurationError(
             f"the return annotation of {node_class.__qualname__}.{hook} can't be read: {error}"
@@ -56,14 +91,46 @@ def declared_transitions(node_class: AnyNodeClass, hook: str = "on_event") -> De
     )
     targets: set[AnyNodeClass] = set()
     stays = False
-    for member in members:
+    by_timer: dict[AnyNodeClass | None, Timers] = {}
+    for annotated in members:
+        member, timers = _timers_of(annotated)
         if member is type(None):
             stays = True
+            by_timer[None] = _union(by_timer, None, timers)
         elif isinstance(member, type) and issubclass(member, Node):
             targets.add(member)
+            by_timer[member] = _union(by_timer, member, timers)
         else:  # Node[...] itself, Any, ...: says "some node", which is no declaration
             return None
-    return Declared(frozenset(targets), stays)
+    return Declared(frozenset(targets), stays, by_timer)
+
+
+def _timers_of(annotated: Any) -> tuple[Any, Timers]:
+    """A union member without its `Annotated` wrapper, and the timers `ByTimer` names there."""
+    if typing.get_origin(annotated) is not typing.Annotated:
+        return annotated, None
+    member, *extras = typing.get_args(annotated)
+    marks = [extra for extra in extras if isinstance(extra, ByTimer)]
+    if not marks:
+        return member, None
+    return member, frozenset(name for mark in marks for name in mark.names)
+
+
+def _union(by_target: Mapping[Any, Timers], target: Any, timers: Timers) -> Timers:
+    """The timers seen for `target` joined with `timers`; None (any timer) absorbs the rest."""
+    if timers is None or (target in by_target and by_target[target] is None):
+        return None
+    return (by_target.get(target) or frozenset()) | timers
+
+
+def _label(labels: Mapping[str, str], timers: Timers) -> str:
+    """The settings behind `timers` (all of the node's for None), in `timeout_labels` order."""
+    if timers is None:
+        names = list(labels.values())
+    else:
+        names = [label for name, label in labels.items() if name in timers]
+        names += sorted(timers - labels.keys())
+    return ", ".join(dict.fromkeys(names)) or "timeout"
 
 
 class FlowGraph:
@@ -161,11 +228,16 @@ class FlowGraph:
         declared = self.timeouts[key]
         if declared is None:
             return [f"    note right of {key} : timeout transitions not declared"]
-        labels = ", ".join(self._class_of(key).timeout_labels.values()) or "timeout"
-        targets = sorted(self.key(target) for target in declared.targets)
-        if declared.stays and key not in targets:
-            targets.insert(0, key)
-        return [f"    {key} --> {target} : after {labels}" for target in targets]
+        edges: dict[str, Timers] = {}
+        if declared.stays:
+            edges[key] = declared.by_timer.get(None)
+        for target in sorted(declared.targets, key=self.key):
+            edges[self.key(target)] = _union(edges, self.key(target), declared.by_timer.get(target))
+        labels = self._class_of(key).timeout_labels
+        return [
+            f"    {key} --> {target} : after {_label(labels, timers)}"
+            for target, timers in edges.items()
+        ]
 
     def _class_of(self, key: str) -> AnyNodeClass:
         return next(cls for cls, k in self._key_by_class.items() if k == key)

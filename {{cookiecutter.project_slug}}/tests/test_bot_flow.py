@@ -19,6 +19,15 @@ def test_the_flow_is_sound() -> None:
     assert flow_graph().problems() == []
 
 
+def test_each_cart_timer_edge_is_labelled_with_its_own_setting() -> None:
+    timer_edges = [line for line in mermaid().splitlines() if ": after" in line]
+    # The reminder leaves the user in the cart, the expiry takes them to the main menu.
+    assert timer_edges == [
+        "    hungry --> hungry : after CART_REMINDER_AFTER",
+        "    hungry --> start : after CART_EXPIRES_AFTER",
+    ]
+
+
 def test_the_readme_shows_the_current_flow() -> None:
     readme = (PROJECT_ROOT / "README.md").read_text(encoding="utf-8")
     assert readme_block(PACKAGE) in readme, (

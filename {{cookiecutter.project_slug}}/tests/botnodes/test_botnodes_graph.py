@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, ClassVar
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar
 
 import pytest
 from pydantic import BaseModel
 from redis.asyncio import Redis
 
-from botnodes import ConfigurationError, FlowGraph, Node, UndeclaredTransitionError
+from botnodes import ByTimer, ConfigurationError, FlowGraph, Node, UndeclaredTransitionError
 from botnodes.graph import declared_transitions
 
 from .botnodes_support import Ctx, Msg, make_nodes
@@ -71,6 +72,27 @@ class Lonely(Base):
         return Home()
 
 
+class Waiting(Base):
+    """Two timers, each marked with where it leads: each edge gets its own setting."""
+
+    timeout_labels: ClassVar[Mapping[str, str]] = {"nudge": "NUDGE_AFTER", "give_up": "GIVE_UP"}
+
+    async def on_event(self, user_id: int, event: Msg, ctx: Ctx) -> Home | None:
+        return None
+
+    async def on_timeout(
+        self, user_id: int, name: str, ctx: Ctx
+    ) -> Annotated[Home, ByTimer("give_up")] | Annotated[None, ByTimer("nudge", "ping")]:
+        return Home() if name == "give_up" else None
+
+
+class WaitingUnmarked(Waiting):
+    """The same timers with a bare annotation: any of them may lead to either target."""
+
+    async def on_timeout(self, user_id: int, name: str, ctx: Ctx) -> Home | None:
+        return Home() if name == "give_up" else None
+
+
 FLOW: dict[str, type[Node[Ctx, Msg, int, Any]]] = {
     "home": Home,
     "shop": Shop,
@@ -103,6 +125,34 @@ def test_a_sound_flow_has_no_problems_and_draws_as_mermaid() -> None:
         "    done --> [*]\n"
         "    hidden --> home\n"
     )
+
+
+def test_each_timeout_edge_is_labelled_with_the_setting_of_the_timer_that_takes_it() -> None:
+    graph = FlowGraph({"home": Home, "shop": Shop, "done": Done, "waiting": Waiting}, Waiting)
+    timer_edges = [line for line in graph.mermaid().splitlines() if ": after" in line]
+    # A timer without a label (`ping`) is named by itself rather than left out.
+    assert timer_edges == [
+        "    waiting --> waiting : after NUDGE_AFTER, ping",
+        "    waiting --> home : after GIVE_UP",
+    ]
+    declared = declared_transitions(Waiting, "on_timeout")
+    assert declared is not None
+    assert declared.targets == {Home}
+    assert declared.stays
+
+
+def test_an_unmarked_timeout_annotation_labels_every_edge_with_every_setting() -> None:
+    graph = FlowGraph({"home": Home, "waiting": WaitingUnmarked}, WaitingUnmarked)
+    timer_edges = [line for line in graph.mermaid().splitlines() if ": after" in line]
+    assert timer_edges == [
+        "    waiting --> waiting : after NUDGE_AFTER, GIVE_UP",
+        "    waiting --> home : after NUDGE_AFTER, GIVE_UP",
+    ]
+
+
+def test_by_timer_needs_a_timer_name() -> None:
+    with pytest.raises(ConfigurationError, match=r"^ByTimer\(\) needs the name of at least one"):
+        ByTimer()
 
 
 @pytest.mark.parametrize(

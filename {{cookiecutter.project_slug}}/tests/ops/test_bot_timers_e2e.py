@@ -1,7 +1,8 @@
 """Timers end to end: real bot processes, real signals, one real Redis, short durations.
 
 A reminder is scheduled in Redis, so it outlives the process that scheduled it; with several
-processes each reminder is sent by exactly one of them.
+processes each reminder is sent by exactly one of them, in polling and in webhook mode (a
+webhook process runs the timers too: nothing else would send a reminder there).
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import signal
 from {{ cookiecutter.project_slug }}.testing import FakeBotAPIServer
 
 from .test_bot_e2e import StartBot, assert_clean_log, start_bot, wait_for_log
+from .test_bot_webhook import Replica, StartReplica, start_replica, update
 
-__all__ = ["start_bot"]  # the fixture, shared with test_bot_e2e
+__all__ = ["start_bot", "start_replica"]  # the fixtures, shared with their own test files
 
 ALICE = 5001
 REMINDER = "Still hungry? Your cart: Pizza"
@@ -63,3 +65,57 @@ async def test_two_replicas_send_each_reminder_exactly_once(
     for replica in replicas:
         assert await replica.stop(signal.SIGTERM) == 0
         assert_clean_log(replica)
+
+
+async def post_and_wait(
+    bot_api: FakeBotAPIServer, replica: Replica, user_id: int, text: str, expect: int
+) -> list[str]:
+    """POST `text` of `user_id` to a webhook replica; the `expect` replies it brings."""
+    before = len(bot_api.sent_texts(user_id))
+    assert await replica.post(update(text, user_id)) == 200
+    await bot_api.wait_for(
+        lambda: len(bot_api.sent_texts(user_id)) >= before + expect, 15, repr(text)
+    )
+    return bot_api.sent_texts(user_id)[before:]
+
+
+async def test_two_webhook_replicas_send_each_reminder_exactly_once(
+    bot_api: FakeBotAPIServer, start_replica: StartReplica
+) -> None:
+    replicas = [await start_replica(**FAST_REMINDER), await start_replica(**FAST_REMINDER)]
+    users = range(ALICE, ALICE + 6)
+
+    async def to_cart(user_id: int) -> None:
+        # Each user's updates reach both replicas, as a load balancer spreads them.
+        for n, (text, expect) in enumerate((("hi", 1), ("Yes", 2), ("Pizza", 2))):
+            replica = replicas[(user_id + n) % 2]
+            replies = await post_and_wait(bot_api, replica, user_id, text, expect)
+        assert replies[0] == "Added Pizza"
+
+    await asyncio.gather(*(to_cart(user_id) for user_id in users))
+    await bot_api.wait_for(
+        lambda: all(reminders(bot_api, user_id) for user_id in users), 30, "every reminder"
+    )
+    await asyncio.sleep(1.5)  # a second firing would come within the next polls
+    assert {user_id: reminders(bot_api, user_id) for user_id in users} == dict.fromkeys(users, 1)
+    # The reminder carries the cart's buttons; both replicas' metrics count every firing once.
+    reminder = next(
+        message
+        for message in bot_api.telegram.messages.values()
+        if message.get("text") == REMINDER and message["chat"]["id"] == ALICE
+    )
+    buttons = [b["text"] for row in reminder["reply_markup"]["inline_keyboard"] for b in row]
+    assert buttons == ["Finish", "Cancel"]
+    fired = 0.0
+    for replica in replicas:
+        status, metrics = await replica.get("/metrics")
+        assert status == 200
+        fired += sum(
+            float(line.split()[-1])
+            for line in metrics.splitlines()
+            if line.startswith("bot_timers_total{") and 'event="fired"' in line
+        )
+    assert fired == len(users)
+    for replica in replicas:
+        assert await replica.process.stop(signal.SIGTERM) == 0
+        assert_clean_log(replica.process)

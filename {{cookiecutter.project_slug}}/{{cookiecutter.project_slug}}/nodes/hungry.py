@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 from pydantic import BaseModel, Field
 
-from botnodes import Node, after_commit
+from botnodes import ByTimer, Node, after_commit
 
 from ..buttons import keyboard
 from ..food_api import FoodOrderError
@@ -99,7 +99,9 @@ class Hungry(Node[Ctx, Event, UserId, HungryModel]):
             "expiry": settings.cart_expires_after.total_seconds(),
         }
 
-    async def on_timeout(self, user_id: UserId, name: str, ctx: Ctx) -> start.Start | None:
+    async def on_timeout(
+        self, user_id: UserId, name: str, ctx: Ctx
+    ) -> Annotated[start.Start, ByTimer("expiry")] | Annotated[None, ByTimer("reminder")]:
         if name == "expiry":
             await ctx.send_message(user_id, "Your cart expired.")
             return start.Start(username="")  # the greeting of a returning user needs no name
