@@ -45,6 +45,7 @@ class Catalog:
     def __init__(self, directory: Path = LOCALES_DIR) -> None:
         self._bundles: dict[str, FluentBundle] = {}
         self._spellings: dict[str, frozenset[str]] = {}
+        self._plain: dict[tuple[str, str], str] = {}
         for path in sorted(directory.glob(f"*/{FTL_FILE}")):
             language = path.parent.name
             # No Unicode isolation marks: Telegram shows them as stray characters.
@@ -64,6 +65,16 @@ class Catalog:
 
     def render(self, language: str, text: Text) -> str:
         """`text` in `language` (an unknown language: the reference one)."""
+        if text.args:
+            return self._format(language, text)
+        # A text without values is the same every time: formatted once per language.
+        key = (language, text.id)
+        plain = self._plain.get(key)
+        if plain is None:
+            plain = self._plain[key] = self._format(language, text)
+        return plain
+
+    def _format(self, language: str, text: Text) -> str:
         bundle = self._bundles.get(language) or self._bundles[REFERENCE_LANGUAGE]
         if not bundle.has_message(text.id):
             raise TranslationError(f"{language}/{FTL_FILE} has no message {text.id!r}")
