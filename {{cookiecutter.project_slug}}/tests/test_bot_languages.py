@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from pydantic import SecretStr
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.client import Pipeline
 
 from {{ cookiecutter.project_slug }}.config import ConfigError, LanguageSettings, Settings, load_settings
 from {{ cookiecutter.project_slug }}.nodes import Hold, Hungry, Start
@@ -188,6 +191,45 @@ async def test_a_choice_wins_over_telegram_and_timers_know_the_reported_language
     await client.advance(minutes=30)  # a timer has no update: the stored language speaks
     assert bob.replies()[-1].text == "Всё ещё голодны? Ваша корзина: Суп"
     assert alice.replies()[-1].text == "Still hungry? Your cart: Soup"
+
+
+class BatchRecordingRedis(Redis):
+    """The suite's Redis, noting the first key of each script call of every pipeline sent."""
+
+    batches: list[list[str]]
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Pipeline:
+        pipe = super().pipeline(transaction, shard_hint)
+        send = pipe.execute
+
+        async def execute(raise_on_error: bool = True) -> list[Any]:
+            # EVALSHA <sha> <numkeys> <first key> ...
+            keys = [args[3] for args, _ in pipe.command_stack]
+            self.batches.append([k.decode() if isinstance(k, bytes) else str(k) for k in keys])
+            return await send(raise_on_error)
+
+        pipe.execute = execute  # type: ignore[method-assign]
+        return pipe
+
+
+async def test_the_language_is_read_in_the_same_round_trip_as_the_state(
+    settings: Settings, redis_url: str
+) -> None:
+    redis = BatchRecordingRedis(connection_pool=BlockingConnectionPool.from_url(redis_url))
+    redis.batches = []
+    try:
+        async with BotTestClient.start(settings, redis=redis) as client:
+            alice = client.user(ALICE, language_code="ru")
+            for text in ("hi", "Да", "Борщ"):  # one user alone: nobody else's calls to join
+                redis.batches.clear()
+                assert await alice.send(text)
+                language = f"{settings.state.state_key}:" + "{2001}:language"
+                with_language = [batch for batch in redis.batches if language in batch]
+                assert len(with_language) == 1, redis.batches
+                state = f"{settings.state.state_key}:" + "{2001}"
+                assert with_language[0] == [state, language]  # the lock-and-read script's
+    finally:
+        await redis.aclose(close_connection_pool=True)
 
 
 def test_default_language_must_be_one_the_bot_has(monkeypatch: pytest.MonkeyPatch) -> None:
