@@ -459,11 +459,15 @@ def build_botnodes(redis: Redis, prefix: str, package: str, **nodes_options: Any
     settings = config.load_settings(env_file=None)
     bot, session = _new_bot(package)
     food_api = NullFoodAPI()
+    parts: dict[str, Any] = {}
+    # A bot with languages reads each user's language in its Redis batches: built as `App` does.
+    if hasattr(main, "create_languages"):
+        parts["languages"] = main.create_languages(settings, redis)
     ctx = nodes_types.Ctx(
-        bot=bot, settings=settings, food_api=food_api, logger=logging.getLogger(package)
+        bot=bot, settings=settings, food_api=food_api, logger=logging.getLogger(package), **parts
     )
     nodes = main.create_nodes(settings, redis, ctx, **nodes_options)
-    dispatcher = routers.build_dispatcher(nodes, middlewares.InFlightUpdates())
+    dispatcher = routers.build_dispatcher(nodes, middlewares.InFlightUpdates(), **parts)
     info = {
         "isolation": "botnodes lock (local FIFO + Redis lock in the same scripts)",
         "lock_ttl": settings.state.lock_ttl,

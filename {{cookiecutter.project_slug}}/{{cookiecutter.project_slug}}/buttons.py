@@ -8,11 +8,17 @@ and changes nothing, however many presses arrive at once.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 from aiogram.filters.callback_data import CallbackData, CallbackDataException
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup
 
-#: The callback answer of a press on a message whose node visit is over.
-STALE_PRESS_TEXT = "This menu is out of date."
+from .i18n import Catalog, Text, english
+from .texts import TEXTS
+
+#: The callback answer of a press on a message whose node visit is over (in English).
+STALE_PRESS_TEXT = english(TEXTS.stale_press())
 
 
 class Press(CallbackData, prefix="p"):
@@ -22,17 +28,40 @@ class Press(CallbackData, prefix="p"):
     word: str
 
 
-def keyboard(visit: int, *words: str) -> InlineKeyboardMarkup:
+def keyboard(visit: int, *words: str, labels: Sequence[str] | None = None) -> InlineKeyboardMarkup:
     """One row of buttons, each pressing `word` on the node visit `visit` (use `self.visit`).
 
+    A button shows its word, or its entry of `labels` (the word in the user's language).
     Raises ValueError if a word makes the callback data longer than Telegram's 64 bytes.
     A visit is unique to its user (see `Node.visit`), so keyboards are built, not cached.
     """
+    shown = words if labels is None else labels
     buttons = [
-        InlineKeyboardButton(text=word, callback_data=Press(visit=visit, word=word).pack())
-        for word in words
+        InlineKeyboardButton(text=label, callback_data=Press(visit=visit, word=word).pack())
+        for word, label in zip(words, shown, strict=True)
     ]
     return InlineKeyboardMarkup(inline_keyboard=[buttons])
+
+
+@dataclass(frozen=True, slots=True)
+class Buttons:
+    """A node's buttons before they know the language: `buttons(self.visit, texts.button_yes())`.
+
+    A press carries the English word (so it means the same whatever language showed it, and
+    fits in 64 bytes); the button shows the word in the user's language.
+    """
+
+    visit: int
+    words: tuple[Text, ...]
+
+    def render(self, catalog: Catalog, language: str) -> InlineKeyboardMarkup:
+        labels = [catalog.render(language, word) for word in self.words]
+        return keyboard(self.visit, *map(english, self.words), labels=labels)
+
+
+def buttons(visit: int, *words: Text) -> Buttons:
+    """One row of buttons for the node visit `visit` (use `self.visit`), one per word."""
+    return Buttons(visit, words)
 
 
 def unpack_press(query: CallbackQuery) -> Press | None:

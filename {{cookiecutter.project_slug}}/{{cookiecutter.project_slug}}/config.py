@@ -26,6 +26,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from botnodes import MAX_TTL_SECONDS
 
+from .i18n import CATALOG
+
 DEFAULT_ENV_FILE = Path(".env")
 
 S = TypeVar("S", bound=BaseSettings)
@@ -187,6 +189,22 @@ class CartSettings(BaseSettings):
     cart_expires_after: Duration = timedelta(hours=24)
 
 
+class LanguageSettings(BaseSettings):
+    """Which language a user gets when neither they nor Telegram name one the bot has."""
+
+    model_config = _config()
+
+    default_language: str = "en"
+
+    @field_validator("default_language")
+    @classmethod
+    def _shipped(cls, value: str) -> str:
+        if value not in CATALOG.languages:
+            shipped = ", ".join(CATALOG.languages)
+            raise ValueError(f"{value!r} is not one of the bot's languages ({shipped})")
+        return value
+
+
 class RuntimeSettings(BaseSettings):
     """How the process runs and stops."""
 
@@ -263,6 +281,7 @@ class Settings:
     webhook: WebhookSettings = field(default_factory=lambda: WebhookSettings(_env_file=None))
     metrics: MetricsSettings = field(default_factory=lambda: MetricsSettings(_env_file=None))
     cart: CartSettings = field(default_factory=lambda: CartSettings(_env_file=None))
+    language: LanguageSettings = field(default_factory=lambda: LanguageSettings(_env_file=None))
 
 
 def _env_name(settings_class: type[BaseSettings], error: Any) -> str:
@@ -316,4 +335,5 @@ def load_settings(env_file: Path | None = DEFAULT_ENV_FILE, *, need_token: bool 
         webhook=_load(WebhookSettings, env_file),
         metrics=_load(MetricsSettings, env_file),
         cart=_load(CartSettings, env_file),
+        language=_load(LanguageSettings, env_file),
     )

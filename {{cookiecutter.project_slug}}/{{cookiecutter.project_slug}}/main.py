@@ -20,6 +20,7 @@ from botnodes import Nodes, NodesObserver
 
 from .config import Settings, TelegramSettings
 from .food_api import FoodAPI, create_food_api
+from .language import Languages
 from .metrics import BotMetrics, CountUpdates
 from .middlewares import InFlightUpdates
 from .nodes import Start, nodes_dict
@@ -95,6 +96,13 @@ def add_telegram_rules(
     )
 
 
+def create_languages(settings: Settings, redis: RedisClient) -> Languages:
+    """Users' languages, kept next to their state (`create_nodes` batches the reads with it)."""
+    return Languages(
+        settings.language.default_language, redis=redis, key_prefix=settings.state.state_key
+    )
+
+
 def create_nodes(
     settings: Settings,
     redis: RedisClient,
@@ -110,7 +118,7 @@ def create_nodes(
     (the tests' and the chat's choice) makes an undeclared transition an error, not a warning.
     `clock` is what timers count with: the test client and the chat move their own.
     """
-    return Nodes(
+    nodes: Nodes[Ctx, Event, UserId] = Nodes(
         redis_client=redis,
         redis_property_name=settings.state.state_key,
         nodes_dict=nodes_dict,
@@ -139,6 +147,9 @@ def create_nodes(
         observer=observer,
         clock=clock,
     )
+    # A user's language is read in the same Redis batches as their state: no round trip more.
+    ctx.languages.batch_with(nodes.run_script)
+    return nodes
 
 
 class App:
@@ -150,10 +161,18 @@ class App:
         self.redis: RedisClient = create_redis(settings.redis)
         self.bot: Bot = create_bot(settings.telegram, on_retry=self.metrics.telegram_retry)
         self.food_api: FoodAPI = create_food_api(settings.food_api)
-        self.ctx = Ctx(bot=self.bot, settings=settings, food_api=self.food_api, logger=logger)
+        self.ctx = Ctx(
+            bot=self.bot,
+            settings=settings,
+            food_api=self.food_api,
+            logger=logger,
+            languages=create_languages(settings, self.redis),
+        )
         self.nodes = create_nodes(settings, self.redis, self.ctx, observer=self.metrics)
         self.in_flight = InFlightUpdates()
-        self.dispatcher: Dispatcher = build_dispatcher(self.nodes, self.in_flight)
+        self.dispatcher: Dispatcher = build_dispatcher(
+            self.nodes, self.in_flight, self.ctx.languages
+        )
         self.dispatcher.update.outer_middleware(CountUpdates(self.metrics))
         self._timers: asyncio.Task[None] | None = None
 

@@ -13,19 +13,19 @@ from aiogram.types import CallbackQuery, Message, TelegramObject
 
 from botnodes import StateTooLargeError, StateUnavailableError, TransitionLostError, UserBusyError
 
+from .i18n import english
+from .language import Languages
+from .texts import TEXTS
+
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
 
-STATE_UNAVAILABLE_TEXT = "Sorry, I can't reach my memory right now. Please try again in a moment."
-USER_BUSY_TEXT = "I'm still working on your earlier messages. Please send that again in a moment."
-TRANSITION_LOST_TEXT = (
-    "Sorry, I couldn't save that step, so I'm still where we were. Please send it again."
-)
-STATE_TOO_LARGE_TEXT = (
-    "Sorry, that would make our conversation too big for me to keep, so I'm still where we "
-    "were. Please finish or cancel what we're doing first."
-)
+# What the user is told, in English (for tests and logs); users read it in their language.
+STATE_UNAVAILABLE_TEXT = english(TEXTS.state_unavailable())
+USER_BUSY_TEXT = english(TEXTS.user_busy())
+TRANSITION_LOST_TEXT = english(TEXTS.transition_lost())
+STATE_TOO_LARGE_TEXT = english(TEXTS.state_too_large())
 
 
 class InFlightUpdates(BaseMiddleware):
@@ -69,23 +69,28 @@ class ReplyWhenStateUnavailable(BaseMiddleware):
       its step is stored (StateTooLargeError: the step would have stored too much).
 
     A message gets the text as a reply; a button press gets it as the press's answer (the
-    handler's return value, which `AnswerEveryPress` sends).
+    handler's return value, which `AnswerEveryPress` sends), in the user's language.
     """
+
+    def __init__(self, languages: Languages) -> None:
+        self._languages = languages
 
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
         try:
             return await handler(event, data)
         except (StateUnavailableError, TransitionLostError) as exc:
             if isinstance(exc, UserBusyError):
-                text = USER_BUSY_TEXT
+                told = TEXTS.user_busy()
             elif isinstance(exc, StateTooLargeError):
-                text = STATE_TOO_LARGE_TEXT
+                told = TEXTS.state_too_large()
             elif isinstance(exc, TransitionLostError):
-                text = TRANSITION_LOST_TEXT
+                told = TEXTS.transition_lost()
             else:
-                text = STATE_UNAVAILABLE_TEXT
+                told = TEXTS.state_unavailable()
             from_user = getattr(event, "from_user", None)
             user_id = from_user.id if from_user else None
+            language = await self._languages.of(user_id) if user_id else self._languages.default
+            text = self._languages.render(language, told)
             # botnodes has logged the cause already; note only what the user was told.
             logger.info("Told user %s the update was not handled: %s", user_id, exc)
             if isinstance(event, CallbackQuery):

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeAlias
 
 from aiogram import Bot
-from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
+from aiogram.types import CallbackQuery, Message
 
 from botnodes import after_commit
 
-from .buttons import unpack_press
+from .buttons import Buttons, unpack_press
 from .config import Settings
 from .food_api import FoodAPI
+from .i18n import CATALOG, Text
+from .language import Languages
+from .texts import TEXTS, Texts
 
 #: What reaches the nodes: a text message, or a press of one of their buttons.
 Event: TypeAlias = Message | CallbackQuery
@@ -28,18 +31,31 @@ class Ctx:
     settings: Settings
     food_api: FoodAPI
     logger: logging.Logger
+    #: Each user's language (without Redis: Telegram's report, else English).
+    languages: Languages = field(default_factory=Languages)
+    #: Every text a node may show: `ctx.texts.hungry_added(dish=text)`, checked by mypy.
+    texts: Texts = TEXTS
 
     async def send_message(
-        self, user_id: UserId, text: str, reply_markup: InlineKeyboardMarkup | None = None
+        self, user_id: UserId, text: Text, reply_markup: Buttons | None = None
     ) -> None:
-        """Send a reply once the transition that produced it is stored in Redis.
+        """Send a reply, in the user's language, once the transition that produced it is stored.
 
         Nodes reply through this rather than `bot.send_message`: if the step can't be stored,
         the user is not told it happened; if a reply fails after an irreversible step (an
         order), the step is stored anyway and can't be repeated by the user's next message.
-        Outside a transition it sends at once.
+        Outside a transition it sends at once. The words are chosen only now, when the
+        user's language (read while the step ran) is known.
         """
-        await after_commit(lambda: self.bot.send_message(user_id, text, reply_markup=reply_markup))
+
+        async def send() -> None:
+            language = await self.languages.of(user_id)
+            markup = reply_markup.render(self.languages.catalog, language) if reply_markup else None
+            await self.bot.send_message(
+                user_id, self.languages.render(language, text), reply_markup=markup
+            )
+
+        await after_commit(send)
 
 
 def event_to_user_id(event: Event) -> UserId:
@@ -59,6 +75,14 @@ def said(event: Event) -> str | None:
         press = unpack_press(event)
         return press.word if press else None
     return event.text
+
+
+def means(said_text: str | None, word: Text) -> bool:
+    """Whether what the user said is `word` in any language: typing `Да` is pressing `Да`.
+
+    English words work for everyone, and a press always carries the English word.
+    """
+    return said_text is not None and said_text in CATALOG.spellings(word)
 
 
 def event_visit(event: Event) -> int | None:

@@ -8,12 +8,16 @@ from aiogram.types import CallbackQuery, Message
 
 from botnodes import Nodes, Outcome
 
-from .buttons import STALE_PRESS_TEXT, Press
+from .buttons import Press
+from .i18n import english
+from .language import Languages, UseUserLanguage, build_language_router
 from .middlewares import AnswerEveryPress, InFlightUpdates, ReplyWhenStateUnavailable
 from .nodes import Start
 from .nodes_types import Ctx, Event, UserId, event_id, event_to_user_id, user_display_name
+from .texts import TEXTS
 
-NOT_TEXT_TEXT = "I only understand text messages."
+#: The hint for a sticker, photo...; in English (for tests), users read it in their language.
+NOT_TEXT_TEXT = english(TEXTS.not_text())
 
 AppNodes = Nodes[Ctx, Event, UserId]
 
@@ -55,7 +59,7 @@ def build_default_router(nodes: AppNodes) -> Router:
     return router
 
 
-def build_nodes_router(nodes: AppNodes) -> Router:
+def build_nodes_router(nodes: AppNodes, languages: Languages) -> Router:
     """Every other text message goes to the user's current node."""
     router = Router(name=f"{__name__}.nodes")
     router.message(IsTextMessage())(nodes.route)
@@ -64,18 +68,28 @@ def build_nodes_router(nodes: AppNodes) -> Router:
     async def press(query: CallbackQuery) -> str | None:
         """A button press goes through the same route (and per-user lock) as a message."""
         outcome = await nodes.route(query)
+        if outcome is not Outcome.STALE:
+            return None
         # The returned text is the press's answer (see AnswerEveryPress).
-        return STALE_PRESS_TEXT if outcome is Outcome.STALE else None
+        language = await languages.of(query.from_user.id)
+        return languages.render(language, TEXTS.stale_press())
 
     @router.message()
     async def not_text(message: Message, bot: Bot) -> None:
-        await bot.send_message(message.chat.id, NOT_TEXT_TEXT)
+        language = await languages.of(message.chat.id)
+        await bot.send_message(message.chat.id, languages.render(language, TEXTS.not_text()))
 
     return router
 
 
-def build_dispatcher(nodes: AppNodes, in_flight: InFlightUpdates | None = None) -> Dispatcher:
-    """The dispatcher with all routers; `in_flight` (if given) counts running updates."""
+def build_dispatcher(
+    nodes: AppNodes, in_flight: InFlightUpdates | None = None, languages: Languages | None = None
+) -> Dispatcher:
+    """The dispatcher with all routers; `in_flight` (if given) counts running updates.
+
+    `languages` is `ctx.languages` (without it: Telegram's language, no stored choices).
+    """
+    languages = languages or Languages()
     # botnodes keeps the state, so aiogram's own FSM (and its per-update storage) is off.
     dispatcher = Dispatcher(name=__name__, disable_fsm=True)
     if in_flight is not None:
@@ -85,10 +99,13 @@ def build_dispatcher(nodes: AppNodes, in_flight: InFlightUpdates | None = None) 
     personal_router = Router(name=f"{__name__}.personal")
     personal_router.message.filter(IsPrivateChatMessage())
     personal_router.callback_query.filter(IsPrivateChatPress())
-    personal_router.message.middleware(ReplyWhenStateUnavailable())
-    personal_router.callback_query.middleware(ReplyWhenStateUnavailable())
+    # The language first: every text below, errors included, is in the user's language.
+    for observer in (personal_router.message, personal_router.callback_query):
+        observer.middleware(UseUserLanguage(languages))
+        observer.middleware(ReplyWhenStateUnavailable(languages))
     personal_router.include_router(build_default_router(nodes))
-    personal_router.include_router(build_nodes_router(nodes))
+    personal_router.include_router(build_language_router(languages))
+    personal_router.include_router(build_nodes_router(nodes, languages))
 
     dispatcher.include_router(personal_router)
     return dispatcher

@@ -1,12 +1,14 @@
 """`python -m <package> new-node NAME`: a new node, registered, wired in and tested.
 
-It writes `nodes/NAME.py` and `tests/test_NAME.py` (from `scaffold_templates.py`), registers
-the node in `nodes/__init__.py` under the key NAME, and adds it to the return annotation of
-the `on_event` of the node that leads there (`--from`, the start node by default): the flow
-check refuses a node nothing leads to, so a fresh node must be reachable to start at all.
-That node only *declares* the way there; returning `NAME.Class()` where the user should go
-is left to you, and the command says where. The files are edited with the positions `ast`
-gives, so the bot's own formatting and comments stay as they are.
+It writes `nodes/NAME.py` and `tests/test_NAME.py` (from `scaffold_templates.py`), adds
+the node's texts to `texts.py` and to every `locales/<language>/bot.ftl` (in English, to
+translate), registers the node in `nodes/__init__.py` under the key NAME, and adds it to the
+return annotation of the `on_event` of the node that leads there (`--from`, the start node
+by default): the flow check refuses a node nothing leads to, so a fresh node must be
+reachable to start at all. That node only *declares* the way there; returning
+`NAME.Class()` where the user should go is left to you, and the command says where. The
+files are edited with the positions `ast` gives, so the bot's own formatting and comments
+stay as they are.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from pathlib import Path
 
 from . import nodes
 from .diagram import BEGIN_MARKER
-from .scaffold_templates import NODE, TEST
+from .i18n import FTL_FILE
+from .scaffold_templates import FTL, NODE, TEST, TEXT_METHODS
 
 #: Exit status for a refused name (a usage error: pick another and retry).
 EXIT_REFUSED = 2
@@ -103,7 +106,16 @@ def new_node(name: str, from_key: str, package: str, package_dir: Path) -> list[
     init = node.nodes_dir / "__init__.py"
     init_text = register(init.read_text(encoding="utf-8"), node)
     fields = {"name": node.name, "cls": node.cls, "package": package}
+    texts = package_dir / "texts.py"
+    texts_text = add_text_methods(texts.read_text(encoding="utf-8"), node, fields)
+    translations = {
+        path: add_messages(path, node, fields)
+        for path in sorted((package_dir / "locales").glob(f"*/{FTL_FILE}"))
+    }
     node.module.write_text(NODE.substitute(fields), encoding="utf-8")
+    texts.write_text(texts_text, encoding="utf-8")
+    for path, translation in translations.items():
+        path.write_text(translation, encoding="utf-8")
     node.test.parent.mkdir(exist_ok=True)
     node.test.write_text(TEST.substitute(fields), encoding="utf-8")
     init.write_text(init_text, encoding="utf-8")
@@ -111,12 +123,36 @@ def new_node(name: str, from_key: str, package: str, package_dir: Path) -> list[
     root = package_dir.parent
     done = [
         f"Created {node.module.relative_to(root)} and {node.test.relative_to(root)}.",
+        f"Added its texts to {texts.relative_to(root)} and to every "
+        f"{package}/locales/<language>/{FTL_FILE}, in English: translate them there.",
         f"Registered {node.cls} in {init.relative_to(root)} under the key {name!r}.",
         f"{source_class.__name__}.on_event in {source.relative_to(root)} now declares it may "
         f"return {name}.{node.cls}: return `{name}.{node.cls}()` there where users should "
         "get to it.",
     ]
     return done + redraw_diagrams(root, package)
+
+
+def add_text_methods(text: str, node: NewNode, fields: dict[str, str]) -> str:
+    """texts.py with the node's methods at the end of `class Texts`."""
+    tree = ast.parse(text)
+    texts = next(s for s in tree.body if isinstance(s, ast.ClassDef) and s.name == "Texts")
+    methods = TEXT_METHODS.substitute(fields)
+    taken = {f.name for f in texts.body if isinstance(f, ast.FunctionDef)}
+    clash = sorted(taken & set(re.findall(r"def (\w+)\(", methods)))
+    if clash:
+        raise ScaffoldError(f"{node.name!r} would add texts.py methods it already has: {clash[0]}")
+    lines = text.splitlines(keepends=True)
+    end = _end(texts)
+    return "".join(lines[:end]) + methods + "".join(lines[end:])
+
+
+def add_messages(path: Path, node: NewNode, fields: dict[str, str]) -> str:
+    """A language's .ftl with the node's messages at its end."""
+    text = path.read_text(encoding="utf-8")
+    if re.search(rf"^{re.escape(node.name)}-", text, re.MULTILINE):
+        raise ScaffoldError(f"{node.name!r} exists: {node.shown(path)} has its messages already")
+    return text.rstrip("\n") + "\n" + FTL.substitute(fields)
 
 
 def register(text: str, node: NewNode) -> str:

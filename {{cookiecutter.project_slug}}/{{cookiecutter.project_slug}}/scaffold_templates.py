@@ -2,9 +2,10 @@
 
 `$name` is the node's module and key (`drinks`), `$cls` its class (`Drinks`) and `$package`
 the bot's package. The node they make is the smallest complete example of how a node is
-written here: stored data in a pydantic model, buttons through `keyboard(self.visit, ...)`,
-`said(event)` for typed and pressed words alike, and an `on_event` return annotation that
-declares where it can go, so the flow check and `diagram` see it.
+written here: stored data in a pydantic model, texts through `ctx.texts` (their words in every
+`locales/<language>/bot.ftl`), buttons through `buttons(self.visit, ...)`, `said(event)` and
+`means(...)` for typed and pressed words alike in any language, and an `on_event` return
+annotation that declares where it can go, so the flow check and `diagram` see it.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from pydantic import BaseModel, Field
 
 from botnodes import Node
 
-from ..buttons import keyboard
-from ..nodes_types import Ctx, Event, UserId, said, user_display_name
+from ..buttons import buttons
+from ..nodes_types import Ctx, Event, UserId, means, said, user_display_name
 from . import start
 
 
@@ -43,21 +44,25 @@ class $cls(Node[Ctx, Event, UserId, ${cls}Model]):
         return ${cls}Model
 
     async def on_enter(self, user_id: UserId, ctx: Ctx) -> None:
+        texts = ctx.texts  # each text's words, per language, are in locales/*/bot.ftl
         # The buttons carry this visit: pressed once the user has moved on, they are stale.
-        await ctx.send_message(
-            user_id, "Write anything, then press Done.", reply_markup=keyboard(self.visit, "Done")
-        )
+        done = buttons(self.visit, texts.${name}_done())
+        ask = texts.${name}_ask()
+        await ctx.send_message(user_id, ask, reply_markup=done)
 
     async def on_event(self, user_id: UserId, event: Event, ctx: Ctx) -> start.Start | None:
+        texts = ctx.texts
         text = said(event)  # the word of a pressed button, or what was typed
-        if text == "Done":
-            await ctx.send_message(user_id, f"Noted: {', '.join(self._data.notes) or 'nothing'}")
+        # The button, or its word typed in any language.
+        if means(text, texts.${name}_done()):
+            notes = ", ".join(self._data.notes) or texts.${name}_nothing()
+            await ctx.send_message(user_id, texts.${name}_noted(notes=notes))
             return start.Start(user_display_name(event))
         if text is None:  # a photo, a sticker...: stay, the Done button above still works
-            await ctx.send_message(user_id, "Please write text or press Done.")
+            await ctx.send_message(user_id, texts.${name}_hint())
             return None
         self._data.notes.append(text)  # None = stay here; the change is stored with the user
-        await ctx.send_message(user_id, f"Got {text}")
+        await ctx.send_message(user_id, texts.${name}_got(note=text))
         return None
 ''')
 
@@ -92,3 +97,36 @@ async def test_done_pressed_again_is_out_of_date(client: BotTestClient) -> None:
     assert alice.last_answer == STALE_PRESS_TEXT
     assert isinstance(await alice.node(), Start)
 ''')
+
+#: The node's methods, added at the end of `class Texts` in texts.py.
+TEXT_METHODS = Template("""
+    # The $name node (nodes/$name.py)
+    def ${name}_ask(self) -> Text:
+        return Text("$name-ask")
+
+    def ${name}_done(self) -> Text:
+        return Text("$name-done")
+
+    def ${name}_noted(self, notes: str | Text) -> Text:
+        return Text("$name-noted", {"notes": notes})
+
+    def ${name}_nothing(self) -> Text:
+        return Text("$name-nothing")
+
+    def ${name}_hint(self) -> Text:
+        return Text("$name-hint")
+
+    def ${name}_got(self, note: str) -> Text:
+        return Text("$name-got", {"note": note})
+""")
+
+#: The node's messages, added to every `locales/<language>/bot.ftl` (in English: translate them).
+FTL = Template("""
+## The $name node (nodes/$name.py)
+$name-ask = Write anything, then press { $name-done }.
+$name-done = Done
+$name-noted = Noted: { $$notes }
+$name-nothing = nothing
+$name-hint = Please write text or press { $name-done }.
+$name-got = Got { $$note }
+""")

@@ -99,6 +99,8 @@ def test_new_node_registers_wires_and_draws_the_node(project: Path) -> None:
     assert made.returncode == 0, made.stderr
     assert made.stdout.splitlines() == [
         f"Created {PACKAGE}/nodes/tea_break.py and tests/test_tea_break.py.",
+        f"Added its texts to {PACKAGE}/texts.py and to every "
+        f"{PACKAGE}/locales/<language>/bot.ftl, in English: translate them there.",
         f"Registered TeaBreak in {PACKAGE}/nodes/__init__.py under the key 'tea_break'.",
         f"Hungry.on_event in {PACKAGE}/nodes/hungry.py now declares it may return "
         "tea_break.TeaBreak: return `tea_break.TeaBreak()` there where users should get to it.",
@@ -111,6 +113,11 @@ def test_new_node_registers_wires_and_draws_the_node(project: Path) -> None:
     hungry = (project / PACKAGE / "nodes" / "hungry.py").read_text(encoding="utf-8")
     assert "from . import start, tea_break\n" in hungry
     assert "-> start.Start | Hungry | tea_break.TeaBreak | None:" in hungry
+    texts = (project / PACKAGE / "texts.py").read_text(encoding="utf-8")
+    assert '        return Text("tea_break-got", {"note": note})\n\n\n#: ' in texts
+    for language in ("en", "ru"):
+        ftl = (project / PACKAGE / "locales" / language / "bot.ftl").read_text(encoding="utf-8")
+        assert ftl.endswith("tea_break-got = Got { $note }\n")
     diagram = run(project, "diagram")
     assert diagram.returncode == 0, diagram.stderr
     assert "    hungry --> tea_break\n" in diagram.stdout

@@ -10,9 +10,11 @@ from pydantic import BaseModel, Field
 
 from botnodes import ByTimer, Node, after_commit
 
-from ..buttons import keyboard
+from ..buttons import Buttons, buttons
 from ..food_api import FoodOrderError
-from ..nodes_types import Ctx, Event, UserId, said, user_display_name
+from ..i18n import Text, english
+from ..nodes_types import Ctx, Event, UserId, means, said, user_display_name
+from ..texts import TEXTS
 from . import start
 
 #: The most characters a cart takes in one message: a long cart shows its newest items.
@@ -47,22 +49,22 @@ class Hungry(Node[Ctx, Event, UserId, HungryModel]):
         return HungryModel
 
     async def on_enter(self, user_id: UserId, ctx: Ctx) -> None:
-        cart = cart_text(self._data.order) if self._data.order else "Empty"
+        texts = ctx.texts
+        shown = cart(self._data.order) if self._data.order else texts.hungry_cart_empty()
         await ctx.send_message(
-            user_id,
-            f"What are you gonna order? Cart: {cart}",
-            reply_markup=keyboard(self.visit, "Finish", "Cancel"),
+            user_id, texts.hungry_ask(cart=shown), reply_markup=self._finish_or_cancel(ctx)
         )
 
     async def on_event(
         self, user_id: UserId, event: Event, ctx: Ctx
     ) -> start.Start | Hungry | None:
+        texts = ctx.texts
         text = said(event) or ""
-        if text == "Finish":
+        if means(text, texts.button_finish()):
             if not self._data.order:
-                await ctx.send_message(user_id, "Cart is empty! Write Cancel to cancel the order")
+                await ctx.send_message(user_id, texts.hungry_finish_empty())
                 return Hungry([])
-            await ctx.send_message(user_id, f"Ordering {cart_text(self._data.order)}")
+            await ctx.send_message(user_id, texts.hungry_ordering(cart=cart(self._data.order)))
             # The order is irreversible, so it goes out only once the user is stored on the
             # main menu: if that step can't be stored, nothing was ordered and the user's
             # next Finish is the first. The key is new for every cart, for all time.
@@ -70,25 +72,19 @@ class Hungry(Node[Ctx, Event, UserId, HungryModel]):
                 functools.partial(self._place_order, user_id, ctx, f"{user_id}:{self.visit}")
             )
             return start.Start(user_display_name(event))
-        if text == "Cancel":
-            await ctx.send_message(user_id, "Order cancelled!")
+        if means(text, texts.button_cancel()):
+            await ctx.send_message(user_id, texts.hungry_cancelled())
             return start.Start(user_display_name(event))
         limits = ctx.settings.cart
         if len(text) > limits.max_dish_name_length:
             await ctx.send_message(
-                user_id,
-                f"That's a long name! A dish name has at most {limits.max_dish_name_length} "
-                "characters: please write it shorter.",
+                user_id, texts.hungry_name_too_long(limit=limits.max_dish_name_length)
             )
             return None  # stay, the cart as it was
         if len(self._data.order) >= limits.max_cart_items:
-            await ctx.send_message(
-                user_id,
-                f"Your cart is full ({limits.max_cart_items} items). "
-                "Write Finish to order it or Cancel to start over.",
-            )
+            await ctx.send_message(user_id, texts.hungry_cart_full(limit=limits.max_cart_items))
             return None
-        await ctx.send_message(user_id, f"Added {text}")
+        await ctx.send_message(user_id, texts.hungry_added(dish=text))
         return Hungry(order=[*self._data.order, text], reminded=self._data.reminded)
 
     def timeouts(self, ctx: Ctx) -> Mapping[str, float]:
@@ -103,17 +99,20 @@ class Hungry(Node[Ctx, Event, UserId, HungryModel]):
         self, user_id: UserId, name: str, ctx: Ctx
     ) -> Annotated[start.Start, ByTimer("expiry")] | Annotated[None, ByTimer("reminder")]:
         if name == "expiry":
-            await ctx.send_message(user_id, "Your cart expired.")
+            await ctx.send_message(user_id, ctx.texts.hungry_expired())
             return start.Start(username="")  # the greeting of a returning user needs no name
         self._data.reminded = True
         # A user who blocked the bot gets a 403: the reminder is logged as not sent and
         # dropped, never retried (it is stored as sent).
         await ctx.send_message(
             user_id,
-            f"Still hungry? Your cart: {cart_text(self._data.order)}",
-            reply_markup=keyboard(self.visit, "Finish", "Cancel"),
+            ctx.texts.hungry_reminder(cart=cart(self._data.order)),
+            reply_markup=self._finish_or_cancel(ctx),
         )
         return None
+
+    def _finish_or_cancel(self, ctx: Ctx) -> Buttons:
+        return buttons(self.visit, ctx.texts.button_finish(), ctx.texts.button_cancel())
 
     async def _place_order(self, user_id: UserId, ctx: Ctx, key: str) -> None:
         """Runs after the step is stored; the food API retries what was not answered.
@@ -126,18 +125,25 @@ class Hungry(Node[Ctx, Event, UserId, HungryModel]):
             ctx.logger.error(
                 "Order %s for user %s failed: %s | items=%s", key, user_id, exc, self._data.order
             )
-            await ctx.send_message(user_id, "Error")
+            await ctx.send_message(user_id, ctx.texts.hungry_order_failed())
         except Exception:
             ctx.logger.exception("Order %s for user %s failed", key, user_id)
-            await ctx.send_message(user_id, "Error")
+            await ctx.send_message(user_id, ctx.texts.hungry_order_failed())
         else:
-            await ctx.send_message(user_id, "Ordered!")
+            await ctx.send_message(user_id, ctx.texts.hungry_ordered())
 
 
 def cart_text(order: list[str], budget: int = CART_TEXT_BUDGET) -> str:
+    """The cart as an English user reads it (see `cart`)."""
+    shown = cart(order, budget)
+    return shown if isinstance(shown, str) else english(shown)
+
+
+def cart(order: list[str], budget: int = CART_TEXT_BUDGET) -> str | Text:
     """The cart in one line of at most about `budget` characters: all of it, or its newest items.
 
-    Every reply that shows the cart stays one message, however much the cart holds.
+    Every reply that shows the cart stays one message, however much the cart holds; how many
+    items there are is said by the translation (its plural forms), not pasted in here.
     """
     full = ", ".join(order)
     if len(full) <= budget:
@@ -151,4 +157,4 @@ def cart_text(order: list[str], budget: int = CART_TEXT_BUDGET) -> str:
         room -= len(item) + 2
     if not newest:
         newest = [order[-1][: budget - 41] + "…"]
-    return f"{len(order)} items, the last {len(newest)}: …, {', '.join(newest)}"
+    return TEXTS.hungry_cart_newest(count=len(order), shown=len(newest), items=", ".join(newest))

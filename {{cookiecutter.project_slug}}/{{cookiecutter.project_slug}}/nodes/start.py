@@ -6,8 +6,8 @@ from pydantic import BaseModel
 
 from botnodes import Node
 
-from ..buttons import keyboard
-from ..nodes_types import Ctx, Event, UserId, said, user_display_name
+from ..buttons import buttons
+from ..nodes_types import Ctx, Event, UserId, means, said, user_display_name
 from . import hold, hungry
 
 
@@ -34,22 +34,23 @@ class Start(Node[Ctx, Event, UserId, StartModel]):
 
     async def on_enter(self, user_id: UserId, ctx: Ctx) -> None:
         # The buttons carry this visit: once the user moves on, they are out of date.
-        buttons = keyboard(self.visit, "Yes", "No")
+        texts = ctx.texts
+        yes_no = buttons(self.visit, texts.button_yes(), texts.button_no())
         if self._is_first_launch:
-            text = f"Hello, {self._username}! Are you hungry?"
+            text = texts.start_greeting_first(username=self._username)
         else:
-            text = "Again main menu! Are you hungry?"
-        await ctx.send_message(user_id, text, reply_markup=buttons)
+            text = texts.start_greeting_again()
+        await ctx.send_message(user_id, text, reply_markup=yes_no)
 
     async def on_event(
         self, user_id: UserId, event: Event, ctx: Ctx
     ) -> hungry.Hungry | hold.Hold | Start:
         answer = said(event)
-        if answer == "Yes":
-            await ctx.send_message(user_id, "No worries, I've got you back!")
+        if means(answer, ctx.texts.button_yes()):
+            await ctx.send_message(user_id, ctx.texts.start_yes())
             return hungry.Hungry()
-        if answer == "No":
-            await ctx.send_message(user_id, "Write me when you are ready then!")
+        if means(answer, ctx.texts.button_no()):
+            await ctx.send_message(user_id, ctx.texts.start_no())
             return hold.Hold()
-        await ctx.send_message(user_id, "Say what?")
+        await ctx.send_message(user_id, ctx.texts.start_unknown())
         return Start(user_display_name(event))

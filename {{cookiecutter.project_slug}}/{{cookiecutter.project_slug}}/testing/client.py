@@ -32,7 +32,7 @@ from botnodes import Node
 
 from ..config import Settings
 from ..food_api import FoodAPI, LoggingFoodAPI
-from ..main import add_telegram_rules, create_nodes
+from ..main import add_telegram_rules, create_languages, create_nodes
 from ..main import logger as bot_logger
 from ..nodes_types import Ctx, Event, UserId
 from ..redis_connection import RedisClient, create_redis
@@ -116,13 +116,14 @@ class BotTestClient:
             settings=settings,
             food_api=food_api or LoggingFoodAPI(),
             logger=bot_logger,
+            languages=create_languages(settings, client_redis),
         )
         clock = TestClock()
         nodes = create_nodes(
             settings, client_redis, ctx, strict_transitions=strict_transitions, clock=clock
         )
         try:
-            yield cls(build_dispatcher(nodes), bot, nodes, telegram, clock)
+            yield cls(build_dispatcher(nodes, languages=ctx.languages), bot, nodes, telegram, clock)
         finally:
             if own_redis:
                 await client_redis.aclose()
@@ -134,9 +135,13 @@ class BotTestClient:
         username: str | None = "alice",
         first_name: str = "Alice",
         last_name: str | None = None,
+        language_code: str | None = None,
     ) -> TestUser:
-        """A Telegram user chatting with the bot in a private chat."""
-        return TestUser(self, user_id, username, first_name, last_name)
+        """A Telegram user chatting with the bot in a private chat.
+
+        `language_code` is what Telegram reports for them (`ru`, `ru-RU`...; None: nothing).
+        """
+        return TestUser(self, user_id, username, first_name, last_name, language_code=language_code)
 
     async def advance(self, delta: timedelta | None = None, **parts: float) -> int:
         """Let time pass (`advance(minutes=30)`, or a timedelta): fire every timer due by then.
@@ -172,6 +177,8 @@ class TestUser:
         username: str | None,
         first_name: str,
         last_name: str | None,
+        *,
+        language_code: str | None = None,
     ) -> None:
         self.client = client
         self.user_id = user_id
@@ -179,6 +186,7 @@ class TestUser:
             "username": username,
             "first_name": first_name,
             "last_name": last_name,
+            "language_code": language_code,
         }
         #: The text the bot answered the last press with (None: answered without text).
         self.last_answer: str | None = None

@@ -323,12 +323,20 @@ def _markup(raw: Any) -> dict[str, Any] | None:
     return markup
 
 
-def _user(user_id: int, username: str | None, first_name: str, last_name: str | None) -> Params:
+def _user(
+    user_id: int,
+    username: str | None,
+    first_name: str,
+    last_name: str | None,
+    language_code: str | None = None,
+) -> Params:
     user: Params = {"id": user_id, "is_bot": False, "first_name": first_name}
     if username is not None:
         user["username"] = username
     if last_name is not None:
         user["last_name"] = last_name
+    if language_code is not None:  # Telegram leaves it out when it doesn't know
+        user["language_code"] = language_code
     return user
 
 
@@ -341,6 +349,7 @@ def message_update(
     first_name: str = "Alice",
     last_name: str | None = None,
     chat_type: str = "private",
+    language_code: str | None = None,
 ) -> dict[str, Any]:
     """A Bot API `Update` with a message; `text=None` sends a location instead of text."""
     chat_id = user_id if chat_type == "private" else -1000000000000 - user_id
@@ -351,7 +360,7 @@ def message_update(
         "message_id": update_id,
         "date": int(time.time()),
         "chat": chat,
-        "from": _user(user_id, username, first_name, last_name),
+        "from": _user(user_id, username, first_name, last_name, language_code),
     }
     if text is None:
         message["location"] = {"latitude": 52.52, "longitude": 13.40}
@@ -373,13 +382,14 @@ def callback_update(
     username: str | None = "alice",
     first_name: str = "Alice",
     last_name: str | None = None,
+    language_code: str | None = None,
 ) -> dict[str, Any]:
     """A Bot API `Update` with a callback query: `user_id` pressed a button of `message`."""
     return {
         "update_id": update_id,
         "callback_query": {
             "id": query_id,
-            "from": _user(user_id, username, first_name, last_name),
+            "from": _user(user_id, username, first_name, last_name, language_code),
             "chat_instance": str(user_id),
             "message": dict(message),
             "data": data,

@@ -1,0 +1,117 @@
+"""Every text the bot shows, one method per message id of `locales/*/bot.ftl`.
+
+Nodes write `ctx.texts.hungry_added(dish=text)`, never an id as a string: mypy then checks the
+name and the values of every text, and tests/test_bot_texts.py checks that each id built here
+exists in every language with the same variables, and that no language has ids nobody uses.
+To add a text: a method here, and the message in every `locales/<language>/bot.ftl`.
+"""
+
+from __future__ import annotations
+
+from .i18n import Text
+
+
+class Texts:
+    """The bot's texts; each method returns a `Text`, rendered in the user's language."""
+
+    # The main menu (nodes/start.py)
+    def start_greeting_first(self, username: str) -> Text:
+        return Text("start-greeting-first", {"username": username})
+
+    def start_greeting_again(self) -> Text:
+        return Text("start-greeting-again")
+
+    def start_yes(self) -> Text:
+        return Text("start-yes")
+
+    def start_no(self) -> Text:
+        return Text("start-no")
+
+    def start_unknown(self) -> Text:
+        return Text("start-unknown")
+
+    # The order (nodes/hungry.py)
+    def hungry_ask(self, cart: str | Text) -> Text:
+        return Text("hungry-ask", {"cart": cart})
+
+    def hungry_cart_empty(self) -> Text:
+        return Text("hungry-cart-empty")
+
+    def hungry_finish_empty(self) -> Text:
+        return Text("hungry-finish-empty")
+
+    def hungry_ordering(self, cart: str | Text) -> Text:
+        return Text("hungry-ordering", {"cart": cart})
+
+    def hungry_cancelled(self) -> Text:
+        return Text("hungry-cancelled")
+
+    def hungry_name_too_long(self, limit: int) -> Text:
+        return Text("hungry-name-too-long", {"limit": limit})
+
+    def hungry_cart_full(self, limit: int) -> Text:
+        return Text("hungry-cart-full", {"limit": limit})
+
+    def hungry_added(self, dish: str) -> Text:
+        return Text("hungry-added", {"dish": dish})
+
+    def hungry_expired(self) -> Text:
+        return Text("hungry-expired")
+
+    def hungry_reminder(self, cart: str | Text) -> Text:
+        return Text("hungry-reminder", {"cart": cart})
+
+    def hungry_cart_newest(self, count: int, shown: int, items: str) -> Text:
+        return Text("hungry-cart-newest", {"count": count, "shown": shown, "items": items})
+
+    def hungry_order_failed(self) -> Text:
+        return Text("hungry-order-failed")
+
+    def hungry_ordered(self) -> Text:
+        return Text("hungry-ordered")
+
+    # Buttons: the English word is what a press carries; typed, any language's word works
+    def button_yes(self) -> Text:
+        return Text("button-yes")
+
+    def button_no(self) -> Text:
+        return Text("button-no")
+
+    def button_finish(self) -> Text:
+        return Text("button-finish")
+
+    def button_cancel(self) -> Text:
+        return Text("button-cancel")
+
+    # Whatever node the user is on (routers.py, middlewares.py)
+    def not_text(self) -> Text:
+        return Text("not-text")
+
+    def stale_press(self) -> Text:
+        return Text("stale-press")
+
+    def state_unavailable(self) -> Text:
+        return Text("state-unavailable")
+
+    def user_busy(self) -> Text:
+        return Text("user-busy")
+
+    def transition_lost(self) -> Text:
+        return Text("transition-lost")
+
+    def state_too_large(self) -> Text:
+        return Text("state-too-large")
+
+    # /language (language.py)
+    def language_name(self) -> Text:
+        return Text("language-name")
+
+    def language_menu(self) -> Text:
+        return Text("language-menu")
+
+    def language_chosen(self) -> Text:
+        return Text("language-chosen")
+
+
+#: The one instance everything uses (also `ctx.texts`).
+TEXTS = Texts()
