@@ -14,6 +14,7 @@ from botnodes import after_commit
 from .buttons import unpack_press
 from .config import Settings
 from .food_api import FoodAPI
+from .send_limits import expect_reply
 
 #: What reaches the nodes: a text message, or a press of one of their buttons.
 Event: TypeAlias = Message | CallbackQuery
@@ -37,8 +38,10 @@ class Ctx:
         Nodes reply through this rather than `bot.send_message`: if the step can't be stored,
         the user is not told it happened; if a reply fails after an irreversible step (an
         order), the step is stored anyway and can't be repeated by the user's next message.
-        Outside a transition it sends at once.
+        Outside a transition it sends at once. Counting it here lets the first reply reserve
+        the chat's send turns for all of the step's replies in one Redis call.
         """
+        expect_reply(user_id)
         await after_commit(lambda: self.bot.send_message(user_id, text, reply_markup=reply_markup))
 
 
