@@ -123,7 +123,7 @@ async def test_one_call_reserves_a_burst_then_the_sustained_rate(
     ("line", "error"),
     [
         ("CHAT_BURST=0", "CHAT_BURST: Input should be greater than or equal to 1"),
-        ("CHAT_RATE=fast", "CHAT_RATE: Input should be a valid number, unable to parse string as a number"),
+        ("CHAT_RATE=fast", "CHAT_RATE: Input should be a valid number"),
         ("BROADCAST_RATE=0", "BROADCAST_RATE: Input should be greater than 0"),
         ("GROUP_RATE=601", "GROUP_RATE: Input should be less than or equal to 600"),
     ],
@@ -137,4 +137,5 @@ def test_a_bad_send_limit_setting_is_one_line(
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(ConfigError) as caught:
         load_settings(env)
-    assert str(caught.value) == error
+    assert str(caught.value).startswith(error)
+    assert "\n" not in str(caught.value)
