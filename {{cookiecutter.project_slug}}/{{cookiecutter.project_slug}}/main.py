@@ -32,6 +32,7 @@ from .nodes_types import (
     event_visit,
     user_display_name,
 )
+from .recipients import Recipients, watch_users
 from .redis_connection import RedisClient, create_redis
 from .routers import build_dispatcher
 from .send_limits import CountStepReplies, KeepSendRate, SendLimiter
@@ -181,6 +182,8 @@ class App:
         self.dispatcher.update.outer_middleware(CountUpdates(self.metrics))
         if self.limiter is not None:
             self.dispatcher.update.outer_middleware(CountStepReplies())
+        self.recipients = Recipients(self.redis, settings.state.state_key)
+        watch_users(self.dispatcher, self.recipients)
         self._timers: asyncio.Task[None] | None = None
 
     def start_timers(self) -> None:

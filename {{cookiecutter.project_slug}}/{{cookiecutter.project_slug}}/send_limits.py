@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +43,7 @@ from aiogram.types import TelegramObject
 from redis.exceptions import RedisError
 
 from .config import SendLimitSettings
+from .middlewares import Handler
 from .redis_connection import RedisClient
 
 logger = logging.getLogger(__name__)
@@ -178,12 +179,7 @@ def expect_reply(chat_id: int) -> None:
 class CountStepReplies(BaseMiddleware):
     """Opens a `StepReplies` for each update (a dispatcher outer middleware)."""
 
-    async def __call__(
-        self,
-        handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
-        event: TelegramObject,
-        data: dict[str, Any],
-    ) -> Any:
+    async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
         token = _step.set(StepReplies())
         try:
             return await handler(event, data)

@@ -35,6 +35,7 @@ from ..food_api import FoodAPI, LoggingFoodAPI
 from ..main import add_telegram_rules, create_limiter, create_nodes
 from ..main import logger as bot_logger
 from ..nodes_types import Ctx, Event, UserId
+from ..recipients import Recipients, watch_users
 from ..redis_connection import RedisClient, create_redis
 from ..routers import AppNodes, build_dispatcher
 from ..send_limits import CountStepReplies
@@ -131,6 +132,7 @@ class BotTestClient:
         )
         try:
             dispatcher = build_dispatcher(nodes)
+            watch_users(dispatcher, Recipients(client_redis, settings.state.state_key))
             if limiter is not None:
                 dispatcher.update.outer_middleware(CountStepReplies())
             yield cls(dispatcher, bot, nodes, telegram, clock)
