@@ -52,6 +52,8 @@ JOB_TTL_SECONDS = 30 * 86_400
 #: Seconds between two progress lines when the output is not a terminal.
 PLAIN_PROGRESS_EVERY = 5.0
 BAR_WIDTH = 30
+#: Seconds without news after which claims of other processes count as unconfirmed.
+SETTLE_SECONDS = 5.0
 
 #: Marks the claim script leaves in a job's record: claimed, sent, blocked, failed.
 CLAIMED, SENT, BLOCKED, FAILED = "c", "s", "b", "f"
@@ -285,6 +287,23 @@ class Progress:
         self._stream.flush()
 
 
+async def settled(job: Broadcast, progress: Progress) -> Counts:
+    """The job's counts once other processes' sends are confirmed too, or stopped moving.
+
+    Claims that stay unconfirmed for `SETTLE_SECONDS` belong to a process that died (or
+    to one still waiting out a long flood control): they are reported as unconfirmed.
+    """
+    counts = await job.counts()
+    still = time.monotonic()
+    while counts.unconfirmed and time.monotonic() - still < SETTLE_SECONDS:
+        await asyncio.sleep(0.2)
+        latest = await job.counts()
+        if latest != counts:
+            counts, still = latest, time.monotonic()
+            progress.show(counts)
+    return counts
+
+
 async def run_job(job: Broadcast, job_id: str, *, dry_run: bool, out: TextIO) -> int:
     """Run (or count) the job until done or stopped; print the summary line. Exit status."""
     if dry_run:
@@ -305,7 +324,7 @@ async def run_job(job: Broadcast, job_id: str, *, dry_run: bool, out: TextIO) ->
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
-    counts = await job.counts()
+    counts = await settled(job, progress)
     progress.show(counts, final=True)
     print(counts.summary(job_id), file=out)
     if job.stopped:
