@@ -153,6 +153,11 @@ class Broadcast:
         self._claim = self._redis.register_script(CLAIM_SCRIPT)
         self._finish = self._redis.register_script(FINISH_SCRIPT)
         self._stopping = asyncio.Event()
+        # Sends of this process never closer together than the bulk rate allows: a loop that
+        # lagged makes them late, not bunched (Telegram counts what arrives in a second).
+        self._gap = limiter.bulk.interval_ms / 1000
+        self._last_send = 0.0
+        self._pacing = asyncio.Lock()
         self._sends: set[asyncio.Task[None]] = set()
 
     def stop(self) -> None:
@@ -228,6 +233,7 @@ class Broadcast:
     async def _send(self, shard: int, user: int, at: float) -> None:
         try:
             await self._limiter.wait("bulk", at - asyncio.get_running_loop().time())
+            await self._keep_apart()
             outcome = await self._deliver(user)
             keys = [
                 self._recipients.job_key(shard, self._job_id),
@@ -239,6 +245,14 @@ class Broadcast:
                 self._metrics.broadcast_messages.labels(name).inc()
         except Exception:  # one user's failure must not end the job; it stays unconfirmed
             logger.exception("Broadcast %s: user %s", self._job_id, user)
+
+    async def _keep_apart(self) -> None:
+        loop = asyncio.get_running_loop()
+        async with self._pacing:
+            gap = self._last_send + self._gap - loop.time()
+            if gap > 0:
+                await asyncio.sleep(gap)
+            self._last_send = loop.time()
 
     async def _deliver(self, user: int) -> str:
         try:
