@@ -153,3 +153,16 @@ def test_the_webhook_run_serves_one_and_two_replicas_without_losing_anything() -
         )
         assert (users, updates, wrong) == ("10", "80", "0"), row
         assert float(per_second.replace(",", "")) > 0
+
+
+def test_the_broadcast_run_reaches_everyone_once_without_429() -> None:
+    command = [
+        sys.executable, "bench/broadcast.py", "--users", "120", "--limit", "100", "--rate", "90"
+    ]  # fmt: skip
+    done = subprocess.run(
+        command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    [line] = [line for line in done.stdout.splitlines() if line.startswith("delivered ")]
+    assert " 429s 0, duplicates 0," in line, line
+    assert "of the limit" in line

@@ -16,8 +16,10 @@ two slots.
 
 What it costs: the replies of one update are counted while its nodes queue them
 (`expect_reply`, called by `Ctx.send_message`), and the first reply reserves turns for all of
-them in one script call: one Redis round trip per update that replies, whatever the number
-of replies. A send outside an update (a timer's reply, a broadcast) reserves its own turn.
+them in one script call, whatever the number of replies. Calls made by concurrent updates in
+one event-loop turn go to Redis as one pipeline (botnodes' `ScriptPipeline`), so under load
+they share round trips; a lone user pays one more round trip per update that replies. A send
+outside an update (a timer's reply, a broadcast) reserves its own turn.
 If Redis can't be asked, the message goes out unlimited: a 429 that comes anyway is still
 waited out by `RetryTelegram`.
 """
@@ -40,7 +42,10 @@ from aiogram.client.session.middlewares.base import (
 from aiogram.methods import TelegramMethod
 from aiogram.methods.base import Response, TelegramType
 from aiogram.types import TelegramObject
+from redis.asyncio import RedisCluster
 from redis.exceptions import RedisError
+
+from botnodes.pipelining import ScriptPipeline
 
 from .config import SendLimitSettings
 from .middlewares import Handler
@@ -122,6 +127,9 @@ class SendLimiter:
         on_wait: WaitHook | None = None,
     ) -> None:
         self._script = redis.register_script(GCRA_SCRIPT)
+        # Reservations of concurrent updates share one round trip, as botnodes' own scripts
+        # do (a cluster spreads the keys over nodes: there each call goes alone).
+        self._pipeline = None if isinstance(redis, RedisCluster) else ScriptPipeline(redis)
         self._prefix = key_prefix
         self._on_wait = on_wait
         self.chat = Budget("chat", round(1000 / settings.chat_rate), settings.chat_burst)
@@ -145,7 +153,11 @@ class SendLimiter:
         return await self._reserve(f"{self._prefix}:send:" + hash_tag("bulk"), self.bulk, count)
 
     async def _reserve(self, key: str, budget: Budget, count: int) -> list[float]:
-        waits = await self._script(keys=[key], args=[budget.interval_ms, budget.burst, count])
+        args = [budget.interval_ms, budget.burst, count]
+        if self._pipeline is not None:
+            waits = await self._pipeline(self._script, [key], args)
+        else:
+            waits = await self._script(keys=[key], args=args)
         return [int(wait) / 1000 for wait in waits]
 
     async def wait(self, budget: str, seconds: float) -> None:
