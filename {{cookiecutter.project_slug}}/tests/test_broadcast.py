@@ -116,3 +116,23 @@ async def test_two_workers_share_a_job_skip_the_blocked_and_send_everyone_once(
     assert await run_job(next_job, "soup-2", dry_run=False, out=again) == 0
     assert again.getvalue() == "Broadcast soup-2: sent 51, skipped as blocked 8, failed 1\n"
     assert not {c.params["chat_id"] for c in telegram.calls[calls:]} & (blocked | forbidden)
+
+
+async def test_a_429_in_a_broadcast_is_waited_out_with_a_new_turn_and_sent_once(
+    settings: Settings, redis_client: Redis
+) -> None:
+    recipients = Recipients(redis_client, settings.state.state_key)
+    for user in range(5000, 5010):
+        await recipients.add(user)
+    telegram = FakeTelegram()
+    telegram.fail("sendMessage", status=429, retry_after=1, match=lambda p: p["chat_id"] == 5003)
+    session = FakeSession(telegram)
+    add_telegram_rules(session, settings.telegram)
+    bot = Bot(settings.telegram.bot_token.get_secret_value(), session=session)
+    limiter = SendLimiter(redis_client, settings.state.state_key, SendLimitSettings(_env_file=None))
+    job = Broadcast(bot, recipients, limiter, job_id="flood", text=TEXT)
+    out = io.StringIO()
+    assert await run_job(job, "flood", dry_run=False, out=out) == 0
+    assert out.getvalue() == "Broadcast flood: sent 10, skipped as blocked 0, failed 0\n"
+    attempts = [c for c in telegram.attempts("sendMessage") if c.params["chat_id"] == 5003]
+    assert [c.ok for c in attempts] == [False, True]

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from aiogram import Bot
-from aiogram.exceptions import TelegramAPIError, TelegramForbiddenError
+from aiogram.exceptions import TelegramAPIError, TelegramForbiddenError, TelegramRetryAfter
 
 from .config import Settings
 from .main import App
@@ -38,6 +38,7 @@ from .metrics import BotMetrics
 from .polling import serve_metrics
 from .recipients import SHARDS, Recipients
 from .send_limits import SendLimiter
+from .telegram_limits import caller_handles_429
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,8 @@ CLAIM_BATCH = 10
 IN_FLIGHT = 2 * CLAIM_BATCH
 #: A job's record is kept this long after its last claim: run it again within it to resume.
 JOB_TTL_SECONDS = 30 * 86_400
+#: Tries of one message that Telegram answers 429 (each after its retry_after and a new turn).
+FLOOD_TRIES = 5
 #: Seconds between two progress lines when the output is not a terminal.
 PLAIN_PROGRESS_EVERY = 5.0
 BAR_WIDTH = 30
@@ -255,15 +258,30 @@ class Broadcast:
             self._last_send = loop.time()
 
     async def _deliver(self, user: int) -> str:
-        try:
-            await self._bot.send_message(user, self._text)
-        except TelegramForbiddenError as error:
-            logger.info("Broadcast %s: user %s blocked the bot (%s)", self._job_id, user, error)
-            return BLOCKED
-        except TelegramAPIError as error:  # 400 chat not found and the like: not retried
-            logger.warning("Broadcast %s: user %s failed: %s", self._job_id, user, error)
-            return FAILED
-        return SENT
+        for tries_left in range(FLOOD_TRIES - 1, -1, -1):
+            try:
+                with caller_handles_429():
+                    await self._bot.send_message(user, self._text)
+            except TelegramRetryAfter as error:
+                if not tries_left:
+                    logger.warning("Broadcast %s: user %s failed: %s", self._job_id, user, error)
+                    return FAILED
+                # Telegram's flood control: wait as asked, then take a new bulk turn, so the
+                # retry does not come on top of the rate (and cause the next 429).
+                logger.warning("Broadcast %s: 429, retry in %ss", self._job_id, error.retry_after)
+                await asyncio.sleep(error.retry_after)
+                [wait] = await self._limiter.reserve_bulk(1)
+                await self._limiter.wait("bulk", wait)
+                await self._keep_apart()
+                continue
+            except TelegramForbiddenError as error:
+                logger.info("Broadcast %s: user %s blocked the bot (%s)", self._job_id, user, error)
+                return BLOCKED
+            except TelegramAPIError as error:  # 400 chat not found and the like: not retried
+                logger.warning("Broadcast %s: user %s failed: %s", self._job_id, user, error)
+                return FAILED
+            return SENT
+        return FAILED  # not reached: the last try returns
 
 
 class Progress:
