@@ -104,9 +104,10 @@ async def test_whole_food_flow_then_sigterm_exits_0(
     assert await bot_api.say(ALICE, "No", 1) == ["Write me when you are ready then!"]
     assert await bot_api.say(ALICE, "anything", 1) == [MAIN_MENU]
 
-    # Only the update types the routers handle are requested from Telegram.
+    # Only the update types the routers handle are requested from Telegram (my_chat_member:
+    # a user blocking the bot, for broadcasts).
     allowed = json.loads(bot_api.calls("getUpdates")[0].params["allowed_updates"])
-    assert sorted(allowed) == ["callback_query", "message"]
+    assert sorted(allowed) == ["callback_query", "message", "my_chat_member"]
 
     assert await bot.stop(signal.SIGTERM) == 0
     assert "for user 5001: Pizza, Cola" in bot.log()

@@ -142,6 +142,7 @@ async def test_webhook_serves_the_food_flow_and_refuses_a_wrong_secret(
     assert sorted(json.loads(set_webhook.params["allowed_updates"])) == [
         "callback_query",
         "message",
+        "my_chat_member",
     ]
     assert await replica.post(update("hi"), secret="wrong") == 401
     assert await replica.post(update("hi"), secret=None) == 401
