@@ -468,11 +468,13 @@ def build_botnodes(redis: Redis, prefix: str, package: str, **nodes_options: Any
     )
     nodes = main.create_nodes(settings, redis, ctx, **nodes_options)
     dispatcher = routers.build_dispatcher(nodes, middlewares.InFlightUpdates(), **parts)
+    limits = add_send_limits(package, config, dispatcher, session, redis, prefix)
     info = {
         "isolation": "botnodes lock (local FIFO + Redis lock in the same scripts)",
         "lock_ttl": settings.state.lock_ttl,
         "lock_wait_timeout": settings.state.lock_wait_timeout,
         "prefix": prefix,
+        "send limits": limits,
     }
     # A --baseline bake may predate buttons: then there is no keyboard cache to report.
     buttons = importlib.util.find_spec(f"{package}.buttons")
@@ -499,6 +501,31 @@ def build_botnodes(redis: Redis, prefix: str, package: str, **nodes_options: Any
     return Variant(
         "botnodes", dispatcher, bot, session, redis, food_api, info, probe=probe, handles=handles
     )
+
+
+def add_send_limits(
+    package: str, config: Any, dispatcher: Dispatcher, session: Any, redis: Redis, prefix: str
+) -> str:
+    """What `App` adds around the nodes since issue 19, if the bake has it: the shared send
+    budgets (one script call per update that replies) and the registry of users (one SADD
+    per user per process).
+
+    The budgets are made so large that no reply ever waits: the run measures what the
+    limiter's call costs, not Telegram's pace (1 message/s per chat would be the whole
+    figure otherwise).
+    """
+    if importlib.util.find_spec(f"{package}.send_limits") is None:
+        return "none (this bake predates them)"
+    send_limits = importlib.import_module(f"{package}.send_limits")
+    recipients = importlib.import_module(f"{package}.recipients")
+    never_waits = config.SendLimitSettings.model_construct(
+        send_limits=True, chat_rate=1e6, group_rate=1e8, chat_burst=1000, broadcast_rate=1e6
+    )
+    limiter = send_limits.SendLimiter(redis, prefix, never_waits)
+    session.middleware(send_limits.KeepSendRate(limiter))
+    dispatcher.update.outer_middleware(send_limits.CountStepReplies())
+    recipients.watch_users(dispatcher, recipients.Recipients(redis, prefix))
+    return "per-chat budget (never waits) + registry"
 
 
 def build_variant(name: str, redis: Redis, prefix: str, package: str) -> Variant:

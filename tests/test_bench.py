@@ -192,3 +192,16 @@ def test_the_timers_run_reports_memory_firing_lateness_and_cost_per_update() -> 
     on, off, _before = (float(cell) for cell in evalsha.strip("|").split("|")[1:])
     assert on > off, "a step that arms or drops timers sends its SCHEDULE script"
     assert "PROBLEMS" not in report
+
+
+def test_the_broadcast_run_reaches_everyone_once_without_429() -> None:
+    command = [
+        sys.executable, "bench/broadcast.py", "--users", "120", "--limit", "100", "--rate", "90"
+    ]  # fmt: skip
+    done = subprocess.run(
+        command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    [line] = [line for line in done.stdout.splitlines() if line.startswith("delivered ")]
+    assert " 429s 0, duplicates 0," in line, line
+    assert "of the limit" in line

@@ -12,6 +12,7 @@ from pathlib import Path
 from botnodes import ConfigurationError
 
 from . import diagram
+from .broadcast import BroadcastError, broadcast, check_job
 from .chat import default_log_path, run_chat
 from .config import ConfigError, Settings, load_settings
 from .healthcheck import EXIT_UNHEALTHY, run_healthcheck
@@ -107,6 +108,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="where the bot's log lines go, out of the conversation (%(default)s)",
     )
     talk.set_defaults(command=lambda settings: 0, chat=True, need_token=False)
+    mailing = commands.add_parser(
+        "broadcast",
+        help="send a message to every user except those who blocked the bot; the same --id "
+        "resumes the job, and no user gets it twice",
+    )
+    mailing.add_argument("--id", dest="job_id", required=True, help="the job's name")
+    mailing.add_argument("--text", required=True, help="the message (at most 4096 characters)")
+    mailing.add_argument("--dry-run", action="store_true", help="only count the recipients")
+    mailing.set_defaults(broadcast=True)
     scaffold = commands.add_parser(
         "new-node", help="write a new node, its registration and its test (no settings needed)"
     )
@@ -143,6 +153,20 @@ def print_diagram(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_broadcast_command(settings: Settings, args: argparse.Namespace) -> int:
+    """The `broadcast` command: one summary line, or one line saying why it can't run."""
+    try:
+        check_job(args.job_id, args.text)
+    except BroadcastError as exc:
+        print(f"Broadcast error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    try:
+        return asyncio.run(broadcast(settings, args.job_id, args.text, dry_run=args.dry_run))
+    except StartupError as exc:
+        say(settings, f"Cannot start: {exc}")
+        return EXIT_STARTUP_ERROR
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.without_settings is not None:
@@ -157,6 +181,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if getattr(args, "chat", False):
             return run_chat(settings, args.name, args.log)
+        if getattr(args, "broadcast", False):
+            return run_broadcast_command(settings, args)
         return command(settings)
     except KeyboardInterrupt:
         return 130

@@ -261,6 +261,23 @@ class WebhookSettings(BaseSettings):
         return self
 
 
+class SendLimitSettings(BaseSettings):
+    """Telegram's send limits, kept by all processes together (see send_limits.py)."""
+
+    model_config = _config()
+
+    # Off: no Redis call per reply; Telegram's 429s are still waited out.
+    send_limits: bool = True
+    # Messages per second to one private chat, sustained; Telegram asks for about 1.
+    chat_rate: float = Field(default=1.0, gt=0, le=30)
+    # Messages per minute to one group (negative chat id); Telegram asks for at most 20.
+    group_rate: float = Field(default=20.0, gt=0, le=600)
+    # Messages a chat may get at once (a step's 2-3 replies) before the rate applies.
+    chat_burst: int = Field(default=3, ge=1, le=20)
+    # Broadcast messages per second, all processes together; Telegram's bulk limit is ~30.
+    broadcast_rate: float = Field(default=25.0, gt=0, le=1000)
+
+
 class MetricsSettings(BaseSettings):
     """Prometheus metrics: on the webhook server, or on their own port when polling."""
 
@@ -282,6 +299,9 @@ class Settings:
     metrics: MetricsSettings = field(default_factory=lambda: MetricsSettings(_env_file=None))
     cart: CartSettings = field(default_factory=lambda: CartSettings(_env_file=None))
     language: LanguageSettings = field(default_factory=lambda: LanguageSettings(_env_file=None))
+    send_limits: SendLimitSettings = field(
+        default_factory=lambda: SendLimitSettings(_env_file=None)
+    )
 
 
 def _env_name(settings_class: type[BaseSettings], error: Any) -> str:
@@ -336,4 +356,5 @@ def load_settings(env_file: Path | None = DEFAULT_ENV_FILE, *, need_token: bool 
         metrics=_load(MetricsSettings, env_file),
         cart=_load(CartSettings, env_file),
         language=_load(LanguageSettings, env_file),
+        send_limits=_load(SendLimitSettings, env_file),
     )

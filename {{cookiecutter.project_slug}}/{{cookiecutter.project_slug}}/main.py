@@ -33,8 +33,10 @@ from .nodes_types import (
     event_visit,
     user_display_name,
 )
+from .recipients import Recipients, watch_users
 from .redis_connection import RedisClient, create_redis
 from .routers import build_dispatcher
+from .send_limits import CountStepReplies, KeepSendRate, SendLimiter
 from .telegram_limits import KeepWithinLimits, RetryHook, RetryTelegram
 
 logger = logging.getLogger(__package__ or __name__)
@@ -67,7 +69,11 @@ def bot_api_failure(settings: Settings, method: str, exc: TelegramAPIError) -> s
     return f"{method} failed at the Bot API ({api}): {exc}"
 
 
-def create_bot(settings: TelegramSettings, on_retry: RetryHook | None = None) -> Bot:
+def create_bot(
+    settings: TelegramSettings,
+    on_retry: RetryHook | None = None,
+    limiter: SendLimiter | None = None,
+) -> Bot:
     """A Bot talking to Telegram, or to the self-hosted Bot API server in TELEGRAM_API_URL.
 
     Its session keeps Telegram's limits and retries what Telegram asks to retry, for every
@@ -77,15 +83,21 @@ def create_bot(settings: TelegramSettings, on_retry: RetryHook | None = None) ->
     if settings.telegram_api_url is not None:
         api = TelegramAPIServer.from_base(str(settings.telegram_api_url))
     session = AiohttpSession(api=api)
-    add_telegram_rules(session, settings, on_retry)
+    add_telegram_rules(session, settings, on_retry, limiter)
     return Bot(settings.bot_token.get_secret_value(), session=session)
 
 
 def add_telegram_rules(
-    session: BaseSession, settings: TelegramSettings, on_retry: RetryHook | None = None
+    session: BaseSession,
+    settings: TelegramSettings,
+    on_retry: RetryHook | None = None,
+    limiter: SendLimiter | None = None,
 ) -> None:
-    """Install the limits (outer) and the retries (inner: each part is retried on its own)."""
+    """Install the limits (outer), the shared send rate (each part takes its own turn) and
+    the retries (inner: each part is retried on its own, without taking a second turn)."""
     session.middleware(KeepWithinLimits())
+    if limiter is not None:
+        session.middleware(KeepSendRate(limiter))
     session.middleware(
         RetryTelegram(
             settings.telegram_max_retries,
@@ -101,6 +113,16 @@ def create_languages(settings: Settings, redis: RedisClient) -> Languages:
     return Languages(
         settings.language.default_language, redis=redis, key_prefix=settings.state.state_key
     )
+
+
+def create_limiter(
+    settings: Settings, redis: RedisClient, metrics: BotMetrics | None = None
+) -> SendLimiter | None:
+    """The shared send budgets in Redis, or None with SEND_LIMITS=false."""
+    if not settings.send_limits.send_limits:
+        return None
+    on_wait = metrics.send_limit_wait if metrics is not None else None
+    return SendLimiter(redis, settings.state.state_key, settings.send_limits, on_wait)
 
 
 def create_nodes(
@@ -159,7 +181,10 @@ class App:
         self.settings = settings
         self.metrics = BotMetrics()
         self.redis: RedisClient = create_redis(settings.redis)
-        self.bot: Bot = create_bot(settings.telegram, on_retry=self.metrics.telegram_retry)
+        self.limiter = create_limiter(settings, self.redis, self.metrics)
+        self.bot: Bot = create_bot(
+            settings.telegram, on_retry=self.metrics.telegram_retry, limiter=self.limiter
+        )
         self.food_api: FoodAPI = create_food_api(settings.food_api)
         self.ctx = Ctx(
             bot=self.bot,
@@ -174,6 +199,10 @@ class App:
             self.nodes, self.in_flight, self.ctx.languages
         )
         self.dispatcher.update.outer_middleware(CountUpdates(self.metrics))
+        if self.limiter is not None:
+            self.dispatcher.update.outer_middleware(CountStepReplies())
+        self.recipients = Recipients(self.redis, settings.state.state_key)
+        watch_users(self.dispatcher, self.recipients)
         self._timers: asyncio.Task[None] | None = None
 
     def start_timers(self) -> None:

@@ -98,6 +98,24 @@ class BotMetrics(NodesObserver):
             ["reason"],
             registry=self.registry,
         )
+        self.send_limit_waits = Counter(
+            "bot_send_limit_waits_total",
+            "Messages that waited for their turn in a shared send budget (chat, group, bulk).",
+            ["budget"],
+            registry=self.registry,
+        )
+        self.send_limit_wait_seconds = Counter(
+            "bot_send_limit_wait_seconds_total",
+            "Seconds messages waited for their turn in a shared send budget.",
+            ["budget"],
+            registry=self.registry,
+        )
+        self.broadcast_messages = Counter(
+            "bot_broadcast_messages_total",
+            "Broadcast messages by outcome (sent, blocked: skipped, failed).",
+            ["outcome"],
+            registry=self.registry,
+        )
 
         self.deliveries_in_flight = Gauge(
             "bot_webhook_deliveries_in_flight",
@@ -145,6 +163,11 @@ class BotMetrics(NodesObserver):
     def telegram_retry(self, method: str, reason: str, delay: float) -> None:
         self.telegram_retries.labels(method, reason).inc()
         self.telegram_wait_seconds.labels(reason).inc(delay)
+
+    # send_limits.SendLimiter's hook.
+    def send_limit_wait(self, budget: str, seconds: float) -> None:
+        self.send_limit_waits.labels(budget).inc()
+        self.send_limit_wait_seconds.labels(budget).inc(seconds)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -17,6 +17,7 @@ from .food_api import FoodAPI
 from .i18n import CATALOG, Text
 from .language import Languages
 from .texts import TEXTS, Texts
+from .send_limits import expect_reply
 
 #: What reaches the nodes: a text message, or a press of one of their buttons.
 Event: TypeAlias = Message | CallbackQuery
@@ -45,7 +46,8 @@ class Ctx:
         the user is not told it happened; if a reply fails after an irreversible step (an
         order), the step is stored anyway and can't be repeated by the user's next message.
         Outside a transition it sends at once. The words are chosen only now, when the
-        user's language (read while the step ran) is known.
+        user's language (read while the step ran) is known. Counting the reply here lets the
+        first one reserve the chat's send turns for all of the step's replies in one Redis call.
         """
 
         async def send() -> None:
@@ -55,6 +57,7 @@ class Ctx:
                 user_id, self.languages.render(language, text), reply_markup=markup
             )
 
+        expect_reply(user_id)
         await after_commit(send)
 
 

@@ -18,10 +18,12 @@ order, which is not a Bot API call.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from typing import Any
 
 from aiogram import Bot
@@ -58,6 +60,22 @@ _NOT_RETRIED = frozenset({GetUpdates.__api_method__, GetMe.__api_method__})
 
 _BACKOFF_BASE = 0.5
 _BACKOFF_CAP = 8.0
+
+_wait_out_429: ContextVar[bool] = ContextVar("wait_out_429", default=True)
+
+
+@contextlib.contextmanager
+def caller_handles_429() -> Iterator[None]:
+    """Within this block a 429 is raised to the caller instead of waited out and retried.
+
+    For a broadcast: its retry must take a new turn in the bulk budget, or every retry comes
+    on top of the rate and a few 429s snowball into many.
+    """
+    token = _wait_out_429.set(False)
+    try:
+        yield
+    finally:
+        _wait_out_429.reset(token)
 
 
 def split_text(text: str, limit: int = MAX_MESSAGE_LENGTH) -> list[str]:
@@ -171,6 +189,8 @@ class RetryTelegram(BaseRequestMiddleware):
             try:
                 return await make_request(bot, method)
             except TelegramRetryAfter as error:
+                if not _wait_out_429.get():
+                    raise
                 reason, delay, failure = "429", float(error.retry_after), error
             except TelegramServerError as error:
                 reason, delay, failure = "server", self._backoff(attempt), error

@@ -51,6 +51,11 @@ SETTING_NAMES = (
     "WEBHOOK_PORT",
     "WEBHOOK_READ_TIMEOUT",
     "METRICS_PORT",
+    "SEND_LIMITS",
+    "CHAT_RATE",
+    "GROUP_RATE",
+    "CHAT_BURST",
+    "BROADCAST_RATE",
 )
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]

@@ -5,7 +5,8 @@
 - `FakeTelegram`, `FakeSession` and `FakeBotAPIServer` (fake_bot_api.py) stand in for the Bot
   API in process or over HTTP on 127.0.0.1, and say no like Telegram does: messages over 4,096
   characters, callback data over 64 bytes, a second answer to a button press, and on request
-  429 with `retry_after`, 5xx and dropped connections.
+  429 with `retry_after`, 5xx and dropped connections, and Telegram's flood control
+  (`enforce_rates()`).
 """
 
 from .client import BotTestClient, Reply, TestUser
@@ -14,6 +15,7 @@ from .fake_bot_api import (
     FakeBotAPIServer,
     FakeSession,
     FakeTelegram,
+    TelegramRates,
     callback_update,
     message_update,
 )
@@ -25,6 +27,7 @@ __all__ = [
     "FakeSession",
     "FakeTelegram",
     "Reply",
+    "TelegramRates",
     "TestUser",
     "callback_update",
     "message_update",

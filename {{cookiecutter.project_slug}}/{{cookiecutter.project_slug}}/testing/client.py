@@ -32,11 +32,13 @@ from botnodes import Node
 
 from ..config import Settings
 from ..food_api import FoodAPI, LoggingFoodAPI
-from ..main import add_telegram_rules, create_languages, create_nodes
+from ..main import add_telegram_rules, create_languages, create_limiter, create_nodes
 from ..main import logger as bot_logger
 from ..nodes_types import Ctx, Event, UserId
+from ..recipients import Recipients, watch_users
 from ..redis_connection import RedisClient, create_redis
 from ..routers import AppNodes, build_dispatcher
+from ..send_limits import CountStepReplies
 from .fake_bot_api import FakeSession, FakeTelegram, message_update, unique_ids
 
 logger = logging.getLogger(__name__)
@@ -99,18 +101,25 @@ class BotTestClient:
         food_api: FoodAPI | None = None,
         telegram: FakeTelegram | None = None,
         strict_transitions: bool = True,
+        send_limits: bool = False,
     ) -> AsyncIterator[BotTestClient]:
         """Build the bot from `settings` (Redis from `settings.redis` unless given).
+
+        `send_limits` makes replies wait for their turn in the shared send budgets, as the
+        running bot does with SEND_LIMITS on; off by default, so a test's user can type
+        faster than Telegram lets a bot answer.
 
         A node returning a node its `on_event` annotation does not declare raises
         `UndeclaredTransitionError` here (`strict_transitions`); the running bot only logs it.
         """
         telegram = telegram or FakeTelegram()
-        session = FakeSession(telegram)
-        add_telegram_rules(session, settings.telegram)  # the same limits and retries as live
-        bot = Bot(settings.telegram.bot_token.get_secret_value(), session=session)
         own_redis = redis is None
         client_redis = create_redis(settings.redis) if redis is None else redis
+        limiter = create_limiter(settings, client_redis) if send_limits else None
+        session = FakeSession(telegram)
+        # The same limits and retries as live.
+        add_telegram_rules(session, settings.telegram, limiter=limiter)
+        bot = Bot(settings.telegram.bot_token.get_secret_value(), session=session)
         ctx = Ctx(
             bot=bot,
             settings=settings,
@@ -123,7 +132,11 @@ class BotTestClient:
             settings, client_redis, ctx, strict_transitions=strict_transitions, clock=clock
         )
         try:
-            yield cls(build_dispatcher(nodes, languages=ctx.languages), bot, nodes, telegram, clock)
+            dispatcher = build_dispatcher(nodes, languages=ctx.languages)
+            watch_users(dispatcher, Recipients(client_redis, settings.state.state_key))
+            if limiter is not None:
+                dispatcher.update.outer_middleware(CountStepReplies())
+            yield cls(dispatcher, bot, nodes, telegram, clock)
         finally:
             if own_redis:
                 await client_redis.aclose()

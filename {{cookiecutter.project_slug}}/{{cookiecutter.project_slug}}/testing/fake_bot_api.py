@@ -5,6 +5,8 @@ and refuses what Telegram refuses: a message longer than 4,096 characters or emp
 data over 64 bytes, a callback query answered twice or with more than 200 characters, editing
 a message that does not exist or not changing it. `fail()` makes chosen calls answer 429 with
 `retry_after`, a 5xx, or drop the connection, the way Telegram does now and then.
+`enforce_rates()` makes it answer 429 the way Telegram's flood control does when a bot sends
+faster than its global or per-chat rate (off unless asked for).
 
 `FakeSession` plugs it into an aiogram `Bot` (no network, for `Dispatcher.feed_update`);
 `FakeBotAPIServer` serves it on 127.0.0.1 for a bot process started with TELEGRAM_API_URL,
@@ -14,9 +16,11 @@ including the long-polling `getUpdates` that `push_message` and `push_press` fee
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import itertools
 import json
+import math
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -110,12 +114,58 @@ class _Failure:
             retry_after = self.retry_after if self.retry_after is not None else 1
             raise Refusal(429, f"Too Many Requests: retry after {retry_after}", retry_after)
         descriptions = {
+            400: "Bad Request: chat not found",
             403: "Forbidden: bot was blocked by the user",
             500: "Internal Server Error",
             502: "Bad Gateway",
             503: "Service Unavailable",
         }
         raise Refusal(status, descriptions.get(status, "Server Error"))
+
+
+#: The methods that put a message in a chat: what Telegram's rates count.
+RATED_METHODS = frozenset(
+    {"sendMessage", "sendPhoto", "sendDocument", "sendMediaGroup", "copyMessage", "forwardMessage"}
+)
+
+
+@dataclass
+class TelegramRates:
+    """Telegram's flood control as the stand-in applies it once `enforce_rates()` is called.
+
+    Telegram publishes no exact rule, only "about 30 messages per second" overall and "about
+    one per second in a chat, short bursts tolerated; 20 per minute in a group". Here: at
+    most `per_second` messages in any one-second window, and per chat a bucket of
+    `chat_burst` messages refilled at `chat_per_second` (`group_per_minute` for groups).
+    """
+
+    per_second: int = 30
+    chat_per_second: float = 1.0
+    group_per_minute: float = 20.0
+    chat_burst: int = 4
+    #: Messages refused with 429 by these rates (not counting failures set with `fail()`).
+    refused: int = 0
+    _window: collections.deque[float] = field(default_factory=collections.deque)
+    _buckets: dict[int, tuple[float, float]] = field(default_factory=dict)
+
+    def take(self, chat_id: int, now: float) -> None:
+        """Count one message to `chat_id`, or raise the 429 Telegram would answer."""
+        while self._window and self._window[0] <= now - 1.0:
+            self._window.popleft()
+        rate = self.group_per_minute / 60 if chat_id < 0 else self.chat_per_second
+        tokens, then = self._buckets.get(chat_id, (float(self.chat_burst), now))
+        tokens = min(float(self.chat_burst), tokens + (now - then) * rate)
+        if len(self._window) >= self.per_second:
+            self._refuse(self._window[0] + 1.0 - now)
+        if tokens < 1:
+            self._refuse((1 - tokens) / rate)
+        self._window.append(now)
+        self._buckets[chat_id] = (tokens - 1, now)
+
+    def _refuse(self, wait: float) -> None:
+        self.refused += 1
+        retry_after = max(1, math.ceil(wait))
+        raise Refusal(429, f"Too Many Requests: retry after {retry_after}", retry_after)
 
 
 def unique_ids() -> itertools.count[int]:
@@ -138,6 +188,8 @@ class FakeTelegram:
     answers: dict[str, list[Params]] = field(default_factory=dict)
     #: Delivered texts per chat, kept as they arrive so a long run can look one chat up fast.
     texts: dict[int, list[str]] = field(default_factory=dict)
+    #: Telegram's flood control, once `enforce_rates()` turned it on.
+    rates: TelegramRates | None = None
     _failures: list[_Failure] = field(default_factory=list)
     _message_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _query_ids: itertools.count[int] = field(default_factory=unique_ids)
@@ -161,6 +213,11 @@ class FakeTelegram:
         """
         self._failures.append(_Failure(method, status, retry_after, drop, times, match, stall))
 
+    def enforce_rates(self, rates: TelegramRates | None = None) -> TelegramRates:
+        """Answer 429 when messages come faster than `rates` (Telegram's, by default)."""
+        self.rates = rates or TelegramRates()
+        return self.rates
+
     def answer(self, method: str, params: Mapping[str, Any]) -> Any:
         """Carry out a call as Telegram would; raise Refusal or Dropped when it would not."""
         params = dict(params)
@@ -168,6 +225,8 @@ class FakeTelegram:
             for failure in self._failures:
                 if failure.applies(method, params):
                     failure.trigger()
+            if self.rates is not None and method in RATED_METHODS:
+                self.rates.take(int(params["chat_id"]), time.monotonic())
             result = self._carry_out(method, params)
         except (Refusal, Dropped, Stalled) as error:
             self.calls.append(ApiCall(method, params, error=str(error) or type(error).__name__))
