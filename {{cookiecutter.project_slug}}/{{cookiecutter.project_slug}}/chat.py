@@ -21,6 +21,7 @@ import dataclasses
 import importlib
 import json
 import logging
+import re
 import shutil
 import signal
 import socket
@@ -29,7 +30,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import TextIO
@@ -50,12 +51,16 @@ Type a message and press Enter: it reaches the bot as a private message.
   :press M N    press button N of message M of :buttons (an old one is out of date)
   :node         show your node and its stored data
   :user ID      talk as another user (each has their own name and conversation)
+  :lang CODE    the language Telegram reports for you (ru, en-GB...; :lang - for none);
+                /language chooses one in the bot, and that choice wins
   :reset        forget your conversation (the next message starts over)
   :wait 30m     let time pass (90, 30m, 24h, PT1H...): the timers that fall due fire
   :log          show the latest log lines (the bot logs to a file, not here)
   :help         this help
   :quit         leave (or Ctrl+D; Ctrl+C leaves at once)"""
 
+#: How many of the latest log lines `:log` shows.
+LOG_LINES = 10
 #: How long a leaving chat waits for the bot to finish the message in hand.
 STOP_TIMEOUT = 2.0
 #: Exit status after Ctrl+C, as a shell reports a program ended by SIGINT.
@@ -65,6 +70,8 @@ EXIT_CONFIG_ERROR = 2
 
 
 _DURATION: TypeAdapter[timedelta] = TypeAdapter(Duration)
+#: An IETF language tag as Telegram sends it: `ru`, `en-GB`, `pt-br`.
+_LANGUAGE_CODE = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*")
 
 
 class ChatError(Exception):
@@ -139,12 +146,16 @@ class Chat:
         self.out = out
         self.name = name
         self.log_path = log_path
+        #: What Telegram reports as the user's `language_code` (None: it reports nothing).
+        self.language_code: str | None = None
         self.user = self._user(1)
 
     def _user(self, user_id: int) -> TestUser:
         # Every user has their own name, so the bot greets user 2 as user2, not as user 1.
         name = self.name if user_id == 1 else f"user{user_id}"
-        return self.client.user(user_id, username=name, first_name=name.title())
+        return self.client.user(
+            user_id, username=name, first_name=name.title(), language_code=self.language_code
+        )
 
     async def handle(self, line: str) -> bool:
         """Act on one line; False when the user wants to leave."""
@@ -157,27 +168,42 @@ class Chat:
             return False
         if command.isdigit():
             await self._press_latest(int(command))
-        elif command == "buttons":
-            self._list_buttons()
-        elif command == "press":
-            await self._press_listed(argument.split())
-        elif command == "node":
-            await self._show_node()
-        elif command == "user" and argument.strip().isdigit():
-            self.user = self._user(int(argument))
-            self._say(f"(now talking as user {self.user.user_id}, {self.user_name})")
-        elif command == "wait":
-            await self._wait(argument.strip())
-        elif command == "reset":
-            await self.client.nodes.user(self.user.user_id).forget()
-            self._say("(forgotten: your next message starts over)")
-        elif command == "log":
-            self._show_log()
-        elif command == "help":
-            self._say(HELP)
-        else:
+            return True
+        action = self._commands.get(command)
+        if action is None:
             self._say(f"(unknown command :{command}; :help lists them)")
+        else:
+            await action(argument.strip())
         return True
+
+    @property
+    def _commands(self) -> dict[str, Callable[[str], Awaitable[None]]]:
+        """The `:name argument` commands (`:1`, `:2`... and `:quit` are `handle`'s own)."""
+        return {
+            "buttons": self._list_buttons,
+            "press": self._press_listed,
+            "node": self._show_node,
+            "user": self._switch_user,
+            "lang": self._set_language_code,
+            "wait": self._wait,
+            "reset": self._reset,
+            "log": self._show_log,
+            "help": self._help,
+        }
+
+    async def _help(self, _: str) -> None:
+        self._say(HELP)
+
+    async def _switch_user(self, argument: str) -> None:
+        if not argument.isdigit():
+            self._say("(:user takes a number, like :user 2)")
+            return
+        self.user = self._user(int(argument))
+        self._say(f"(now talking as user {self.user.user_id}, {self.user_name})")
+
+    async def _reset(self, _: str) -> None:
+        await self.client.nodes.user(self.user.user_id).forget()
+        self._say("(forgotten: your next message starts over)")
 
     @property
     def user_name(self) -> str:
@@ -194,7 +220,7 @@ class Chat:
             return
         await self._press(labels[number - 1], with_buttons[-1])
 
-    def _list_buttons(self) -> None:
+    async def _list_buttons(self, _: str) -> None:
         listed = self._with_buttons()
         if not listed:
             self._say("(no message with buttons yet)")
@@ -202,7 +228,8 @@ class Chat:
             buttons = "  ".join(f"[{n}] {label}" for n, label in enumerate(_labels(reply), 1))
             self._say(f"({number}) {reply.text.splitlines()[0]}  {buttons}")
 
-    async def _press_listed(self, numbers: list[str]) -> None:
+    async def _press_listed(self, argument: str) -> None:
+        numbers = argument.split()
         listed = self._with_buttons()
         if len(numbers) != 2 or not all(number.isdigit() for number in numbers):
             self._say("(:press takes two numbers: the message of :buttons, then the button)")
@@ -218,6 +245,15 @@ class Chat:
         if self.user.last_answer:
             self._say(f"     ({self.user.last_answer})")
 
+    async def _set_language_code(self, code: str) -> None:
+        if code != "-" and not _LANGUAGE_CODE.fullmatch(code):
+            self._say("(:lang takes a language code, like ru or en-GB, or - for none)")
+            return
+        self.language_code = None if code == "-" else code
+        self.user = self._user(self.user.user_id)
+        reported = self.language_code or "no language"
+        self._say(f"(Telegram now reports {reported} for user {self.user.user_id})")
+
     async def _wait(self, argument: str) -> None:
         try:
             delta = _DURATION.validate_python(argument)
@@ -229,7 +265,7 @@ class Chat:
         self._say(f"({delta} later)")
         self._show(self.user.replies()[before:])
 
-    async def _show_node(self) -> None:
+    async def _show_node(self, _: str) -> None:
         node = await self.user.node()
         if node is None:
             self._say("(no node yet: your next message meets the start node)")
@@ -237,9 +273,9 @@ class Chat:
         data = json.dumps(node._data.model_dump(mode="json"), ensure_ascii=False)
         self._say(f"(on {type(node).__name__}: {data})")
 
-    def _show_log(self, lines: int = 10) -> None:
+    async def _show_log(self, _: str) -> None:
         logged = self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()
-        self._say("\n".join(logged[-lines:]) or f"(nothing logged yet in {self.log_path})")
+        self._say("\n".join(logged[-LOG_LINES:]) or f"(nothing logged yet in {self.log_path})")
 
     def _show(self, replies: list[Reply]) -> None:
         for reply in replies:

@@ -16,8 +16,8 @@ from .config import Settings
 from .food_api import FoodAPI
 from .i18n import CATALOG, Text
 from .language import Languages
-from .texts import TEXTS, Texts
 from .send_limits import expect_reply
+from .texts import TEXTS, Texts
 
 #: What reaches the nodes: a text message, or a press of one of their buttons.
 Event: TypeAlias = Message | CallbackQuery
