@@ -114,7 +114,17 @@ def build_parser() -> argparse.ArgumentParser:
         "resumes the job, and no user gets it twice",
     )
     mailing.add_argument("--id", dest="job_id", required=True, help="the job's name")
-    mailing.add_argument("--text", required=True, help="the message (at most 4096 characters)")
+    mailing.add_argument(
+        "--text", required=True, help="the message (at most 4096 characters), in any language"
+    )
+    mailing.add_argument(
+        "--text-in",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("LANGUAGE", "TEXT"),
+        help="the message in one of the bot's languages, for the users who speak it (repeatable)",
+    )
     mailing.add_argument("--dry-run", action="store_true", help="only count the recipients")
     mailing.set_defaults(broadcast=True)
     scaffold = commands.add_parser(
@@ -156,12 +166,16 @@ def print_diagram(args: argparse.Namespace) -> int:
 def run_broadcast_command(settings: Settings, args: argparse.Namespace) -> int:
     """The `broadcast` command: one summary line, or one line saying why it can't run."""
     try:
-        check_job(args.job_id, args.text)
+        translations = dict(args.text_in)
+        check_job(args.job_id, args.text, translations)
     except BroadcastError as exc:
         print(f"Broadcast error: {exc}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
+    job = broadcast(
+        settings, args.job_id, args.text, dry_run=args.dry_run, translations=translations
+    )
     try:
-        return asyncio.run(broadcast(settings, args.job_id, args.text, dry_run=args.dry_run))
+        return asyncio.run(job)
     except StartupError as exc:
         say(settings, f"Cannot start: {exc}")
         return EXIT_STARTUP_ERROR

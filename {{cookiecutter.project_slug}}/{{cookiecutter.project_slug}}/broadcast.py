@@ -1,5 +1,10 @@
 """`python -m <package> broadcast --id ID --text TEXT`: one message to every user, once.
 
+- Languages: `--text-in ru TEXT` (as many as the bot has languages) gives the message in a
+  language; each user gets it in theirs (their `/language` choice, else the language Telegram
+  reported for them last, else DEFAULT_LANGUAGE; language.py), `--text` in any other. The
+  message is the operator's, not a Fluent text: it is written for this one job.
+
 - Recipients: the registry of recipients.py, shard by shard (`SSCAN` of one set, never the
   keyspace), minus the users who blocked the bot.
 - Pace: each message takes a turn from the bulk budget (`BROADCAST_RATE` per second for all
@@ -26,6 +31,7 @@ import re
 import signal
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -33,6 +39,8 @@ from aiogram import Bot
 from aiogram.exceptions import TelegramAPIError, TelegramForbiddenError, TelegramRetryAfter
 
 from .config import Settings
+from .i18n import CATALOG
+from .language import Languages
 from .main import App
 from .metrics import BotMetrics
 from .polling import serve_metrics
@@ -97,14 +105,23 @@ class BroadcastError(Exception):
     """A bad job id or text; the message is one line."""
 
 
-def check_job(job_id: str, text: str) -> None:
+def check_job(job_id: str, text: str, translations: Mapping[str, str] | None = None) -> None:
     """Refuse what can't make a job, naming the value and the rule."""
     if not JOB_ID.fullmatch(job_id):
         raise BroadcastError(f"--id {job_id!r}: must be 1 to 64 characters of A-Z a-z 0-9 _ . -")
+    _check_text("--text", text)
+    for language, translated in (translations or {}).items():
+        if language not in CATALOG.languages:
+            have = ", ".join(CATALOG.languages)
+            raise BroadcastError(f"--text-in {language!r}: the bot has no such language ({have})")
+        _check_text(f"--text-in {language}", translated)
+
+
+def _check_text(option: str, text: str) -> None:
     if not text.strip():
-        raise BroadcastError("--text: must not be empty")
+        raise BroadcastError(f"{option}: must not be empty")
     if len(text) > 4096:
-        raise BroadcastError(f"--text: {len(text)} characters, Telegram takes at most 4096")
+        raise BroadcastError(f"{option}: {len(text)} characters, Telegram takes at most 4096")
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +161,8 @@ class Broadcast:
         *,
         job_id: str,
         text: str,
+        translations: Mapping[str, str] | None = None,
+        languages: Languages | None = None,
         metrics: BotMetrics | None = None,
     ) -> None:
         self._bot = bot
@@ -152,6 +171,8 @@ class Broadcast:
         self._limiter = limiter
         self._job_id = job_id
         self._text = text
+        self._translations = dict(translations or {})
+        self._languages = languages
         self._metrics = metrics
         self._claim = self._redis.register_script(CLAIM_SCRIPT)
         self._finish = self._redis.register_script(FINISH_SCRIPT)
@@ -257,11 +278,18 @@ class Broadcast:
                 await asyncio.sleep(gap)
             self._last_send = loop.time()
 
+    async def _text_for(self, user: int) -> str:
+        """The message in the user's language, if the job has it (one small read when it may)."""
+        if not self._translations or self._languages is None:
+            return self._text
+        return self._translations.get(await self._languages.of(user), self._text)
+
     async def _deliver(self, user: int) -> str:
+        text = await self._text_for(user)
         for tries_left in range(FLOOD_TRIES - 1, -1, -1):
             try:
                 with caller_handles_429():
-                    await self._bot.send_message(user, self._text)
+                    await self._bot.send_message(user, text)
             except TelegramRetryAfter as error:
                 if not tries_left:
                     logger.warning("Broadcast %s: user %s failed: %s", self._job_id, user, error)
@@ -365,7 +393,14 @@ async def run_job(job: Broadcast, job_id: str, *, dry_run: bool, out: TextIO) ->
     return 0
 
 
-async def broadcast(settings: Settings, job_id: str, text: str, *, dry_run: bool) -> int:
+async def broadcast(
+    settings: Settings,
+    job_id: str,
+    text: str,
+    *,
+    dry_run: bool,
+    translations: Mapping[str, str] | None = None,
+) -> int:
     """Build the bot's parts (its Bot with the limits, Redis, metrics) and run the job."""
     app = App(settings)
     metrics_runner = None
@@ -378,7 +413,14 @@ async def broadcast(settings: Settings, job_id: str, text: str, *, dry_run: bool
             app.redis, settings.state.state_key, settings.send_limits, app.metrics.send_limit_wait
         )
         job = Broadcast(
-            app.bot, app.recipients, limiter, job_id=job_id, text=text, metrics=app.metrics
+            app.bot,
+            app.recipients,
+            limiter,
+            job_id=job_id,
+            text=text,
+            translations=translations,
+            languages=app.ctx.languages,
+            metrics=app.metrics,
         )
         return await run_job(job, job_id, dry_run=dry_run, out=sys.stdout)
     finally:

@@ -1,0 +1,80 @@
+"""A broadcast in each user's language: `--text-in ru TEXT` next to `--text`.
+
+Real Redis and the Bot API stand-in; the languages are the ones the bot keeps per user
+(tests/test_bot_languages.py tests how they are chosen).
+"""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from aiogram import Bot
+from redis.asyncio import Redis
+
+from food_bot.__main__ import main
+from food_bot.broadcast import Broadcast, BroadcastError, check_job, run_job
+from food_bot.config import SendLimitSettings, Settings
+from food_bot.language import Languages
+from food_bot.recipients import Recipients
+from food_bot.send_limits import SendLimiter
+from food_bot.testing import BotTestClient, FakeSession, FakeTelegram
+
+HELLO, PRIVET = "Soup of the day!", "Суп дня!"
+
+
+async def test_each_user_gets_the_message_in_their_language(
+    client: BotTestClient, settings: Settings, redis_client: Redis
+) -> None:
+    prefix = settings.state.state_key
+    languages = Languages("en", redis=redis_client, key_prefix=prefix)
+    # 5001 chose Russian; 5002's Telegram reports Russian (remembered from their message);
+    # 5003 chose English although Telegram reports Russian; 5004 reports nothing we know.
+    await client.user(5001).send("hi")
+    await languages.choose(5001, "ru")
+    await client.user(5002, language_code="ru-RU").send("hi")
+    await client.user(5003, language_code="ru").send("hi")
+    await languages.choose(5003, "en")
+    await client.user(5004, language_code="de").send("hi")
+    telegram = FakeTelegram()
+    bot = Bot(settings.telegram.bot_token.get_secret_value(), session=FakeSession(telegram))
+    limiter = SendLimiter(redis_client, prefix, SendLimitSettings(_env_file=None))
+    job = Broadcast(
+        bot,
+        Recipients(redis_client, prefix),
+        limiter,
+        job_id="soup",
+        text=HELLO,
+        translations={"ru": PRIVET},
+        languages=languages,
+    )
+    out = io.StringIO()
+    assert await run_job(job, "soup", dry_run=False, out=out) == 0
+    assert out.getvalue() == "Broadcast soup: sent 4, skipped as blocked 0, failed 0\n"
+    got = {call.params["chat_id"]: call.params["text"] for call in telegram.calls if call.ok}
+    assert got == {5001: PRIVET, 5002: PRIVET, 5003: HELLO, 5004: HELLO}
+
+
+@pytest.mark.parametrize(
+    ("translations", "error"),
+    [
+        ({"de": "Suppe!"}, "--text-in 'de': the bot has no such language (en, ru)"),
+        ({"ru": " "}, "--text-in ru: must not be empty"),
+        ({"ru": "я" * 4097}, "--text-in ru: 4097 characters, Telegram takes at most 4096"),
+    ],
+)
+def test_a_bad_translation_is_refused_in_one_line(translations: dict[str, str], error: str) -> None:
+    with pytest.raises(BroadcastError) as refused:
+        check_job("soup", HELLO, translations)
+    assert str(refused.value) == error
+
+
+def test_the_command_refuses_a_language_the_bot_lacks_before_it_starts(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BOT_TOKEN", "42:secret-token")
+    argv = ["broadcast", "--id", "soup", "--text", HELLO, "--text-in", "de", "Suppe!"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (
+        "Broadcast error: --text-in 'de': the bot has no such language (en, ru)\n"
+    )
