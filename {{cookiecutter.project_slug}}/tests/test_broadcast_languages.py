@@ -12,13 +12,13 @@ import pytest
 from aiogram import Bot
 from redis.asyncio import Redis
 
-from food_bot.__main__ import main
-from food_bot.broadcast import Broadcast, BroadcastError, check_job, run_job
-from food_bot.config import SendLimitSettings, Settings
-from food_bot.language import Languages
-from food_bot.recipients import Recipients
-from food_bot.send_limits import SendLimiter
-from food_bot.testing import BotTestClient, FakeSession, FakeTelegram
+from {{ cookiecutter.project_slug }}.__main__ import main
+from {{ cookiecutter.project_slug }}.broadcast import Broadcast, BroadcastError, check_job, run_job
+from {{ cookiecutter.project_slug }}.config import SendLimitSettings, Settings
+from {{ cookiecutter.project_slug }}.language import Languages
+from {{ cookiecutter.project_slug }}.recipients import Recipients
+from {{ cookiecutter.project_slug }}.send_limits import SendLimiter
+from {{ cookiecutter.project_slug }}.testing import BotTestClient, FakeSession, FakeTelegram
 
 HELLO, PRIVET = "Soup of the day!", "Суп дня!"
 
