@@ -34,6 +34,10 @@ class Ctx:
     running: int = 0
     max_running: int = 0
     delay: float = 0.0
+    #: When given, Cart's events wait until it is set: a handler held as long as a test needs;
+    #: `at_gate` is set once one waits there.
+    gate: asyncio.Event | None = None
+    at_gate: asyncio.Event = field(default_factory=asyncio.Event)
     #: Orders "placed" by Checkout (an irreversible effect), and replies that must fail.
     orders: list[list[str]] = field(default_factory=list)
     failing_replies: set[str] = field(default_factory=set)
@@ -110,6 +114,9 @@ class Cart(Node[Ctx, Msg, int, CartModel]):
         try:
             if ctx.delay:
                 await asyncio.sleep(ctx.delay)
+            if ctx.gate is not None:
+                ctx.at_gate.set()
+                await ctx.gate.wait()
             if event.text == "done":
                 return Menu()
             if event.text == "boom":

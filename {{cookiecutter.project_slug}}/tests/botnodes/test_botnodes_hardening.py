@@ -310,7 +310,8 @@ async def test_events_past_the_per_user_cap_are_refused_and_the_rest_kept(
 async def test_a_users_backlog_holds_no_concurrency_slot(
     redis_client: Redis, state_key: str
 ) -> None:
-    ctx = Ctx(delay=0.2)
+    gate = asyncio.Event()
+    ctx = Ctx(gate=gate)  # user 1's events are held in Cart until the gate opens
     nodes = make_nodes(redis_client, state_key, ctx, max_concurrent=2)
     await nodes.user(1).to(Cart())
     await nodes.user(2).to(Menu())
@@ -321,9 +322,12 @@ async def test_a_users_backlog_holds_no_concurrency_slot(
         finished.append(f"{event.user_id}:{event.text}")
 
     flood = [asyncio.create_task(route(Msg(1, f"f{n}"))) for n in range(10)]
-    await asyncio.sleep(0.05)
-    await route(Msg(2, "hello"))  # a slot is free although user 1 has 9 events queued
+    async with asyncio.timeout(5):  # a held slot would keep user 2 waiting for the gate
+        await ctx.at_gate.wait()  # user 1's first event holds its slot
+        await route(Msg(2, "hello"))  # a slot is free although user 1 has 9 events queued
     assert finished == ["2:hello"]
+    assert ctx.running == 1  # user 1's first event is still held, the rest behind it
+    gate.set()
     await asyncio.gather(*flood)
     node = await nodes.user(1).get_node()
     assert isinstance(node, Cart)

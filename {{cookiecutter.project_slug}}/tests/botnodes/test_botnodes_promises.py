@@ -151,27 +151,30 @@ async def test_replies_leave_in_order_when_the_next_event_reaches_another_proces
 ) -> None:
     sent: list[str] = []
     slow = asyncio.Event()
+    held = asyncio.Event()
 
     class SlowCtx(Ctx):
         async def reply(self, user_id: int, text: str) -> None:
             async def send() -> None:
                 if text == "paying":
+                    held.set()
                     await slow.wait()  # flood control holds this reply back
                 sent.append(text)
 
             await after_commit(send)
 
     ctx = SlowCtx()
-    first = make_nodes(redis_client, state_key, ctx, lock_wait_timeout=0.5)
-    second = make_nodes(redis_client, state_key, ctx, lock_wait_timeout=0.5)
+    first = make_nodes(redis_client, state_key, ctx, lock_wait_timeout=0.3)
+    second = make_nodes(redis_client, state_key, ctx, lock_wait_timeout=0.3)
     await first.user(1).to(Checkout(["tea"]))
     sent.clear()
     paying = asyncio.create_task(first.route(Msg(1, "pay")))
-    await asyncio.sleep(0.1)
+    async with asyncio.timeout(5):
+        await held.wait()  # the step is stored, its first reply is held back
     menu = asyncio.create_task(second.route(Msg(1, "checkout")))
     # The second replica waits for the first one's replies, longer than lock_wait_timeout
     # (the holder is alive and finishing), and is not refused.
-    await asyncio.sleep(1.0)
+    await asyncio.sleep(0.6)  # twice lock_wait_timeout
     assert not menu.done()
     slow.set()
     assert await paying == Outcome.MOVED
@@ -183,11 +186,13 @@ async def test_a_user_waiting_behind_their_own_slow_replies_is_served_not_refuse
     redis_client: Redis, state_key: str
 ) -> None:
     release = asyncio.Event()
+    held = asyncio.Event()
 
     class HeldCtx(Ctx):
         async def reply(self, user_id: int, text: str) -> None:
             async def send() -> None:
                 if text == "paying":
+                    held.set()
                     await release.wait()
                 self.say(user_id, text)
 
@@ -198,7 +203,8 @@ async def test_a_user_waiting_behind_their_own_slow_replies_is_served_not_refuse
     await nodes.user(1).to(Checkout(["tea"]))
     await nodes.user(2).to(Menu())
     paying = asyncio.create_task(nodes.route(Msg(1, "pay")))
-    await asyncio.sleep(0.05)
+    async with asyncio.timeout(5):
+        await held.wait()
     next_one = asyncio.create_task(nodes.route(Msg(1, "checkout")))
     # Another user is served while user 1's replies wait: the only slot is free.
     async with asyncio.timeout(1):

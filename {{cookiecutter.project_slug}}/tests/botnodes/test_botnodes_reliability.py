@@ -185,10 +185,10 @@ async def test_scripts_retried_after_a_lost_reply_give_the_same_answer(
 async def test_a_lock_left_by_a_dead_process_expires(redis_client: Redis, state_key: str) -> None:
     nodes = make_nodes(redis_client, state_key, lock_wait_timeout=5)
     await nodes.user(1).to(Cart())
-    await redis_client.set(f"{state_key}:{{1}}:lock", "0123abcd:7", px=300)
+    await redis_client.set(f"{state_key}:{{1}}:lock", "0123abcd:7", px=150)
     started = time.perf_counter()
     await nodes.route(Msg(1, "tea"))
-    assert time.perf_counter() - started >= 0.25
+    assert time.perf_counter() - started >= 0.12
     assert await cart_items(nodes, 1) == ["tea"]
 
 
@@ -223,26 +223,33 @@ async def test_a_handler_that_runs_past_lock_ttl_keeps_its_lock_and_nothing_is_l
 ) -> None:
     # The lock is extended every LOCK_TTL / 3, so a busy machine may stall this process for
     # up to 0.2 s before the lock would lapse.
-    slow_ctx = Ctx(delay=1.0)
-    slow = make_nodes(redis_client, state_key, slow_ctx, lock_ttl=0.3)
+    gate = asyncio.Event()
+    slow = make_nodes(redis_client, state_key, Ctx(gate=gate), lock_ttl=0.3)
     fast = make_nodes(redis_client, state_key)  # another process
     await fast.user(1).to(Cart())
     slow_route = asyncio.create_task(slow.route(Msg(1, "first")))
     await asyncio.sleep(0.7)  # two lock TTLs would have passed: the lock was kept alive
-    await fast.route(Msg(1, "second"))
+    fast_route = asyncio.create_task(fast.route(Msg(1, "second")))
+    await asyncio.sleep(0.1)  # time to try the lock: it waits for it
+    assert not fast_route.done()
+    gate.set()  # the slow handler ends
     await slow_route
+    await fast_route
     assert await cart_items(fast, 1) == ["first", "second"]
 
 
 async def test_a_commit_after_the_lock_was_lost_is_stored_if_nobody_wrote_since(
     redis_client: Redis, state_key: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    ctx = Ctx(delay=0.3)
+    gate = asyncio.Event()
+    ctx = Ctx(gate=gate)
     nodes = make_nodes(redis_client, state_key, ctx)
     await nodes.user(1).to(Cart())
     route = asyncio.create_task(nodes.route(Msg(1, "tea")))
-    await asyncio.sleep(0.1)
+    async with asyncio.timeout(5):
+        await ctx.at_gate.wait()  # the handler runs
     await redis_client.delete(f"{state_key}:{{1}}:lock")  # lost, e.g. to a Redis failover
+    gate.set()
     await route
     assert await cart_items(nodes, 1) == ["tea"]
     assert "lock of user 1 expired before node 'cart' was stored; stored anyway" in caplog.text
@@ -251,13 +258,17 @@ async def test_a_commit_after_the_lock_was_lost_is_stored_if_nobody_wrote_since(
 async def test_a_commit_after_another_writer_stored_is_refused_and_reported(
     redis_client: Redis, state_key: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    slow = make_nodes(redis_client, state_key, Ctx(delay=0.3))
+    gate = asyncio.Event()
+    slow_ctx = Ctx(gate=gate)
+    slow = make_nodes(redis_client, state_key, slow_ctx)
     other = make_nodes(redis_client, state_key)  # another process
     await other.user(1).to(Cart())
     route = asyncio.create_task(slow.route(Msg(1, "stale")))
-    await asyncio.sleep(0.1)
+    async with asyncio.timeout(5):
+        await slow_ctx.at_gate.wait()  # the handler runs
     await redis_client.delete(f"{state_key}:{{1}}:lock")  # lost, e.g. to a Redis failover
     await other.route(Msg(1, "fresh"))  # a genuinely concurrent writer commits first
+    gate.set()
     with pytest.raises(TransitionLostError, match="another writer changed the state first"):
         await route
     assert await cart_items(other, 1) == ["fresh"]
