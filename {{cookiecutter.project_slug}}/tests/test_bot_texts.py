@@ -7,6 +7,7 @@ builds them all); a message's variables are the `{ $name }` it refers to, select
 from __future__ import annotations
 
 import ast
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -68,6 +69,7 @@ def _text_calls(tree: ast.AST) -> Iterator[tuple[str, frozenset[str]]]:
         yield str(first.value), names
 
 
+@functools.cache  # the package's code does not change while the tests run: parse it once
 def code_messages() -> dict[str, frozenset[str]]:
     """Each message id the package's code builds, with the variables it passes."""
     found: dict[str, frozenset[str]] = {}

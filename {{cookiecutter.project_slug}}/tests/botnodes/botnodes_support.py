@@ -16,6 +16,10 @@ from redis.asyncio import Redis
 
 from botnodes import Node, Nodes, after_commit
 
+#: Keys one SCAN call looks at. The suite's Redis keeps every earlier test's keys (tests never
+#: flush it), so a scan at Redis's default of 10 would take hundreds of round trips.
+SCAN_COUNT = 1000
+
 
 @dataclass(frozen=True)
 class Msg:

@@ -20,7 +20,16 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from botnodes import Outcome, TransitionLostError, UserBusyError, after_commit
 
 from ..conftest import RedisServer
-from .botnodes_support import Cart, Checkout, Ctx, Menu, Msg, make_nodes, visit_of
+from .botnodes_support import (
+    SCAN_COUNT,
+    Cart,
+    Checkout,
+    Ctx,
+    Menu,
+    Msg,
+    make_nodes,
+    visit_of,
+)
 
 NESTED = "[" * 100_000 + "]" * 100_000
 
@@ -63,7 +72,7 @@ OTHER_TYPES: dict[str, Writer] = {
 async def snapshot(redis: Redis, prefix: str) -> dict[bytes, tuple[Any, Any]]:
     """Every key outside `prefix`'s user 1 with its type and a dump: what must stay as it was."""
     found: dict[bytes, tuple[Any, Any]] = {}
-    async for key in redis.scan_iter(match=f"{prefix}*"):
+    async for key in redis.scan_iter(match=f"{prefix}*", count=SCAN_COUNT):
         if key.startswith(f"{prefix}:{{1}}".encode()):
             continue
         found[key] = (await redis.type(key), await redis.dump(key))

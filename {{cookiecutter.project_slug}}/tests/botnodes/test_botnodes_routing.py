@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 from botnodes import ConfigurationError, UnregisteredNodeError
 
 from .botnodes_support import (
+    SCAN_COUNT,
     Cart,
     Ctx,
     Menu,
@@ -97,7 +98,8 @@ async def test_every_key_lives_under_the_property_name(redis_client: Redis, stat
     nodes = make_nodes(redis_client, state_key)
     for user_id in (1, 2, 3):
         await nodes.route(Msg(user_id, "hi"))
-    keys = sorted([key.decode() async for key in redis_client.scan_iter(match=f"{state_key}*")])
+    scan = redis_client.scan_iter(match=f"{state_key}*", count=SCAN_COUNT)
+    keys = sorted([key.decode() async for key in scan])
     assert keys == [f"{state_key}:{{1}}", f"{state_key}:{{2}}", f"{state_key}:{{3}}"]
 
 
