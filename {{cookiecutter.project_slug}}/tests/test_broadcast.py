@@ -83,14 +83,14 @@ async def test_two_workers_share_a_job_skip_the_blocked_and_send_everyone_once(
     for user in blocked:
         await recipients.block(user)
     telegram = FakeTelegram()
-    rates = telegram.enforce_rates(TelegramRates(per_second=100))
+    rates = telegram.enforce_rates(TelegramRates(per_second=330))
     telegram.fail("sendMessage", status=403, times=100, match=lambda p: p["chat_id"] in forbidden)
     telegram.fail("sendMessage", status=400, times=100, match=lambda p: p["chat_id"] == not_found)
     session = FakeSession(telegram)
     limiter = SendLimiter(
         redis_client,
         settings.state.state_key,
-        SendLimitSettings(_env_file=None, broadcast_rate=90),
+        SendLimitSettings(_env_file=None, broadcast_rate=300),
     )
     add_telegram_rules(session, settings.telegram)
     bot = Bot(settings.telegram.bot_token.get_secret_value(), session=session)
