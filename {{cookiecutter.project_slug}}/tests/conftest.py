@@ -14,6 +14,7 @@ expression (`pytest -m ops`), runs what you asked for.
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import socket
@@ -78,6 +79,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if len(kept) < len(items):
         config.hook.pytest_deselected(items=[item for item in items if item not in kept])
         items[:] = kept
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Freeze the objects imports and collection made (aiogram's ~600 models among them).
+
+    They live as long as the session, yet each full garbage collection walked them all again,
+    about 0.2 s every time; frozen, collections during the tests skip them.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def named_paths(config: pytest.Config) -> list[Path]:
