@@ -491,13 +491,17 @@ async def test_without_state_ttl_nothing_expires(redis_client: Redis, state_key:
 
 
 async def test_drain_waits_for_in_flight_events(redis_client: Redis, state_key: str) -> None:
-    nodes = make_nodes(redis_client, state_key, Ctx(delay=0.3))
+    gate = asyncio.Event()
+    ctx = Ctx(gate=gate)
+    nodes = make_nodes(redis_client, state_key, ctx)
     await nodes.user(1).to(Cart())
     assert await nodes.drain(0.1)  # idle: returns at once
     route = asyncio.create_task(nodes.route(Msg(1, "tea")))
-    await asyncio.sleep(0.05)
+    async with asyncio.timeout(5):
+        await ctx.at_gate.wait()
     assert nodes.in_flight == 1
     assert not await nodes.drain(0.05)
+    asyncio.get_running_loop().call_later(0.1, gate.set)  # the handler ends while drain waits
     assert await nodes.drain(5)
     assert route.done()
     assert await cart_items(nodes, 1) == ["tea"]
