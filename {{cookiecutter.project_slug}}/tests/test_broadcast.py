@@ -83,14 +83,15 @@ async def test_two_workers_share_a_job_skip_the_blocked_and_send_everyone_once(
     for user in blocked:
         await recipients.block(user)
     telegram = FakeTelegram()
-    rates = telegram.enforce_rates(TelegramRates(per_second=330))
+    # 55 calls against 40 a second: unpaced, they would be refused; paced at 36, none is.
+    rates = telegram.enforce_rates(TelegramRates(per_second=40))
     telegram.fail("sendMessage", status=403, times=100, match=lambda p: p["chat_id"] in forbidden)
     telegram.fail("sendMessage", status=400, times=100, match=lambda p: p["chat_id"] == not_found)
     session = FakeSession(telegram)
     limiter = SendLimiter(
         redis_client,
         settings.state.state_key,
-        SendLimitSettings(_env_file=None, broadcast_rate=300),
+        SendLimitSettings(_env_file=None, broadcast_rate=36),
     )
     add_telegram_rules(session, settings.telegram)
     bot = Bot(settings.telegram.bot_token.get_secret_value(), session=session)
@@ -109,10 +110,17 @@ async def test_two_workers_share_a_job_skip_the_blocked_and_send_everyone_once(
     assert rates.refused == 0
     expected = "Broadcast soup: sent 51, skipped as blocked 8, failed 1\n"
     assert outputs[0].getvalue() == outputs[1].getvalue() == expected
-    # The users who answered 403 are skipped by the next job without a call.
+    # The users who answered 403 are skipped by the next job without a call (a job that
+    # needs no pace to show it).
+    telegram.rates = None
+    unpaced = SendLimiter(
+        redis_client,
+        settings.state.state_key,
+        SendLimitSettings(_env_file=None, broadcast_rate=1000),
+    )
     calls = len(telegram.calls)
     again = io.StringIO()
-    next_job = Broadcast(bot, recipients, limiter, job_id="soup-2", text=TEXT)
+    next_job = Broadcast(bot, recipients, unpaced, job_id="soup-2", text=TEXT)
     assert await run_job(next_job, "soup-2", dry_run=False, out=again) == 0
     assert again.getvalue() == "Broadcast soup-2: sent 51, skipped as blocked 8, failed 1\n"
     assert not {c.params["chat_id"] for c in telegram.calls[calls:]} & (blocked | forbidden)
