@@ -96,8 +96,10 @@ def wait_polling_since(api: Any, loop: LoopThread, calls_before: int) -> None:
 
 
 def state_keys(compose: Compose) -> list[str]:
+    """The bot's lasting keys in Redis: not the send-limit budgets (`<STATE_KEY>:send:...`),
+    which expire by design seconds after a chat's last reply (send_limits.py)."""
     out = podman("exec", compose.container("redis"), "redis-cli", "--scan", "--pattern", "*")
-    return sorted(out.split())
+    return sorted(key for key in out.split() if ":send:" not in key)
 
 
 def test_both_services_become_healthy_bot_is_not_root_and_redis_has_no_port(
