@@ -233,10 +233,13 @@ def test_chat_in_a_terminal_edits_lines_keeps_logs_out_and_ends_at_ctrl_c(
         screen = read_until(terminal, "you> ")
         assert "bot> No worries, I've got you back!" in screen
         assert "Say what?" not in screen
-        os.write(terminal, b":user 2\rhi\r")
-        screen = read_until(terminal, "Are you hungry?")
+        # One line at a time, each read up to its own prompt: a read up to the greeting
+        # could already hold the prompt after it, and the next wait would find none.
+        os.write(terminal, b":user 2\r")
+        assert "(now talking as user 2, user2)" in read_until(terminal, "you> ")
+        os.write(terminal, b"hi\r")
+        screen = read_until(terminal, "you> ")
         assert "bot> Hello, user2! Are you hungry?" in screen
-        read_until(terminal, "you> ")
         wait_until_waiting_for_a_key(pid)
         started = time.monotonic()
         os.write(terminal, b"\x03")  # Ctrl+C
