@@ -37,13 +37,11 @@ from .storage import (
     RedisClient,
     StateStore,
 )
-from .timers import PendingTimers, TimerSchedule, after_firing, arm, changes
+from .timers import PendingTimers, TimerLoop, TimerSchedule, after_firing, arm, changes
 
 logger = logging.getLogger("botnodes")
 
 _MAX_COMMIT_BACKOFF = 1.0  # seconds between two tries of a commit Redis did not take
-_TIMERS_STOP_GRACE = 1.0  # seconds a stopping timer loop lets its last look finish
-_CLAIM_BATCH = 100  # the most users one poll claims per timer shard
 
 
 class Outcome(enum.Enum):
@@ -157,8 +155,14 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
             redis_client, redis_property_name, shards=timer_shards, run=self._store.run_script
         )
         self._clock = clock
-        self._timer_claim_ttl_ms = math.ceil(timer_claim_ttl * 1000)
-        self._timer_poll_interval = timer_poll_interval
+        self._timer_loop = TimerLoop(
+            self._timers,
+            self._fire,
+            claim_ttl_ms=math.ceil(timer_claim_ttl * 1000),
+            poll_interval=timer_poll_interval,
+            now_ms=self._now_ms,
+            on_redis_error=lambda: self._notify(self._observer.redis_error),
+        )
         self._get_start_node = get_start_node
         self._ctx = ctx
         self._event_to_user_id = event_to_user_id
@@ -608,54 +612,16 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
         failed and was logged) before this returns. `run_timers` calls it in a loop; a test
         with its own clock calls it directly, after moving the clock.
         """
-        now_ms = self._now_ms() if now is None else math.floor(now * 1000)
-        claimed = await self._timers.claim(now_ms, self._timer_claim_ttl_ms, _CLAIM_BATCH)
-        await asyncio.gather(*(self._fire_logged(user_id) for user_id, _ in claimed))
-        return len(claimed)
+        return await self._timer_loop.fire_due(None if now is None else math.floor(now * 1000))
 
     async def run_timers(self) -> None:
         """Fire due timers until cancelled: run it as a task in every process of the bot.
 
-        Cancelling it gives the timers it claimed a moment (1 s) to be fired.
-
         Every `timer_poll_interval` it claims the users whose timers are due; a claimed user
         is this process's alone (see timers.py), so replicas never fire a timer twice.
+        Cancelling it gives the timers it claimed a moment (1 s) to be fired.
         """
-        while True:
-            look = asyncio.ensure_future(self.fire_due())
-            try:
-                busy = await asyncio.shield(look) >= _CLAIM_BATCH
-            except asyncio.CancelledError:
-                # Stopping gives the timers claimed a moment to fire; what is still running then
-                # (Redis not answering) is cut, and its claims fire again after their lease.
-                await asyncio.wait([look], timeout=_TIMERS_STOP_GRACE)
-                if not look.done():
-                    look.cancel()
-                elif not look.cancelled() and look.exception() is not None:
-                    logger.warning("the last look for due timers failed: %r", look.exception())
-                raise
-            except RedisError as error:
-                self._notify(self._observer.redis_error)
-                logger.warning("could not look for due timers: %s", error)
-                busy = False
-            except Exception:  # the loop must outlive anything one look runs into
-                logger.exception("looking for due timers failed; trying again")
-                busy = False
-            if not busy:
-                await asyncio.sleep(self._timer_poll_interval)
-
-    async def _fire_logged(self, user_id: UserIdT) -> None:
-        """Fire one claimed user's timer; a failure leaves the claim to expire and retry."""
-        try:
-            await self._fire(user_id)
-        except Exception as error:
-            logger.warning(
-                "timer of user %s not fired (%r); it is tried again in %.0f s",
-                user_id,
-                error,
-                self._timer_claim_ttl_ms / 1000,
-                extra={"user_id": user_id},
-            )
+        await self._timer_loop.run()
 
     async def _fire(self, user_id: UserIdT) -> Outcome | None:
         """The user's turn for their earliest due timer; None if none is due (a stale look).

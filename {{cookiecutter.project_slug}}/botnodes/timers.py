@@ -10,13 +10,14 @@ it). After every stored step they become due times, kept in two places:
   hash of their id; the braces keep each shard in one Redis Cluster slot): the user's id,
   scored with their earliest due time in milliseconds. It only says when to look.
 
-Every process polls the shards. A claim script hands each due user to exactly one process by
-moving their score `claim_ttl` into the future; that process then runs the timer as an event
-of the user (their queue, lock, stored value, commit, replies after commit). Under the lock it
-checks that the timer is still pending and due: a process killed mid-firing leaves the claim
-to expire and another process to fire it, and a firing that was already stored finds nothing
-pending. So each timer runs once. Whoever holds a user's lock sets their score from what it
-stores, so the schedule never says "later" than the truth for long.
+Every process polls the shards (`TimerLoop`, which `Nodes.run_timers` runs). A claim script
+hands each due user to exactly one process by moving their score `claim_ttl` into the future;
+that process then runs the timer as an event of the user (their queue, lock, stored value,
+commit, replies after commit). Under the lock it checks that the timer is still pending and
+due: a process killed mid-firing leaves the claim to expire and another process to fire it, and
+a firing that was already stored finds nothing pending. So each timer runs once. Whoever holds
+a user's lock sets their score from what it stores, so the schedule never says "later" than the
+truth for long.
 
 Cost: a step that arms or drops timers sends one more command (EVALSHA of SCHEDULE) in the same
 pipeline batch as its commit; a step of a user without timers, none. Each process sends one
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import zlib
 from collections.abc import Awaitable, Callable, Mapping
@@ -34,8 +36,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError
 
 from .storage import RedisClient
+
+logger = logging.getLogger("botnodes")
+
+#: The most users one poll claims per shard; a poll that claimed this many looks again at once.
+CLAIM_BATCH = 100
+#: Seconds a stopping loop gives the timers it claimed to be fired.
+STOP_GRACE = 1.0
 
 # KEYS: one shard's schedule. ARGV: now in ms, claim TTL in ms, most users to claim.
 # Returns [user, due ms, user, due ms, ...] for users due by now, each moved to now + TTL so
@@ -186,3 +196,72 @@ class TimerSchedule:
             for index in range(0, len(reply), 2):
                 claimed.append((self.user_of(reply[index]), int(float(reply[index + 1]))))
         return claimed
+
+
+class TimerLoop:
+    """One process's poller: claims the users whose timers are due and fires each one.
+
+    `fire` runs a claimed user's timer as a step of theirs (`Nodes` passes its own); a failure
+    is logged and leaves the claim to expire, so the timer fires again `claim_ttl_ms` later.
+    """
+
+    def __init__(
+        self,
+        schedule: TimerSchedule,
+        fire: Callable[[Any], Awaitable[object]],
+        *,
+        claim_ttl_ms: int,
+        poll_interval: float,
+        now_ms: Callable[[], int],
+        on_redis_error: Callable[[], None],
+    ) -> None:
+        self._schedule = schedule
+        self._fire = fire
+        self._claim_ttl_ms = claim_ttl_ms
+        self._poll_interval = poll_interval
+        self._now_ms = now_ms
+        self._on_redis_error = on_redis_error
+
+    async def fire_due(self, now_ms: int | None = None) -> int:
+        """Fire what is due by `now_ms` and this process claims; how many users it claimed."""
+        now_ms = self._now_ms() if now_ms is None else now_ms
+        claimed = await self._schedule.claim(now_ms, self._claim_ttl_ms, CLAIM_BATCH)
+        await asyncio.gather(*(self._fire_logged(user_id) for user_id, _ in claimed))
+        return len(claimed)
+
+    async def run(self) -> None:
+        """Look every `poll_interval` (at once again after a full batch) until cancelled."""
+        while True:
+            look = asyncio.ensure_future(self.fire_due())
+            try:
+                busy = await asyncio.shield(look) >= CLAIM_BATCH
+            except asyncio.CancelledError:
+                # Stopping gives the timers claimed a moment to fire; what is still running then
+                # (Redis not answering) is cut, and its claims fire again after their lease.
+                await asyncio.wait([look], timeout=STOP_GRACE)
+                if not look.done():
+                    look.cancel()
+                elif not look.cancelled() and look.exception() is not None:
+                    logger.warning("the last look for due timers failed: %r", look.exception())
+                raise
+            except RedisError as error:
+                self._on_redis_error()
+                logger.warning("could not look for due timers: %s", error)
+                busy = False
+            except Exception:  # the loop must outlive anything one look runs into
+                logger.exception("looking for due timers failed; trying again")
+                busy = False
+            if not busy:
+                await asyncio.sleep(self._poll_interval)
+
+    async def _fire_logged(self, user_id: Any) -> None:
+        try:
+            await self._fire(user_id)
+        except Exception as error:
+            logger.warning(
+                "timer of user %s not fired (%r); it is tried again in %.0f s",
+                user_id,
+                error,
+                self._claim_ttl_ms / 1000,
+                extra={"user_id": user_id},
+            )
