@@ -180,6 +180,23 @@ def test_bake_readme_shows_the_flow_its_code_declares(
     assert "```mermaid\n" + result.stdout.rstrip("\n") + "\n```" in readme
 
 
+def test_bake_architecture_page_names_every_module(baked: Callable[..., BakedProject]) -> None:
+    """docs/architecture.md is the map of the tree: a module added without a line there fails."""
+    project = baked()
+    layout = project.read("docs/architecture.md")
+    modules = [
+        rel
+        for rel in project.files()
+        if rel.suffix == ".py"
+        and rel.parts[0] in {project.slug, "botnodes"}
+        and len(rel.parts) == 2
+        and rel.name != "__init__.py"
+    ]
+    assert len(modules) > 20
+    named = set(re.findall(r"(?<![\w/.])(\w+\.py)\b", layout))
+    assert [str(rel) for rel in modules if rel.name not in named] == []
+
+
 @pytest.mark.parametrize(("answers", "slug"), ANSWER_SETS)
 def test_bake_leaves_no_jinja(
     baked: Callable[..., BakedProject], answers: dict[str, str], slug: str
