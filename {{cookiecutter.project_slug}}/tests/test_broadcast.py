@@ -144,3 +144,39 @@ async def test_a_429_in_a_broadcast_is_waited_out_with_a_new_turn_and_sent_once(
     assert out.getvalue() == "Broadcast flood: sent 10, skipped as blocked 0, failed 0\n"
     attempts = [c for c in telegram.attempts("sendMessage") if c.params["chat_id"] == 5003]
     assert [c.ok for c in attempts] == [False, True]
+
+
+async def test_sends_a_stalled_loop_made_late_take_new_turns_instead_of_bunching(
+    settings: Settings, redis_client: Redis
+) -> None:
+    """A stall (a GC pause, a slow callback) wakes several overdue sends of both workers at
+    once: they queue again behind the shared budget instead of going out together with the
+    turns that follow, so no second gets more than the rate (and no 429)."""
+    users = list(range(6000, 6080))
+    recipients = Recipients(redis_client, settings.state.state_key)
+    for user in users:
+        await recipients.add(user)
+    telegram = FakeTelegram()
+    rates = telegram.enforce_rates(TelegramRates(per_second=40))
+    session = FakeSession(telegram)
+    add_telegram_rules(session, settings.telegram)
+    bot = Bot(settings.telegram.bot_token.get_secret_value(), session=session)
+    limiter = SendLimiter(
+        redis_client, settings.state.state_key, SendLimitSettings(_env_file=None, broadcast_rate=36)
+    )
+    jobs = [Broadcast(bot, recipients, limiter, job_id="stall", text=TEXT) for _ in range(2)]
+    # 0.5 s into the job the loop blocks for 0.3 s: ten turns of 36/s pass meanwhile. Sent
+    # as they wake, each worker catching up at the full rate, they would make 46 in a second.
+    asyncio.get_running_loop().call_later(0.5, time.sleep, 0.3)
+    outputs = [io.StringIO(), io.StringIO()]
+    statuses = await asyncio.gather(
+        *(
+            run_job(job, "stall", dry_run=False, out=out)
+            for job, out in zip(jobs, outputs, strict=True)
+        )
+    )
+    assert statuses == [0, 0]
+    assert outputs[0].getvalue() == "Broadcast stall: sent 80, skipped as blocked 0, failed 0\n"
+    got = Counter(c.params["chat_id"] for c in telegram.calls if c.ok)
+    assert got == Counter(users)
+    assert rates.refused == 0

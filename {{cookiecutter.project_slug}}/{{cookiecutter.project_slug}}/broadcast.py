@@ -9,7 +9,8 @@
   keyspace), minus the users who blocked the bot.
 - Pace: each message takes a turn from the bulk budget (`BROADCAST_RATE` per second for all
   processes together) and from its chat's budget (send_limits.py), so neither Telegram's
-  global nor its per-chat limit is hit; a 429 that comes anyway is waited out.
+  global nor its per-chat limit is hit; a send that missed its turn (a stalled loop) takes a
+  new one rather than go out bunched with the next; a 429 that comes anyway is waited out.
 - Once per user: before a message goes out, its user is claimed in the job's record
   (one hash per shard and job, next to the shard's set). A user already in the record is
   never sent the job again: a second process running the same job takes the users the
@@ -256,8 +257,7 @@ class Broadcast:
 
     async def _send(self, shard: int, user: int, at: float) -> None:
         try:
-            await self._limiter.wait("bulk", at - asyncio.get_running_loop().time())
-            await self._keep_apart()
+            await self._take_turn(at)
             outcome = await self._deliver(user)
             keys = [
                 self._recipients.job_key(shard, self._job_id),
@@ -269,6 +269,21 @@ class Broadcast:
                 self._metrics.broadcast_messages.labels(name).inc()
         except Exception:  # one user's failure must not end the job; it stays unconfirmed
             logger.exception("Broadcast %s: user %s", self._job_id, user)
+
+    async def _take_turn(self, at: float) -> None:
+        """Wait for the turn at loop time `at`; a turn missed, take a new one.
+
+        After a stall of this loop (or of Redis) several sends wake up late at once. Sent
+        then, they would reach Telegram together with the other process's on-time sends and
+        make a second with more than the bulk rate: a 429. A send more than one interval late
+        goes to the back of the shared queue instead (one more script call, for those only).
+        """
+        loop = asyncio.get_running_loop()
+        await self._limiter.wait("bulk", at - loop.time())
+        if loop.time() - at > self._gap:
+            [wait] = await self._limiter.reserve_bulk(1)
+            await self._limiter.wait("bulk", wait)
+        await self._keep_apart()
 
     async def _keep_apart(self) -> None:
         loop = asyncio.get_running_loop()
@@ -299,8 +314,7 @@ class Broadcast:
                 logger.warning("Broadcast %s: 429, retry in %ss", self._job_id, error.retry_after)
                 await asyncio.sleep(error.retry_after)
                 [wait] = await self._limiter.reserve_bulk(1)
-                await self._limiter.wait("bulk", wait)
-                await self._keep_apart()
+                await self._take_turn(asyncio.get_running_loop().time() + wait)
                 continue
             except TelegramForbiddenError as error:
                 logger.info("Broadcast %s: user %s blocked the bot (%s)", self._job_id, user, error)
