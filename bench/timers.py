@@ -192,7 +192,7 @@ async def run(
         await reset_commandstats(variant.redis)
         clock.offset += reminder_after + 1
         firing_s = await _until_fired(recorder, users, PHASE_TIMEOUT_S)
-        await asyncio.sleep(2 * nodes._timer_poll_interval)  # a second firing would show now
+        await asyncio.sleep(2 * nodes._timer_loop.poll_interval)  # a second firing would show now
         stats = await read_commandstats(variant.redis)
         fired = Counter(name for name, _ in recorder.fired)
         reminded_once = _reminded_once(variant, placed)
@@ -255,7 +255,7 @@ async def run(
         "lateness_p50_s": cuts[49] if cuts else float("nan"),
         "lateness_p99_s": cuts[98] if cuts else float("nan"),
         "lateness_max_s": lateness[-1] if lateness else float("nan"),
-        "poll_interval_s": nodes._timer_poll_interval,
+        "poll_interval_s": nodes._timer_loop.poll_interval,
         "traffic_updates": updates,
         "traffic_updates_per_s": updates / traffic_s,
         "traffic_users_finished": len(finished),

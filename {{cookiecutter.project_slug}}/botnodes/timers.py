@@ -222,6 +222,11 @@ class TimerLoop:
         self._now_ms = now_ms
         self._on_redis_error = on_redis_error
 
+    @property
+    def poll_interval(self) -> float:
+        """Seconds between two looks when the last one found less than a full batch."""
+        return self._poll_interval
+
     async def fire_due(self, now_ms: int | None = None) -> int:
         """Fire what is due by `now_ms` and this process claims; how many users it claimed."""
         now_ms = self._now_ms() if now_ms is None else now_ms
