@@ -29,16 +29,17 @@ import pytest
 from pydantic import SecretStr
 from redis.asyncio import BlockingConnectionPool, Redis
 
-from {{ cookiecutter.project_slug }}.config import (
-    FoodApiSettings,
+from botnodes.telegram.settings import (
     RedisSettings,
     RuntimeSettings,
-    Settings,
     StateSettings,
     TelegramSettings,
 )
+from botnodes.testing import BotTestClient, FakeBotAPIServer
+
 from {{ cookiecutter.project_slug }}.food_api import FoodOrderError
-from {{ cookiecutter.project_slug }}.testing import BotTestClient, FakeBotAPIServer
+from {{ cookiecutter.project_slug }}.main import BOT
+from {{ cookiecutter.project_slug }}.settings import FoodApiSettings, Settings
 
 OPS_DIR = Path(__file__).resolve().parent / "ops"
 #: Fixtures that start redis-server processes of their own: their tests are in the ops tier.
@@ -318,7 +319,7 @@ async def client(
     settings: Settings, redis_client: Redis, food_api: RecordingFoodAPI
 ) -> AsyncIterator[BotTestClient]:
     """The bot in process (real dispatcher, nodes, botnodes, Redis) with a fake Telegram."""
-    async with BotTestClient.start(settings, redis=redis_client, food_api=food_api) as client:
+    async with BotTestClient.start(BOT, settings, redis=redis_client, food_api=food_api) as client:
         yield client
 
 

@@ -13,13 +13,15 @@ import pytest
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
-from {{ cookiecutter.project_slug }}.buttons import STALE_PRESS_TEXT, keyboard
-from {{ cookiecutter.project_slug }}.config import Settings
-from {{ cookiecutter.project_slug }}.middlewares import STATE_UNAVAILABLE_TEXT
+from botnodes.telegram.buttons import keyboard
+from botnodes.testing import BotTestClient, Reply, TestUser, callback_update
+
+from {{ cookiecutter.project_slug }}.main import BOT
 from {{ cookiecutter.project_slug }}.nodes import Hold, Hungry, Start
-from {{ cookiecutter.project_slug }}.testing import BotTestClient, Reply, TestUser, callback_update
+from {{ cookiecutter.project_slug }}.settings import Settings
 
 from .conftest import RecordingFoodAPI, RedisServer, make_settings
+from .english import STALE_PRESS_TEXT, STATE_UNAVAILABLE_TEXT
 
 ALICE = 1001
 GREETING = "Hello, alice! Are you hungry?"
@@ -73,7 +75,7 @@ async def test_pressing_a_button_does_what_typing_its_word_does(
     outcomes = []
     for how in ("typed", "pressed"):  # each under its own key prefix, as a new user
         settings = make_settings(f"{settings.state.state_key}_{how}", url=settings.redis.url)
-        async with BotTestClient.start(settings, redis=redis_client) as client:
+        async with BotTestClient.start(BOT, settings, redis=redis_client) as client:
             user = client.user(ALICE)
             await user.send("hi")
             for text in before:
@@ -168,7 +170,7 @@ async def test_a_press_while_redis_is_down_is_answered_and_changes_nothing(
 ) -> None:
     server = start_redis("--appendonly", "yes", "--appendfsync", "always")
     settings = make_settings(state_key, url=SecretStr(server.url), retries=0, socket_timeout=0.5)
-    async with BotTestClient.start(settings) as client:
+    async with BotTestClient.start(BOT, settings) as client:
         alice = client.user(ALICE)
         await alice.send("hi")
         server.stop()

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from {{ cookiecutter.project_slug }}.chat import Chat
-from {{ cookiecutter.project_slug }}.testing import BotTestClient
+from botnodes.devtools.chat import Chat
+from botnodes.testing import BotTestClient
 
 
 @pytest.fixture

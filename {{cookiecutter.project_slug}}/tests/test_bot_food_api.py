@@ -12,13 +12,13 @@ import pytest
 from aiohttp import web
 from pydantic import HttpUrl
 
-from {{ cookiecutter.project_slug }}.config import FoodApiSettings
 from {{ cookiecutter.project_slug }}.food_api import (
     FoodOrderError,
     HttpFoodAPI,
     LoggingFoodAPI,
     create_food_api,
 )
+from {{ cookiecutter.project_slug }}.settings import FoodApiSettings
 
 from .conftest import free_port
 

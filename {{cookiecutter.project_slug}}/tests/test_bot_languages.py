@@ -10,9 +10,13 @@ from pydantic import SecretStr
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.client import Pipeline
 
-from {{ cookiecutter.project_slug }}.config import ConfigError, LanguageSettings, Settings, load_settings
+from botnodes.telegram.settings import ConfigError, LanguageSettings, load_settings
+from botnodes.testing import BotTestClient, TestUser
+
+from {{ cookiecutter.project_slug }}.main import BOT
 from {{ cookiecutter.project_slug }}.nodes import Hold, Hungry, Start
-from {{ cookiecutter.project_slug }}.testing import BotTestClient, TestUser
+from {{ cookiecutter.project_slug }}.settings import Settings
+from {{ cookiecutter.project_slug }}.texts import CATALOG
 
 from .conftest import RecordingFoodAPI, free_port, make_settings
 
@@ -120,7 +124,7 @@ async def test_a_full_russian_cart_counts_its_dishes_in_russian(
     redis_client: Redis, state_key: str, redis_url: str
 ) -> None:
     settings = make_settings(state_key, url=SecretStr(redis_url))
-    async with BotTestClient.start(settings, redis=redis_client) as client:
+    async with BotTestClient.start(BOT, settings, redis=redis_client) as client:
         alice = client.user(ALICE, language_code="ru")
         await client.nodes.user(ALICE).to(Hungry([f"блюдо {i}" for i in range(50)]))
         assert await say(alice, "ещё") == [
@@ -141,7 +145,7 @@ async def test_an_unknown_language_code_falls_back_to_the_default(
     silent = client.user(ALICE + 1, username="bob")  # Telegram reports no language
     assert await say(silent, "hi") == ["Hello, bob! Are you hungry?"]
     russian_default = with_default(settings, "ru")
-    async with BotTestClient.start(russian_default, redis=redis_client) as russian_bot:
+    async with BotTestClient.start(BOT, russian_default, redis=redis_client) as russian_bot:
         assert await say(russian_bot.user(ALICE + 2, language_code="de"), "hi") == [RU_GREETING]
         english = russian_bot.user(ALICE + 3, language_code="en-GB")
         assert await say(english, "hi") == ["Hello, alice! Are you hungry?"]
@@ -218,7 +222,7 @@ async def test_the_language_is_read_in_the_same_round_trip_as_the_state(
     redis = BatchRecordingRedis(connection_pool=BlockingConnectionPool.from_url(redis_url))
     redis.batches = []
     try:
-        async with BotTestClient.start(settings, redis=redis) as client:
+        async with BotTestClient.start(BOT, settings, redis=redis) as client:
             alice = client.user(ALICE, language_code="ru")
             for text in ("hi", "Да", "Борщ"):  # one user alone: nobody else's calls to join
                 redis.batches.clear()
@@ -235,12 +239,13 @@ async def test_the_language_is_read_in_the_same_round_trip_as_the_state(
 def test_default_language_must_be_one_the_bot_has(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DEFAULT_LANGUAGE", "de")
     with pytest.raises(ConfigError) as refused:
-        load_settings(None, need_token=False)
+        load_settings(Settings, None, need_token=False, languages=CATALOG.languages)
     assert str(refused.value) == (
         "DEFAULT_LANGUAGE: 'de' is not one of the bot's languages (en, ru)"
     )
     monkeypatch.setenv("DEFAULT_LANGUAGE", "ru")
-    assert load_settings(None, need_token=False).language.default_language == "ru"
+    chosen = load_settings(Settings, None, need_token=False, languages=CATALOG.languages)
+    assert chosen.language.default_language == "ru"
 
 
 @pytest.mark.ops
@@ -248,7 +253,7 @@ async def test_without_redis_the_apology_is_in_the_language_telegram_reports(
     state_key: str,
 ) -> None:
     settings = make_settings(state_key, url=SecretStr(f"redis://127.0.0.1:{free_port()}/0"))
-    async with BotTestClient.start(settings) as client:
+    async with BotTestClient.start(BOT, settings) as client:
         assert await say(client.user(ALICE, language_code="ru"), "hi") == [
             "Извините, я сейчас не могу добраться до своей памяти. Попробуйте ещё раз чуть позже."
         ]

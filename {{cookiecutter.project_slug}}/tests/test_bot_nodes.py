@@ -14,13 +14,14 @@ import pytest
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
-from {{ cookiecutter.project_slug }}.config import Settings
-from {{ cookiecutter.project_slug }}.middlewares import STATE_UNAVAILABLE_TEXT
+from botnodes.testing import BotTestClient, TestUser, message_update
+
+from {{ cookiecutter.project_slug }}.main import BOT
 from {{ cookiecutter.project_slug }}.nodes import Hold, Hungry, Start
-from {{ cookiecutter.project_slug }}.routers import NOT_TEXT_TEXT
-from {{ cookiecutter.project_slug }}.testing import BotTestClient, TestUser, message_update
+from {{ cookiecutter.project_slug }}.settings import Settings
 
 from .conftest import RecordingFoodAPI, free_port, make_settings
+from .english import NOT_TEXT_TEXT, STATE_UNAVAILABLE_TEXT
 
 ALICE = 1001
 BOB = 1002
@@ -179,9 +180,9 @@ async def test_users_have_separate_states(client: BotTestClient, alice: TestUser
 
 
 async def test_state_survives_a_restart(redis_client: Redis, settings: Settings) -> None:
-    async with BotTestClient.start(settings, redis=redis_client) as first:
+    async with BotTestClient.start(BOT, settings, redis=redis_client) as first:
         await to_hungry(first.user(ALICE), "Pizza")
-    async with BotTestClient.start(settings, redis=redis_client) as restarted:
+    async with BotTestClient.start(BOT, settings, redis=redis_client) as restarted:
         assert await say(restarted.user(ALICE), "Cola") == [
             "Added Cola",
             "What are you gonna order? Cart: Pizza, Cola",
@@ -200,7 +201,7 @@ async def test_a_burst_of_items_keeps_every_item(alice: TestUser) -> None:
 @pytest.mark.ops
 async def test_unreachable_redis_gets_a_please_try_again_answer(state_key: str) -> None:
     settings = make_settings(state_key, url=SecretStr(f"redis://127.0.0.1:{free_port()}/0"))
-    async with BotTestClient.start(settings) as client:
+    async with BotTestClient.start(BOT, settings) as client:
         alice = client.user(ALICE)
         assert await say(alice, "hi") == [STATE_UNAVAILABLE_TEXT]
         assert await say(alice, "/start") == [STATE_UNAVAILABLE_TEXT]
@@ -210,7 +211,7 @@ async def test_state_ttl_slides_with_every_event_and_then_expires(
     redis_client: Redis, state_key: str
 ) -> None:
     settings = make_settings(state_key, state_ttl=1.0)
-    async with BotTestClient.start(settings, redis=redis_client) as client:
+    async with BotTestClient.start(BOT, settings, redis=redis_client) as client:
         await check_sliding_ttl(client.user(ALICE))
 
 

@@ -16,28 +16,16 @@ import pytest
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
-from {{ cookiecutter.project_slug }}.config import (
-    CartSettings,
-    RuntimeSettings,
-    Settings,
-    StateSettings,
-    TelegramSettings,
-)
-from {{ cookiecutter.project_slug }}.middlewares import (
-    STATE_TOO_LARGE_TEXT,
-    STATE_UNAVAILABLE_TEXT,
-)
+from botnodes.telegram.settings import RuntimeSettings, StateSettings, TelegramSettings
+from botnodes.testing import BotTestClient, FakeTelegram, TestUser, callback_update, message_update
+
+from {{ cookiecutter.project_slug }}.main import BOT
 from {{ cookiecutter.project_slug }}.nodes import Hungry
 from {{ cookiecutter.project_slug }}.nodes.hungry import cart_text
-from {{ cookiecutter.project_slug }}.testing import (
-    BotTestClient,
-    FakeTelegram,
-    TestUser,
-    callback_update,
-    message_update,
-)
+from {{ cookiecutter.project_slug }}.settings import CartSettings, Settings
 
 from .conftest import TOKEN, RecordingFoodAPI
+from .english import STATE_TOO_LARGE_TEXT, STATE_UNAVAILABLE_TEXT
 
 ALICE = 1001
 BOB = 1002
@@ -86,10 +74,10 @@ async def test_a_redelivery_to_another_replica_runs_once(
     telegram = FakeTelegram()
     async with (
         BotTestClient.start(
-            settings, redis=redis_client, food_api=food_api, telegram=telegram
+            BOT, settings, redis=redis_client, food_api=food_api, telegram=telegram
         ) as one,
         BotTestClient.start(
-            settings, redis=redis_client, food_api=food_api, telegram=telegram
+            BOT, settings, redis=redis_client, food_api=food_api, telegram=telegram
         ) as two,
     ):
         alice = one.user(ALICE)
@@ -113,7 +101,7 @@ async def test_a_user_back_after_state_ttl_gets_new_keys_and_old_buttons_are_sta
             state_key=settings.state.state_key, state_ttl=0.5, lock_wait_timeout=5, _env_file=None
         ),
     )
-    async with BotTestClient.start(expiring, redis=redis_client, food_api=food_api) as client:
+    async with BotTestClient.start(BOT, expiring, redis=redis_client, food_api=food_api) as client:
         alice = client.user(ALICE)
         await alice.send("hi")
         yesterday = client.telegram.delivered(ALICE)[-1]  # "Hello ... hungry?" with Yes/No
@@ -163,7 +151,7 @@ async def test_a_full_cart_refuses_more_and_finish_still_orders(
     settings: Settings, redis_client: Redis, food_api: RecordingFoodAPI
 ) -> None:
     small = dataclasses.replace(settings, cart=CartSettings(max_cart_items=3, _env_file=None))
-    async with BotTestClient.start(small, redis=redis_client, food_api=food_api) as client:
+    async with BotTestClient.start(BOT, small, redis=redis_client, food_api=food_api) as client:
         alice = client.user(ALICE)
         await in_cart(alice, "a", "b", "c")
         assert texts(await alice.send("d")) == [
@@ -180,7 +168,7 @@ async def test_a_long_cart_stays_one_message_per_reply(
         settings, cart=CartSettings(max_dish_name_length=1000, max_cart_items=300, _env_file=None)
     )
     items = [f"dish {n} " + "very " * 150 + "tasty" for n in range(60)]
-    async with BotTestClient.start(roomy, redis=redis_client, food_api=food_api) as client:
+    async with BotTestClient.start(BOT, roomy, redis=redis_client, food_api=food_api) as client:
         alice = client.user(ALICE)
         await in_cart(alice)
         for item in items:
@@ -221,7 +209,7 @@ async def test_a_step_over_state_max_bytes_is_told_and_changes_nothing(
         ),
         cart=CartSettings(max_dish_name_length=1000, _env_file=None),
     )
-    async with BotTestClient.start(tight, redis=redis_client, food_api=food_api) as client:
+    async with BotTestClient.start(BOT, tight, redis=redis_client, food_api=food_api) as client:
         alice = client.user(ALICE)
         await in_cart(alice, "Pizza")
         assert texts(await alice.send("x" * 500)) == [STATE_TOO_LARGE_TEXT]
@@ -254,7 +242,7 @@ async def test_the_order_goes_out_only_once_its_step_is_stored(
     settings: Settings, redis_client: Redis
 ) -> None:
     food_api = StateCheckingFoodAPI()
-    async with BotTestClient.start(settings, redis=redis_client, food_api=food_api) as client:
+    async with BotTestClient.start(BOT, settings, redis=redis_client, food_api=food_api) as client:
         food_api.client = client
         alice = client.user(ALICE)
         await in_cart(alice, "Pizza")
@@ -283,7 +271,7 @@ async def test_flood_control_in_two_chats_holds_up_neither_a_third_user_nor_thei
     )
     telegram = FakeTelegram()
     async with BotTestClient.start(
-        two_slots, redis=redis_client, food_api=food_api, telegram=telegram
+        BOT, two_slots, redis=redis_client, food_api=food_api, telegram=telegram
     ) as client:
         alice, bob, carol = (client.user(uid) for uid in (ALICE, BOB, CAROL))
         for user in (alice, bob, carol):
@@ -319,7 +307,7 @@ async def test_every_bot_api_call_ends_within_the_call_timeout(
     )
     telegram = FakeTelegram()
     async with BotTestClient.start(
-        quick, redis=redis_client, food_api=food_api, telegram=telegram
+        BOT, quick, redis=redis_client, food_api=food_api, telegram=telegram
     ) as client:
         alice = client.user(ALICE)
         await in_cart(alice)

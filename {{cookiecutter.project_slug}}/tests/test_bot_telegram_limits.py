@@ -13,13 +13,11 @@ import pytest
 from aiogram.exceptions import TelegramBadRequest
 from aiogram.methods import AnswerCallbackQuery, SendMessage
 
-from {{ cookiecutter.project_slug }}.buttons import keyboard
+from botnodes.telegram.buttons import keyboard
+from botnodes.telegram.telegram_limits import MAX_MESSAGE_LENGTH, split_text
+from botnodes.testing import BotTestClient, TestUser
+
 from {{ cookiecutter.project_slug }}.nodes import Start
-from {{ cookiecutter.project_slug }}.telegram_limits import (
-    MAX_MESSAGE_LENGTH,
-    split_text,
-)
-from {{ cookiecutter.project_slug }}.testing import BotTestClient, TestUser
 
 from .conftest import TOKEN, RecordingFoodAPI
 

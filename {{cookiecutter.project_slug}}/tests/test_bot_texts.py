@@ -1,12 +1,14 @@
 """The translation files and the code agree: same ids, same variables, in every language.
 
 Ids "used in code" are the `Text("id", {...})` calls anywhere in the bot's package (texts.py
-builds them all); a message's variables are the `{ $name }` it refers to, selectors included.
+builds them all) and in the runtime's texts (botnodes/telegram/texts.py); a message's variables
+are the `{ $name }` it refers to, selectors included.
 """
 
 from __future__ import annotations
 
 import ast
+import dataclasses
 import functools
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,18 +18,24 @@ from fluent.syntax import FluentParser
 from fluent.syntax import ast as ftl
 from fluent.syntax.visitor import Visitor
 
-from {{ cookiecutter.project_slug }}.i18n import (
-    CATALOG,
+from botnodes.telegram import texts as runtime_texts
+from botnodes.telegram.cli import check_texts
+from botnodes.telegram.i18n import (
     FTL_FILE,
-    LOCALES_DIR,
     REFERENCE_LANGUAGE,
     Catalog,
     Text,
     TranslationError,
 )
-from {{ cookiecutter.project_slug }}.texts import TEXTS
+from botnodes.telegram.settings import ConfigError
 
+from {{ cookiecutter.project_slug }}.main import BOT
+from {{ cookiecutter.project_slug }}.texts import CATALOG, TEXTS
+
+LOCALES_DIR = CATALOG.directory
 PACKAGE_DIR = LOCALES_DIR.parent
+#: The runtime's texts are the bot's to translate too.
+RUNTIME_TEXTS_FILE = Path(runtime_texts.__file__)
 
 
 class _Variables(Visitor):
@@ -73,7 +81,7 @@ def _text_calls(tree: ast.AST) -> Iterator[tuple[str, frozenset[str]]]:
 def code_messages() -> dict[str, frozenset[str]]:
     """Each message id the package's code builds, with the variables it passes."""
     found: dict[str, frozenset[str]] = {}
-    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+    for path in [*sorted(PACKAGE_DIR.rglob("*.py")), RUNTIME_TEXTS_FILE]:
         for text_id, names in _text_calls(ast.parse(path.read_text(encoding="utf-8"))):
             assert found.get(text_id, names) == names, f"{path.name}: {text_id} varies"
             found[text_id] = names
@@ -131,3 +139,19 @@ def test_a_broken_file_or_a_missing_text_is_refused_by_name(tmp_path: Path) -> N
     (tmp_path / "en" / FTL_FILE).write_text("hello = Hello\n", "utf-8")
     with pytest.raises(TranslationError, match=r"en/bot\.ftl has no message 'bye'"):
         Catalog(tmp_path).render("en", Text("bye"))
+
+
+def test_a_language_missing_a_text_stops_start_up_naming_it(tmp_path: Path) -> None:
+    assert BOT.missing_texts() == []
+    for language in CATALOG.languages:
+        (tmp_path / language).mkdir()
+        source = (LOCALES_DIR / language / FTL_FILE).read_text(encoding="utf-8")
+        if language == "ru":  # a translator forgot one
+            source = "\n".join(
+                line for line in source.splitlines() if not line.startswith("hungry-added =")
+            )
+        (tmp_path / language / FTL_FILE).write_text(source, encoding="utf-8")
+    forgetful = dataclasses.replace(BOT, catalog=Catalog(tmp_path))
+    with pytest.raises(ConfigError) as refused:
+        check_texts(forgetful)
+    assert str(refused.value) == "locales/ru/bot.ftl has no text 'hungry-added'"

@@ -15,13 +15,16 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from {{ cookiecutter.project_slug }}.buttons import STALE_PRESS_TEXT
-from {{ cookiecutter.project_slug }}.config import CartSettings, ConfigError, Settings, load_settings
-from {{ cookiecutter.project_slug }}.metrics import BotMetrics
+from botnodes.telegram.metrics import BotMetrics
+from botnodes.telegram.settings import ConfigError, load_settings
+from botnodes.testing import BotTestClient, Reply, TestUser
+
+from {{ cookiecutter.project_slug }}.main import BOT
 from {{ cookiecutter.project_slug }}.nodes import Hungry, Start
-from {{ cookiecutter.project_slug }}.testing import BotTestClient, Reply, TestUser
+from {{ cookiecutter.project_slug }}.settings import CartSettings, Settings
 
 from .conftest import RecordingFoodAPI
+from .english import STALE_PRESS_TEXT
 
 ALICE = 1001
 MAIN_MENU = "Again main menu! Are you hungry?"
@@ -131,7 +134,7 @@ async def quiet_client(
         _env_file=None, cart_reminder_after=timedelta(0), cart_expires_after=timedelta(0)
     )
     quiet = dataclasses.replace(settings, cart=cart)
-    async with BotTestClient.start(quiet, redis=redis_client, food_api=food_api) as client:
+    async with BotTestClient.start(BOT, quiet, redis=redis_client, food_api=food_api) as client:
         yield client
 
 
@@ -166,7 +169,7 @@ def test_durations_take_seconds_units_and_iso_8601(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str, seconds: float
 ) -> None:
     monkeypatch.setenv("CART_REMINDER_AFTER", value)
-    settings = load_settings(None, need_token=False)
+    settings = load_settings(Settings, None, need_token=False)
     assert settings.cart.cart_reminder_after == timedelta(seconds=seconds)
     assert settings.cart.cart_expires_after == timedelta(hours=24)
 
@@ -177,7 +180,7 @@ def test_an_invalid_duration_is_refused_in_one_line(
 ) -> None:
     monkeypatch.setenv("CART_EXPIRES_AFTER", value)
     with pytest.raises(ConfigError) as refused:
-        load_settings(None, need_token=False)
+        load_settings(Settings, None, need_token=False)
     message = str(refused.value)
     assert message.startswith("CART_EXPIRES_AFTER: ")
     assert "\n" not in message

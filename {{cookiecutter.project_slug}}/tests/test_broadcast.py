@@ -15,13 +15,15 @@ from typing import Any
 from aiogram import Bot
 from redis.asyncio import Redis
 
-from {{ cookiecutter.project_slug }}.broadcast import Broadcast, run_job
-from {{ cookiecutter.project_slug }}.config import SendLimitSettings, Settings
-from {{ cookiecutter.project_slug }}.main import add_telegram_rules
-from {{ cookiecutter.project_slug }}.recipients import Recipients
-from {{ cookiecutter.project_slug }}.send_limits import SendLimiter
-from {{ cookiecutter.project_slug }}.testing import BotTestClient, FakeSession, FakeTelegram
-from {{ cookiecutter.project_slug }}.testing.fake_bot_api import BOT_USER, TelegramRates
+from botnodes.telegram.app import add_telegram_rules
+from botnodes.telegram.broadcast import Broadcast, run_job
+from botnodes.telegram.recipients import Recipients
+from botnodes.telegram.send_limits import SendLimiter
+from botnodes.telegram.settings import SendLimitSettings
+from botnodes.testing import BotTestClient, FakeSession, FakeTelegram
+from botnodes.testing.fake_bot_api import BOT_USER, TelegramRates
+
+from {{ cookiecutter.project_slug }}.settings import Settings
 
 TEXT = "Soup of the day!"
 

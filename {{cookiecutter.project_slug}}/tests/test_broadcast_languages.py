@@ -12,13 +12,17 @@ import pytest
 from aiogram import Bot
 from redis.asyncio import Redis
 
-from {{ cookiecutter.project_slug }}.__main__ import build_parser, run_broadcast_command
-from {{ cookiecutter.project_slug }}.broadcast import Broadcast, BroadcastError, check_job, run_job
-from {{ cookiecutter.project_slug }}.config import SendLimitSettings, Settings
-from {{ cookiecutter.project_slug }}.language import Languages
-from {{ cookiecutter.project_slug }}.recipients import Recipients
-from {{ cookiecutter.project_slug }}.send_limits import SendLimiter
-from {{ cookiecutter.project_slug }}.testing import BotTestClient, FakeSession, FakeTelegram
+from botnodes.telegram.broadcast import Broadcast, BroadcastError, check_job, run_job
+from botnodes.telegram.cli import build_parser, run_broadcast_command
+from botnodes.telegram.language import Languages
+from botnodes.telegram.recipients import Recipients
+from botnodes.telegram.send_limits import SendLimiter
+from botnodes.telegram.settings import SendLimitSettings
+from botnodes.testing import BotTestClient, FakeSession, FakeTelegram
+
+from {{ cookiecutter.project_slug }}.main import BOT
+from {{ cookiecutter.project_slug }}.settings import Settings
+from {{ cookiecutter.project_slug }}.texts import CATALOG
 
 HELLO, PRIVET = "Soup of the day!", "Суп дня!"
 
@@ -27,7 +31,7 @@ async def test_each_user_gets_the_message_in_their_language(
     client: BotTestClient, settings: Settings, redis_client: Redis
 ) -> None:
     prefix = settings.state.state_key
-    languages = Languages("en", redis=redis_client, key_prefix=prefix)
+    languages = Languages(CATALOG, "en", redis=redis_client, key_prefix=prefix)
     # 5001 chose Russian; 5002's Telegram reports Russian (remembered from their message);
     # 5003 chose English although Telegram reports Russian; 5004 reports nothing we know.
     await client.user(5001).send("hi")
@@ -65,7 +69,7 @@ async def test_each_user_gets_the_message_in_their_language(
 )
 def test_a_bad_translation_is_refused_in_one_line(translations: dict[str, str], error: str) -> None:
     with pytest.raises(BroadcastError) as refused:
-        check_job("soup", HELLO, translations)
+        check_job("soup", HELLO, translations, CATALOG.languages)
     assert str(refused.value) == error
 
 
@@ -75,7 +79,7 @@ def test_the_command_refuses_a_language_the_bot_lacks_before_it_starts(
     argv = ["broadcast", "--id", "soup", "--text", HELLO, "--text-in", "de", "Suppe!"]
     # The command as `main` runs it once settings are loaded (main's logging set-up would
     # outlive the test: it is tested with the process in tests/ops/test_broadcast.py).
-    assert run_broadcast_command(settings, build_parser().parse_args(argv)) == 2
+    assert run_broadcast_command(BOT, settings, build_parser(BOT).parse_args(argv)) == 2
     assert capsys.readouterr().err == (
         "Broadcast error: --text-in 'de': the bot has no such language (en, ru)\n"
     )

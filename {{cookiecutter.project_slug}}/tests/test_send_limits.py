@@ -16,14 +16,12 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from {{ cookiecutter.project_slug }}.config import (
-    ConfigError,
-    SendLimitSettings,
-    Settings,
-    load_settings,
-)
-from {{ cookiecutter.project_slug }}.send_limits import SendLimiter
-from {{ cookiecutter.project_slug }}.testing import BotTestClient, FakeTelegram, TelegramRates
+from botnodes.telegram.send_limits import SendLimiter
+from botnodes.telegram.settings import ConfigError, SendLimitSettings, load_settings
+from botnodes.testing import BotTestClient, FakeTelegram, TelegramRates
+
+from {{ cookiecutter.project_slug }}.main import BOT
+from {{ cookiecutter.project_slug }}.settings import Settings
 
 #: Faster rates than Telegram's, so a test sees many turns in a second or two. The stand-in
 #: keeps the same rate with half a second's worth of messages more of burst (Telegram
@@ -51,8 +49,12 @@ async def two_bots(
     telegram = FakeTelegram()
     rates = telegram.enforce_rates(fast_rates())
     async with (
-        BotTestClient.start(limited, redis=redis_client, telegram=telegram, send_limits=True) as a,
-        BotTestClient.start(limited, redis=redis_client, telegram=telegram, send_limits=True) as b,
+        BotTestClient.start(
+            BOT, limited, redis=redis_client, telegram=telegram, send_limits=True
+        ) as a,
+        BotTestClient.start(
+            BOT, limited, redis=redis_client, telegram=telegram, send_limits=True
+        ) as b,
     ):
         yield a, b, rates
 
@@ -74,7 +76,7 @@ async def test_without_the_limiter_the_stand_in_answers_a_flood_with_429(
     # retry_after is whole seconds: each one costs a second).
     telegram = FakeTelegram()
     rates = telegram.enforce_rates()
-    async with BotTestClient.start(settings, redis=redis_client, telegram=telegram) as client:
+    async with BotTestClient.start(BOT, settings, redis=redis_client, telegram=telegram) as client:
         await walk(client, 2001, "Pizza")
     assert rates.refused > 0  # the stand-in bites: the next tests prove the limiter
     assert len(telegram.sent_texts(2001)) == 5  # waited out by RetryTelegram, none lost
@@ -143,6 +145,6 @@ def test_a_bad_send_limit_setting_is_one_line(
     for name in ("CHAT_BURST", "CHAT_RATE", "BROADCAST_RATE", "GROUP_RATE", "BOT_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(ConfigError) as caught:
-        load_settings(env)
+        load_settings(Settings, env)
     assert str(caught.value).startswith(error)
     assert "\n" not in str(caught.value)

@@ -14,7 +14,7 @@ from typing import Protocol
 
 import aiohttp
 
-from .config import FoodApiSettings
+from .settings import FoodApiSettings
 
 logger = logging.getLogger(__name__)
 

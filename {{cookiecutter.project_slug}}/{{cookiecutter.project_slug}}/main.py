@@ -1,52 +1,36 @@
-"""Wires settings, Redis, the Bot, botnodes, metrics and the routers together (`App`)."""
+"""Wires this bot: its nodes, settings and aiogram routers, handed to the botnodes runtime.
+
+This is the botnodes README's `main.py`: the start node of a new user, the context the nodes
+get, and the routers (commands that work from any node, then `nodes.route`). Everything else
+(Redis, polling or webhooks, Telegram's limits, languages, metrics) is the runtime's, which
+`python -m <package>` runs with `BOT`; the tests and `chat` build the same `BOT`.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import time
-from collections.abc import Callable
-from urllib.parse import urlsplit
 
-from aiogram import Bot, Dispatcher
-from aiogram.client.session.aiohttp import AiohttpSession
-from aiogram.client.session.base import BaseSession
-from aiogram.client.telegram import PRODUCTION, TelegramAPIServer
-from aiogram.exceptions import TelegramAPIError
-from redis.exceptions import RedisError
+from aiogram import Bot, Router
+from aiogram.filters import Command
+from aiogram.types import Message
 
-from botnodes import Nodes, NodesObserver
-
-from .config import Settings, TelegramSettings
-from .food_api import FoodAPI, create_food_api
-from .language import Languages
-from .metrics import BotMetrics, CountUpdates
-from .middlewares import InFlightUpdates
-from .nodes import Start, nodes_dict
-from .nodes_types import (
-    Ctx,
-    Event,
-    UserId,
+from botnodes import Nodes
+from botnodes.telegram import (
+    BotDefinition,
+    IsTextMessage,
     event_id,
     event_to_user_id,
-    event_visit,
     user_display_name,
 )
-from .recipients import Recipients, watch_users
-from .redis_connection import RedisClient, create_redis
-from .routers import build_dispatcher
-from .send_limits import CountStepReplies, KeepSendRate, SendLimiter
-from .telegram_limits import KeepWithinLimits, RetryHook, RetryTelegram
+from botnodes.telegram.language import Languages
+
+from .food_api import create_food_api
+from .nodes import Start, nodes_dict
+from .nodes_types import Ctx, Event, UserId
+from .settings import Settings
+from .texts import CATALOG
 
 logger = logging.getLogger(__package__ or __name__)
-
-#: Field botnodes stores each node's key in; no node model may have a field of this name.
-DISCRIMINATOR_FIELD = "node_name"
-
-
-class StartupError(Exception):
-    """The bot can't start (Bot API, Redis or the listening port); the message is one line."""
 
 
 def get_start_node(event: Event) -> Start:
@@ -54,214 +38,43 @@ def get_start_node(event: Event) -> Start:
     return Start(user_display_name(event), is_first_launch=True)
 
 
-def secrets_of(settings: Settings) -> list[str]:
-    """Values that must never appear in a log line."""
-    found = [settings.telegram.bot_token.get_secret_value()]
-    password = urlsplit(settings.redis.url.get_secret_value()).password
-    if password:
-        found.append(password)
-    return found
+def create_ctx(bot: Bot, languages: Languages, settings: Settings) -> Ctx:
+    """The nodes' context: the runtime's parts, and this bot's settings and services."""
+    return Ctx(
+        bot=bot,
+        languages=languages,
+        logger=logger,
+        settings=settings,
+        food_api=create_food_api(settings.food_api),
+    )
 
 
-def bot_api_failure(settings: Settings, method: str, exc: TelegramAPIError) -> str:
-    """One line naming the Bot API call that failed at start-up, and where it went."""
-    api = settings.telegram.telegram_api_url or "Telegram"
-    return f"{method} failed at the Bot API ({api}): {exc}"
+def build_routers(nodes: Nodes[Ctx, Event, UserId]) -> list[Router]:
+    """The README's routers: commands from any node, then every text message to the nodes.
 
-
-def create_bot(
-    settings: TelegramSettings,
-    on_retry: RetryHook | None = None,
-    limiter: SendLimiter | None = None,
-) -> Bot:
-    """A Bot talking to Telegram, or to the self-hosted Bot API server in TELEGRAM_API_URL.
-
-    Its session keeps Telegram's limits and retries what Telegram asks to retry, for every
-    call the bot makes (see telegram_limits.py).
+    The runtime puts them inside its own (private chats only, `/language`, button presses).
     """
-    api = PRODUCTION
-    if settings.telegram_api_url is not None:
-        api = TelegramAPIServer.from_base(str(settings.telegram_api_url))
-    session = AiohttpSession(api=api)
-    add_telegram_rules(session, settings, on_retry, limiter)
-    return Bot(settings.bot_token.get_secret_value(), session=session)
+    default_router = Router(name="default")
 
-
-def add_telegram_rules(
-    session: BaseSession,
-    settings: TelegramSettings,
-    on_retry: RetryHook | None = None,
-    limiter: SendLimiter | None = None,
-) -> None:
-    """Install the limits (outer), the shared send rate (each part takes its own turn) and
-    the retries (inner: each part is retried on its own, without taking a second turn)."""
-    session.middleware(KeepWithinLimits())
-    if limiter is not None:
-        session.middleware(KeepSendRate(limiter))
-    session.middleware(
-        RetryTelegram(
-            settings.telegram_max_retries,
-            settings.telegram_max_retry_wait,
-            on_retry,
-            call_timeout=settings.telegram_call_timeout,
+    @default_router.message(Command("start"))
+    async def start(message: Message) -> None:
+        # `to` runs Start.on_enter, which sends the greeting; a re-delivered /start does not.
+        await nodes.user(event_to_user_id(message)).to(
+            Start(user_display_name(message), is_first_launch=True), event_id=event_id(message)
         )
-    )
+
+    nodes_router = Router(name="nodes")
+    nodes_router.message(IsTextMessage())(nodes.route)
+    return [default_router, nodes_router]
 
 
-def create_languages(settings: Settings, redis: RedisClient) -> Languages:
-    """Users' languages, kept next to their state (`create_nodes` batches the reads with it)."""
-    return Languages(
-        settings.language.default_language, redis=redis, key_prefix=settings.state.state_key
-    )
-
-
-def create_limiter(
-    settings: Settings, redis: RedisClient, metrics: BotMetrics | None = None
-) -> SendLimiter | None:
-    """The shared send budgets in Redis, or None with SEND_LIMITS=false."""
-    if not settings.send_limits.send_limits:
-        return None
-    on_wait = metrics.send_limit_wait if metrics is not None else None
-    return SendLimiter(redis, settings.state.state_key, settings.send_limits, on_wait)
-
-
-def create_nodes(
-    settings: Settings,
-    redis: RedisClient,
-    ctx: Ctx,
-    *,
-    strict_transitions: bool = False,
-    observer: NodesObserver | None = None,
-    clock: Callable[[], float] = time.time,
-) -> Nodes[Ctx, Event, UserId]:
-    """The botnodes manager for this bot's nodes, with the state settings applied.
-
-    The flow the nodes declare is checked here (see botnodes/graph.py); `strict_transitions`
-    (the tests' and the chat's choice) makes an undeclared transition an error, not a warning.
-    `clock` is what timers count with: the test client and the chat move their own.
-    """
-    nodes: Nodes[Ctx, Event, UserId] = Nodes(
-        redis_client=redis,
-        redis_property_name=settings.state.state_key,
-        nodes_dict=nodes_dict,
-        discriminator_field=DISCRIMINATOR_FIELD,
-        get_start_node=get_start_node,
-        ctx=ctx,
-        event_to_user_id=event_to_user_id,
-        # A press carries the node visit its button was shown on; an older one is stale.
-        event_visit=event_visit,
-        # A re-delivered update (same message or query id) is handled once.
-        event_id=event_id,
-        dedupe_window=settings.state.dedupe_window,
-        state_ttl=settings.state.state_ttl,
-        lock_ttl=settings.state.lock_ttl,
-        lock_wait_timeout=settings.state.lock_wait_timeout,
-        state_max_bytes=settings.state.state_max_bytes,
-        # Webhook replicas share users: the lock is kept until a step's replies are out, so
-        # they stay in order. One polling process keeps that order with its local queue.
-        lock_during_replies=settings.webhook.url is not None,
-        # Only an update whose user's turn it is takes one of these slots, so one user's
-        # backlog can't keep everybody else waiting.
-        max_concurrent=settings.runtime.max_concurrent_updates,
-        max_waiting_per_user=settings.runtime.max_queued_per_user,
-        start_node=Start,
-        strict_transitions=strict_transitions,
-        observer=observer,
-        clock=clock,
-    )
-    # A user's language is read in the same Redis batches as their state: no round trip more.
-    ctx.languages.batch_with(nodes.run_script)
-    return nodes
-
-
-class App:
-    """Everything one bot process owns, built from settings, with an orderly shutdown."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.metrics = BotMetrics()
-        self.redis: RedisClient = create_redis(settings.redis)
-        self.limiter = create_limiter(settings, self.redis, self.metrics)
-        self.bot: Bot = create_bot(
-            settings.telegram, on_retry=self.metrics.telegram_retry, limiter=self.limiter
-        )
-        self.food_api: FoodAPI = create_food_api(settings.food_api)
-        self.ctx = Ctx(
-            bot=self.bot,
-            settings=settings,
-            food_api=self.food_api,
-            logger=logger,
-            languages=create_languages(settings, self.redis),
-        )
-        self.nodes = create_nodes(settings, self.redis, self.ctx, observer=self.metrics)
-        self.in_flight = InFlightUpdates()
-        self.dispatcher: Dispatcher = build_dispatcher(
-            self.nodes, self.in_flight, self.ctx.languages
-        )
-        self.dispatcher.update.outer_middleware(CountUpdates(self.metrics))
-        if self.limiter is not None:
-            self.dispatcher.update.outer_middleware(CountStepReplies())
-        self.recipients = Recipients(self.redis, settings.state.state_key)
-        watch_users(self.dispatcher, self.recipients)
-        self._timers: asyncio.Task[None] | None = None
-
-    def start_timers(self) -> None:
-        """Fire the nodes' due timers from now on, in this process as in every replica."""
-        self._timers = asyncio.create_task(self.nodes.run_timers(), name="botnodes timers")
-
-    async def stop_timers(self) -> None:
-        """Stop looking for due timers; a timer being fired finishes (see `Nodes.drain`)."""
-        if self._timers is not None:
-            self._timers.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._timers
-
-    async def check_dependencies(self) -> None:
-        """Before taking any update: the token works and Redis answers; else `StartupError`.
-
-        Run before polling or serving, so a bot that can't work says so in one line at
-        start-up instead of letting its first user find out.
-        """
-        try:
-            await self.bot.get_me()
-        except TelegramAPIError as exc:
-            raise StartupError(bot_api_failure(self.settings, "getMe", exc)) from None
-        redis = urlsplit(self.settings.redis.url.get_secret_value())
-        where = redis.path if redis.scheme == "unix" else f"{redis.hostname}:{redis.port or 6379}"
-        try:
-            await self.redis.ping()
-        except (RedisError, OSError) as exc:
-            raise StartupError(f"Redis at {where} does not answer PING: {exc}") from None
-
-    async def close(self) -> None:
-        """Release every connection; for a start-up that failed before any update."""
-        await self.bot.session.close()
-        await self.food_api.close()
-        await self.redis.aclose()
-
-    async def on_shutdown(self, within: float | None = None) -> None:
-        """Let in-flight updates finish (bounded), then close Redis and the food API.
-
-        aiogram calls this after polling stopped and closes the bot session after it, so
-        replies sent by the last handlers still go out. `within` is what is left of
-        SHUTDOWN_TIMEOUT when the caller has already waited (webhook mode).
-        """
-        await self.stop_timers()
-        loop = asyncio.get_running_loop()
-        if within is None:
-            within = self.settings.runtime.shutdown_timeout
-        deadline = loop.time() + within
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout_at(deadline):
-                await self.in_flight.wait_idle()
-        # Also covers `nodes.user(...).to(...)` calls started outside an update.
-        drained = await self.nodes.drain(max(deadline - loop.time(), 0.0))
-        if drained and self.in_flight.count == 0:
-            logger.info("All in-flight updates finished")
-        else:
-            logger.warning(
-                "Shutdown timeout: %s update(s) still running are abandoned",
-                self.in_flight.count,
-            )
-        await self.food_api.close()
-        await self.redis.aclose()
+BOT: BotDefinition[Ctx, Settings] = BotDefinition(
+    package=__package__ or __name__.rpartition(".")[0],
+    nodes_dict=nodes_dict,
+    start_node=Start,
+    get_start_node=get_start_node,
+    catalog=CATALOG,
+    settings_class=Settings,
+    create_ctx=create_ctx,
+    build_routers=build_routers,
+)

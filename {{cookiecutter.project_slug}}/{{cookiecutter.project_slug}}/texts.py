@@ -1,14 +1,21 @@
-"""Every text the bot shows, one method per message id of `locales/*/bot.ftl`.
+"""Every text the bot's nodes show, one method per message id of `locales/*/bot.ftl`.
 
 Nodes write `ctx.texts.hungry_added(dish=text)`, never an id as a string: mypy then checks the
 name and the values of every text, and tests/test_bot_texts.py checks that each id built here
 exists in every language with the same variables, and that no language has ids nobody uses.
 To add a text: a method here, and the message in every `locales/<language>/bot.ftl`.
+The runtime's own texts (a stale button, Redis away, `/language`) are in the same files; their
+ids are listed in `botnodes/telegram/texts.py`.
 """
 
 from __future__ import annotations
 
-from .i18n import Text
+from pathlib import Path
+
+from botnodes.telegram import Catalog, Text
+
+#: The bot's languages, one folder per language code, parsed once per process.
+CATALOG = Catalog(Path(__file__).parent / "locales")
 
 
 class Texts:
@@ -82,35 +89,6 @@ class Texts:
 
     def button_cancel(self) -> Text:
         return Text("button-cancel")
-
-    # Whatever node the user is on (routers.py, middlewares.py)
-    def not_text(self) -> Text:
-        return Text("not-text")
-
-    def stale_press(self) -> Text:
-        return Text("stale-press")
-
-    def state_unavailable(self) -> Text:
-        return Text("state-unavailable")
-
-    def user_busy(self) -> Text:
-        return Text("user-busy")
-
-    def transition_lost(self) -> Text:
-        return Text("transition-lost")
-
-    def state_too_large(self) -> Text:
-        return Text("state-too-large")
-
-    # /language (language.py)
-    def language_name(self) -> Text:
-        return Text("language-name")
-
-    def language_menu(self) -> Text:
-        return Text("language-menu")
-
-    def language_chosen(self) -> Text:
-        return Text("language-chosen")
 
 
 #: The one instance everything uses (also `ctx.texts`).

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pydantic import SecretStr
 
+from botnodes.testing import BotTestClient
+
+from {{ cookiecutter.project_slug }}.main import BOT
 from {{ cookiecutter.project_slug }}.nodes import Start
-from {{ cookiecutter.project_slug }}.testing import BotTestClient
 
 from ..conftest import RecordingFoodAPI, make_settings
 
@@ -15,7 +17,7 @@ async def test_the_food_flow_runs_on_a_redis_cluster(
 ) -> None:
     settings = make_settings(state_key, url=SecretStr(redis_cluster_url), cluster=True)
     food_api = RecordingFoodAPI()
-    async with BotTestClient.start(settings, food_api=food_api) as client:
+    async with BotTestClient.start(BOT, settings, food_api=food_api) as client:
         alice = client.user(1001)
         await alice.send("hi")
         await alice.click("Yes")

@@ -17,11 +17,12 @@ import pytest
 import redis as redis_sync
 
 from botnodes import MAX_TTL_SECONDS
+from botnodes.telegram.app import secrets_of
+from botnodes.telegram.logging_setup import MASK, RedactingFormatter
+from botnodes.telegram.settings import ConfigError, load_settings
+from botnodes.testing import BotTestClient, FakeBotAPIServer
 
-from {{ cookiecutter.project_slug }}.config import ConfigError, load_settings
-from {{ cookiecutter.project_slug }}.logging_setup import MASK, RedactingFormatter
-from {{ cookiecutter.project_slug }}.main import secrets_of
-from {{ cookiecutter.project_slug }}.testing import BotTestClient, FakeBotAPIServer
+from {{ cookiecutter.project_slug }}.settings import Settings
 
 from ..conftest import E2E_TOKEN, RecordingFoodAPI, free_port
 from .bot_process import SETTING_NAMES, BotProcess, bot_environment
@@ -39,13 +40,13 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def config_error(env_file: Path | None = None) -> str:
     with pytest.raises(ConfigError) as caught:
-        load_settings(env_file)
+        load_settings(Settings, env_file)
     return str(caught.value)
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BOT_TOKEN", TOKEN)
-    settings = load_settings(None)
+    settings = load_settings(Settings, None)
     assert settings.telegram.bot_token.get_secret_value() == TOKEN
     assert settings.telegram.telegram_api_url is None
     assert settings.redis.url.get_secret_value() == "redis://localhost:6379/0"
@@ -98,7 +99,7 @@ def test_dotenv_is_read_and_the_environment_wins(
         "STATE_TTL=\nLOG_LEVEL=debug\n"
     )
     monkeypatch.setenv("REDIS_MAX_CONNECTIONS", "9")
-    settings = load_settings(env_file)
+    settings = load_settings(Settings, env_file)
     assert settings.telegram.bot_token.get_secret_value() == TOKEN
     assert settings.state.state_key == "from_dotenv"
     assert settings.redis.max_connections == 9
@@ -109,7 +110,7 @@ def test_dotenv_is_read_and_the_environment_wins(
 def test_secrets_stay_out_of_reprs(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BOT_TOKEN", TOKEN)
     monkeypatch.setenv("REDIS_URL", "redis://:hunter2-password@redis:6379/0")
-    settings = load_settings(None)
+    settings = load_settings(Settings, None)
     assert TOKEN not in repr(settings)
     assert "hunter2" not in repr(settings)
     assert secrets_of(settings) == [TOKEN, "hunter2-password"]
@@ -217,7 +218,7 @@ def test_env_example_lists_every_setting_with_its_default(
     }
     assert names == set(SETTING_NAMES)
     monkeypatch.setenv("BOT_TOKEN", TOKEN)
-    assert load_settings(example) == load_settings(None)
+    assert load_settings(Settings, example) == load_settings(Settings, None)
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -18,15 +17,15 @@ import pytest
 from aiogram import Bot
 from redis.asyncio import Redis
 
-from {{ cookiecutter.project_slug }}.food_api import LoggingFoodAPI
-from {{ cookiecutter.project_slug }}.main import create_nodes
-from {{ cookiecutter.project_slug }}.middlewares import STATE_UNAVAILABLE_TEXT, USER_BUSY_TEXT
+from botnodes.telegram.app import create_languages, create_nodes
+from botnodes.testing import FakeBotAPIServer, FakeSession
+
+from {{ cookiecutter.project_slug }}.main import BOT, create_ctx
 from {{ cookiecutter.project_slug }}.nodes import Start
 from {{ cookiecutter.project_slug }}.nodes.hungry import cart_text
-from {{ cookiecutter.project_slug }}.nodes_types import Ctx
-from {{ cookiecutter.project_slug }}.testing import FakeBotAPIServer, FakeSession
 
 from ..conftest import E2E_TOKEN, RedisServer, free_port, make_settings
+from ..english import STATE_UNAVAILABLE_TEXT, USER_BUSY_TEXT
 from ..test_bot_food_api import OrderServer
 from .bot_process import BotProcess
 
@@ -73,8 +72,8 @@ async def current_node(redis: Redis, state_key: str, user_id: int) -> Any:
     """The node botnodes has stored for the user, read through the bot's own registry."""
     settings = make_settings(state_key)
     bot = Bot(TOKEN, session=FakeSession())
-    ctx = Ctx(bot=bot, settings=settings, food_api=LoggingFoodAPI(), logger=logging.getLogger())
-    return await create_nodes(settings, redis, ctx).user(user_id).get_node()
+    ctx = create_ctx(bot, create_languages(BOT, settings, redis), settings)
+    return await create_nodes(BOT, settings, redis, ctx).user(user_id).get_node()
 
 
 def assert_clean_log(process: BotProcess) -> None:

@@ -16,10 +16,10 @@ from redis.asyncio import Redis
 from botnodes import Node
 from botnodes.codec import NodeCodec
 from botnodes.storage import StateStore
+from botnodes.telegram.app import DISCRIMINATOR_FIELD
+from botnodes.testing import BotTestClient
 
-from {{ cookiecutter.project_slug }}.main import DISCRIMINATOR_FIELD
 from {{ cookiecutter.project_slug }}.nodes import Hold, Hungry, Start, nodes_dict
-from {{ cookiecutter.project_slug }}.testing import BotTestClient
 
 from ..conftest import RecordingFoodAPI
 

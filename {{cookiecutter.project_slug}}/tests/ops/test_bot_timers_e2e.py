@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import signal
 
-from {{ cookiecutter.project_slug }}.testing import FakeBotAPIServer
+from botnodes.testing import FakeBotAPIServer
 
 from .test_bot_e2e import StartBot, assert_clean_log, start_bot, wait_for_log
 from .test_bot_webhook import Replica, StartReplica, start_replica, update

@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
-from {{ cookiecutter.project_slug }}.testing import FakeBotAPIServer, message_update
+from botnodes.testing import FakeBotAPIServer, message_update
 
 from ..conftest import RedisServer, free_port
 from ..test_bot_food_api import OrderServer

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from {{ cookiecutter.project_slug }}.broadcast import CLAIMED, IN_FLIGHT
-from {{ cookiecutter.project_slug }}.recipients import SHARDS, Recipients
-from {{ cookiecutter.project_slug }}.testing import FakeBotAPIServer, TelegramRates
+from botnodes.telegram.broadcast import CLAIMED, IN_FLIGHT
+from botnodes.telegram.recipients import SHARDS, Recipients
+from botnodes.testing import FakeBotAPIServer, TelegramRates
 
 from ..conftest import E2E_TOKEN
 from .bot_process import BotProcess

@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 import redis.exceptions
 
-from {{ cookiecutter.project_slug }}.config import Settings, load_settings
-from {{ cookiecutter.project_slug }}.healthcheck import CheckFailedError, check, ping_redis
-from {{ cookiecutter.project_slug }}.testing import FakeBotAPIServer
+from botnodes.telegram.healthcheck import CheckFailedError, check, ping_redis
+from botnodes.telegram.settings import load_settings
+from botnodes.testing import FakeBotAPIServer
+
+from {{ cookiecutter.project_slug }}.settings import Settings
 
 from ..conftest import free_port
 from .bot_process import SETTING_NAMES, BotProcess
@@ -42,7 +44,7 @@ def settings_from(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[.
         for name, value in env.items():
             monkeypatch.setenv(name, value)
         monkeypatch.chdir(tmp_path)
-        return load_settings(env_file=None)
+        return load_settings(Settings, env_file=None)
 
     return load
 

@@ -9,12 +9,11 @@ from typing import Annotated, ClassVar
 from pydantic import BaseModel, Field
 
 from botnodes import ByTimer, Node, after_commit
+from botnodes.telegram import Text
 
-from ..buttons import Buttons, buttons
 from ..food_api import FoodOrderError
-from ..i18n import Text, english
-from ..nodes_types import Ctx, Event, UserId, means, said, user_display_name
-from ..texts import TEXTS
+from ..nodes_types import Buttons, Ctx, Event, UserId, buttons, means, said, user_display_name
+from ..texts import CATALOG, TEXTS
 from . import start
 
 #: The most characters a cart takes in one message: a long cart shows its newest items.
@@ -136,7 +135,7 @@ class Hungry(Node[Ctx, Event, UserId, HungryModel]):
 def cart_text(order: list[str], budget: int = CART_TEXT_BUDGET) -> str:
     """The cart as an English user reads it (see `cart`)."""
     shown = cart(order, budget)
-    return shown if isinstance(shown, str) else english(shown)
+    return shown if isinstance(shown, str) else CATALOG.english(shown)
 
 
 def cart(order: list[str], budget: int = CART_TEXT_BUDGET) -> str | Text:

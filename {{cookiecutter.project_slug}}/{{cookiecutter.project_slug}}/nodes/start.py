@@ -6,8 +6,7 @@ from pydantic import BaseModel
 
 from botnodes import Node
 
-from ..buttons import buttons
-from ..nodes_types import Ctx, Event, UserId, means, said, user_display_name
+from ..nodes_types import Ctx, Event, UserId, buttons, means, said, user_display_name
 from . import hold, hungry
 
 

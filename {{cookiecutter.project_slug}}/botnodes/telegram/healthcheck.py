@@ -14,10 +14,10 @@ from collections.abc import Awaitable
 
 import aiohttp
 
-from .config import Settings
+from .app import create_bot, secrets_of
 from .logging_setup import escape_controls, mask
-from .main import create_bot, secrets_of
 from .redis_connection import create_redis
+from .settings import BotSettings
 
 #: Seconds each check may take; Docker's HEALTHCHECK --timeout must leave room for start-up.
 CHECK_TIMEOUT = 5.0
@@ -36,7 +36,7 @@ def _describe(exc: BaseException) -> str:
     return f"{name}: {text}" if text else name
 
 
-async def ping_redis(settings: Settings, timeout: float = CHECK_TIMEOUT) -> None:  # noqa: ASYNC109
+async def ping_redis(settings: BotSettings, timeout: float = CHECK_TIMEOUT) -> None:  # noqa: ASYNC109
     """PING the configured Redis once, without the bot's retries."""
     redis_settings = settings.redis.model_copy(
         update={"socket_timeout": min(settings.redis.socket_timeout, timeout), "retries": 0}
@@ -49,7 +49,7 @@ async def ping_redis(settings: Settings, timeout: float = CHECK_TIMEOUT) -> None
         await client.aclose()
 
 
-async def get_me(settings: Settings, timeout: float = CHECK_TIMEOUT) -> str:  # noqa: ASYNC109
+async def get_me(settings: BotSettings, timeout: float = CHECK_TIMEOUT) -> str:  # noqa: ASYNC109
     """Call getMe on the configured Bot API server; return the bot's @username."""
     bot = create_bot(settings.telegram)
     try:
@@ -79,7 +79,7 @@ def local_address(host: str) -> str:
 
 
 async def ready_endpoint(
-    settings: Settings,
+    settings: BotSettings,
     timeout: float = CHECK_TIMEOUT,  # noqa: ASYNC109
 ) -> str:
     """Webhook mode: ask the running server's /readyz (Redis and the webhook as it sees them)."""
@@ -92,7 +92,7 @@ async def ready_endpoint(
     return text
 
 
-async def check(settings: Settings) -> str:
+async def check(settings: BotSettings) -> str:
     """Run both checks concurrently; return a summary or raise `CheckFailedError`.
 
     In webhook mode the server itself is asked (`/readyz`), which covers both.
@@ -112,7 +112,7 @@ async def check(settings: Settings) -> str:
     return f"Redis answered PING, Bot API answered getMe as {results[1]}"
 
 
-def run_healthcheck(settings: Settings) -> int:
+def run_healthcheck(settings: BotSettings) -> int:
     """The `healthcheck` command: print one line, return the exit status."""
     secrets = secrets_of(settings)
     try:

@@ -36,9 +36,9 @@ from aiogram.types import (
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
-from .i18n import CATALOG, REFERENCE_LANGUAGE, Catalog, Text
+from .i18n import REFERENCE_LANGUAGE, Catalog, Text
 from .redis_connection import RedisClient
-from .texts import TEXTS
+from .texts import RUNTIME_TEXTS
 
 logger = logging.getLogger(__name__)
 
@@ -78,11 +78,11 @@ class Languages:
 
     def __init__(
         self,
+        catalog: Catalog,
         default: str = REFERENCE_LANGUAGE,
         *,
         redis: RedisClient | None = None,
         key_prefix: str = "nodes_state",
-        catalog: Catalog = CATALOG,
     ) -> None:
         self.catalog = catalog
         self.default = default
@@ -123,6 +123,11 @@ class Languages:
         if pending is not None and pending.user_id == user_id:
             return await pending.language
         return await self._read(user_id, "")
+
+    async def learn(self, user_id: int, language_code: str | None) -> str:
+        """Note what Telegram reports for a user outside an update (the test client's `to`)."""
+        reported = self.catalog.supported(language_code) or self.default if language_code else ""
+        return await self._read(user_id, reported)
 
     async def choose(self, user_id: int, language: str) -> None:
         """Store the user's choice; it wins over what Telegram reports from now on."""
@@ -177,7 +182,7 @@ def language_keyboard(languages: Languages) -> InlineKeyboardMarkup:
     """One button per language, each named in its own language."""
     buttons = [
         InlineKeyboardButton(
-            text=languages.render(code, TEXTS.language_name()),
+            text=languages.render(code, RUNTIME_TEXTS.language_name()),
             callback_data=LanguageChoice(code=code).pack(),
         )
         for code in languages.catalog.languages
@@ -194,7 +199,7 @@ def build_language_router(languages: Languages) -> Router:
         language = await languages.of(message.chat.id)
         await bot.send_message(
             message.chat.id,
-            languages.render(language, TEXTS.language_menu()),
+            languages.render(language, RUNTIME_TEXTS.language_menu()),
             reply_markup=language_keyboard(languages),
         )
 
@@ -203,9 +208,11 @@ def build_language_router(languages: Languages) -> Router:
         code = languages.catalog.supported(callback_data.code)
         if code is None:  # a language this deploy no longer has: the menu is out of date
             language = await languages.of(query.from_user.id)
-            return languages.render(language, TEXTS.stale_press())  # the press's answer
+            return languages.render(language, RUNTIME_TEXTS.stale_press())  # the press's answer
         await languages.choose(query.from_user.id, code)
-        await bot.send_message(query.from_user.id, languages.render(code, TEXTS.language_chosen()))
+        await bot.send_message(
+            query.from_user.id, languages.render(code, RUNTIME_TEXTS.language_chosen())
+        )
         return None
 
     return router

@@ -27,7 +27,7 @@ from aiogram.types import Update
 from aiohttp import web
 from pydantic import ValidationError
 
-from .main import App, StartupError, bot_api_failure
+from .app import App, StartupError, bot_api_failure
 from .metrics import metrics_route
 
 logger = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ RETRY_LATER = {"Retry-After": "1"}
 class WebhookServer:
     """The aiohttp server of one replica, and its orderly start and stop."""
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App[Any, Any]) -> None:
         settings = app.settings.webhook
         if settings.url is None or settings.secret is None:
             raise ValueError("webhook mode needs WEBHOOK_URL and WEBHOOK_SECRET")
@@ -177,7 +177,7 @@ class WebhookServer:
         await self.runner.cleanup()
 
 
-async def run_webhook(app: App) -> None:
+async def run_webhook(app: App[Any, Any]) -> None:
     """Serve webhooks until SIGTERM/SIGINT, then stop in order and return (exit 0)."""
     server = WebhookServer(app)
     stop = asyncio.Event()

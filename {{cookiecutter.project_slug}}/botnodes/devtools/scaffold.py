@@ -14,16 +14,19 @@ stay as they are.
 from __future__ import annotations
 
 import ast
+import importlib
 import keyword
 import re
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
-from . import nodes
+from ..telegram.definition import BotDefinition
+from ..telegram.i18n import FTL_FILE
 from .diagram import BEGIN_MARKER
-from .i18n import FTL_FILE
 from .scaffold_templates import FTL, NODE, TEST, TEXT_METHODS
 
 #: Exit status for a refused name (a usage error: pick another and retry).
@@ -66,13 +69,28 @@ class NewNode:
         return path.relative_to(self.package_dir.parent)
 
 
-def check_name(node: NewNode) -> None:
+def is_node_name(name: str) -> bool:
+    return len(name) <= MAX_NAME_LENGTH and bool(NAME_RULE.fullmatch(name)) and name[-1:] != "_"
+
+
+def suggest(name: str) -> str | None:
+    """A node name close to `name` (`Drinks` -> `drinks`, `Side-Dish` -> `side_dish`)."""
+    words = re.findall(r"[a-z0-9]+", re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower())
+    candidate = "_".join(words)[:MAX_NAME_LENGTH].strip("_")
+    fits = is_node_name(candidate) and not keyword.iskeyword(candidate)
+    return candidate if fits and candidate != name else None
+
+
+def check_name(node: NewNode, nodes: ModuleType) -> None:
     """Raise ScaffoldError unless `node.name` makes a new module, key and class."""
     name = node.name
-    if len(name) > MAX_NAME_LENGTH or not NAME_RULE.fullmatch(name) or name.endswith("_"):
+    if not is_node_name(name):
+        close = suggest(name)
+        hint = f"; try {close!r}" if close else ""
         raise ScaffoldError(
             f"{name!r} is not a node name: use a lower-case Python identifier (letters, digits "
-            f"and inner underscores, starting with a letter, at most {MAX_NAME_LENGTH} characters)"
+            f"and inner underscores, starting with a letter, at most {MAX_NAME_LENGTH} "
+            f"characters){hint}"
         )
     if keyword.iskeyword(name):
         raise ScaffoldError(f"{name!r} is a Python keyword: a node's module can't be named so")
@@ -88,10 +106,12 @@ def check_name(node: NewNode) -> None:
         raise ScaffoldError(f"{name!r} exists: {node.shown(node.test)} is already there")
 
 
-def new_node(name: str, from_key: str, package: str, package_dir: Path) -> list[str]:
+def new_node(definition: BotDefinition[Any, Any], name: str, from_key: str) -> list[str]:
     """Make the node; the lines telling the user what was done and what is left."""
+    package, package_dir = definition.package, definition.package_dir()
+    nodes = importlib.import_module(f"{package}.nodes")
     node = NewNode(name, package, package_dir)
-    check_name(node)
+    check_name(node, nodes)
     source_class = nodes.nodes_dict.get(from_key)
     if source_class is None:
         raise ScaffoldError(
@@ -287,11 +307,10 @@ def _end(statement: ast.stmt | ast.expr) -> int:
     return statement.end_lineno or statement.lineno
 
 
-def run_new_node(name: str, from_key: str) -> int:
+def run_new_node(definition: BotDefinition[Any, Any], name: str, from_key: str) -> int:
     """The command: print what was done, or the one-line reason nothing was."""
-    package = __package__ or "bot"
     try:
-        lines = new_node(name, from_key, package, Path(__file__).resolve().parent)
+        lines = new_node(definition, name, from_key)
     except ScaffoldError as exc:
         print(f"new-node: {exc}", file=sys.stderr)
         return EXIT_REFUSED

@@ -14,11 +14,7 @@ from dataclasses import dataclass
 from aiogram.filters.callback_data import CallbackData, CallbackDataException
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup
 
-from .i18n import Catalog, Text, english
-from .texts import TEXTS
-
-#: The callback answer of a press on a message whose node visit is over (in English).
-STALE_PRESS_TEXT = english(TEXTS.stale_press())
+from .i18n import Catalog, Text
 
 
 class Press(CallbackData, prefix="p"):
@@ -56,7 +52,7 @@ class Buttons:
 
     def render(self, catalog: Catalog, language: str) -> InlineKeyboardMarkup:
         labels = [catalog.render(language, word) for word in self.words]
-        return keyboard(self.visit, *map(english, self.words), labels=labels)
+        return keyboard(self.visit, *map(catalog.english, self.words), labels=labels)
 
 
 def buttons(visit: int, *words: Text) -> Buttons:

@@ -1,25 +1,25 @@
-"""The update routing of the README: private chats only, `/start` from anywhere, then nodes."""
+"""The update routing of the botnodes README, around a bot's own routers.
+
+Private chats only; the user's language read first, so every text below is in it; `/language`
+from any node; then the bot's routers (its commands and `nodes.route`); then what no node
+reads: a press of a node's button goes through the same route, and a sticker gets a hint.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from aiogram import Bot, Dispatcher, Router
-from aiogram.filters import BaseFilter, Command
+from aiogram.filters import BaseFilter
 from aiogram.types import CallbackQuery, Message
 
 from botnodes import Nodes, Outcome
 
 from .buttons import Press
-from .i18n import english
 from .language import Languages, UseUserLanguage, build_language_router
 from .middlewares import AnswerEveryPress, InFlightUpdates, ReplyWhenStateUnavailable
-from .nodes import Start
-from .nodes_types import Ctx, Event, UserId, event_id, event_to_user_id, user_display_name
-from .texts import TEXTS
-
-#: The hint for a sticker, photo...; in English (for tests), users read it in their language.
-NOT_TEXT_TEXT = english(TEXTS.not_text())
-
-AppNodes = Nodes[Ctx, Event, UserId]
+from .texts import RUNTIME_TEXTS
 
 
 # aiogram runs non-async filters (including plain `F.text == ...`) in a worker thread via
@@ -45,24 +45,9 @@ class IsTextMessage(BaseFilter):
         return event.text is not None
 
 
-def build_default_router(nodes: AppNodes) -> Router:
-    """Commands that work whatever node the user is on."""
-    router = Router(name=f"{__name__}.default")
-
-    @router.message(Command("start"))
-    async def start(message: Message) -> None:
-        # `to` runs Start.on_enter, which sends the greeting; a re-delivered /start does not.
-        await nodes.user(event_to_user_id(message)).to(
-            Start(user_display_name(message), is_first_launch=True), event_id=event_id(message)
-        )
-
-    return router
-
-
-def build_nodes_router(nodes: AppNodes, languages: Languages) -> Router:
-    """Every other text message goes to the user's current node."""
-    router = Router(name=f"{__name__}.nodes")
-    router.message(IsTextMessage())(nodes.route)
+def build_fallback_router(nodes: Nodes[Any, Any, Any], languages: Languages) -> Router:
+    """Presses of the nodes' buttons, and messages no router above took."""
+    router = Router(name=f"{__name__}.fallback")
 
     @router.callback_query(Press.filter())
     async def press(query: CallbackQuery) -> str | None:
@@ -72,24 +57,28 @@ def build_nodes_router(nodes: AppNodes, languages: Languages) -> Router:
             return None
         # The returned text is the press's answer (see AnswerEveryPress).
         language = await languages.of(query.from_user.id)
-        return languages.render(language, TEXTS.stale_press())
+        return languages.render(language, RUNTIME_TEXTS.stale_press())
 
     @router.message()
     async def not_text(message: Message, bot: Bot) -> None:
         language = await languages.of(message.chat.id)
-        await bot.send_message(message.chat.id, languages.render(language, TEXTS.not_text()))
+        await bot.send_message(
+            message.chat.id, languages.render(language, RUNTIME_TEXTS.not_text())
+        )
 
     return router
 
 
 def build_dispatcher(
-    nodes: AppNodes, in_flight: InFlightUpdates | None = None, languages: Languages | None = None
+    routers: Sequence[Router],
+    nodes: Nodes[Any, Any, Any],
+    languages: Languages,
+    in_flight: InFlightUpdates | None = None,
 ) -> Dispatcher:
-    """The dispatcher with all routers; `in_flight` (if given) counts running updates.
+    """The dispatcher with the bot's `routers` inside the runtime's; `in_flight` counts updates.
 
-    `languages` is `ctx.languages` (without it: Telegram's language, no stored choices).
+    `languages` is `ctx.languages`.
     """
-    languages = languages or Languages()
     # botnodes keeps the state, so aiogram's own FSM (and its per-update storage) is off.
     dispatcher = Dispatcher(name=__name__, disable_fsm=True)
     if in_flight is not None:
@@ -103,9 +92,9 @@ def build_dispatcher(
     for observer in (personal_router.message, personal_router.callback_query):
         observer.middleware(UseUserLanguage(languages))
         observer.middleware(ReplyWhenStateUnavailable(languages))
-    personal_router.include_router(build_default_router(nodes))
     personal_router.include_router(build_language_router(languages))
-    personal_router.include_router(build_nodes_router(nodes, languages))
+    personal_router.include_routers(*routers)
+    personal_router.include_router(build_fallback_router(nodes, languages))
 
     dispatcher.include_router(personal_router)
     return dispatcher

@@ -12,7 +12,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError, TimeoutError
 
-from .config import RedisSettings
+from .settings import RedisSettings
 
 RedisClient = Redis | RedisCluster
 

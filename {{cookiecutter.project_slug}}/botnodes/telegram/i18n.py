@@ -1,6 +1,6 @@
-"""The bot's languages: Fluent files per language, loaded once, and a `Text` to render in one.
+"""A bot's languages: Fluent files per language, loaded once, and a `Text` to render in one.
 
-Texts live in `locales/<language>/bot.ftl` (Fluent: named ids, explicit variables, plural
+Texts live in the bot's `locales/<language>/bot.ftl` (Fluent: named ids, explicit variables, plural
 selectors that each language writes its own way). Code never holds the words: it builds a
 `Text` (an id and its values, see texts.py) and the text is rendered in the user's language
 only when it is sent, so a node never has to know who it talks to.
@@ -8,17 +8,16 @@ only when it is sent, so a node never has to know who it talks to.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeAlias
 
 from fluent.runtime import FluentBundle, FluentResource
 from fluent.runtime.types import fluent_number
-from fluent.syntax.ast import Junk
+from fluent.syntax.ast import Junk, Message
 
-#: Where the languages live: one folder per language code, each with a `bot.ftl`.
-LOCALES_DIR = Path(__file__).parent / "locales"
+#: Each language of a bot is a folder named by its code holding this file.
 FTL_FILE = "bot.ftl"
 #: The reference language: every other one has exactly its ids and variables.
 REFERENCE_LANGUAGE = "en"
@@ -42,10 +41,13 @@ class TranslationError(Exception):
 class Catalog:
     """Every language's messages, parsed once; renders a `Text` in a language."""
 
-    def __init__(self, directory: Path = LOCALES_DIR) -> None:
+    def __init__(self, directory: Path) -> None:
+        #: The folder of the languages, one sub-folder per language code.
+        self.directory = directory
         self._bundles: dict[str, FluentBundle] = {}
         self._spellings: dict[str, frozenset[str]] = {}
         self._plain: dict[tuple[str, str], str] = {}
+        self._ids: dict[str, frozenset[str]] = {}
         for path in sorted(directory.glob(f"*/{FTL_FILE}")):
             language = path.parent.name
             # No Unicode isolation marks: Telegram shows them as stray characters.
@@ -54,6 +56,9 @@ class Catalog:
                 if isinstance(entry, Junk):  # a line Fluent could not parse
                     first = (entry.content or "").strip().splitlines()[0]
                     raise TranslationError(f"{path}: not a Fluent message: {first!r}")
+            self._ids[language] = frozenset(
+                entry.id.name for entry in resource.body if isinstance(entry, Message)
+            )
             bundle = FluentBundle([language], use_isolating=False)
             bundle.add_resource(resource)
             self._bundles[language] = bundle
@@ -106,6 +111,24 @@ class Catalog:
         base = code.split("-")[0]
         return base if base in self._bundles else None
 
+    def english(self, text: Text) -> str:
+        """`text` in the reference language: what logs, tests and callback data use."""
+        return self.render(REFERENCE_LANGUAGE, text)
+
+    def missing(self, ids: Iterable[str] = ()) -> list[tuple[str, str]]:
+        """(language, id) for each id of `ids` or of the reference language a language lacks.
+
+        Checked at start-up: a reply in a language without its text would otherwise fail
+        in front of the user who speaks it.
+        """
+        wanted = sorted({*ids, *self._ids[REFERENCE_LANGUAGE]})
+        return [
+            (language, text_id)
+            for language, bundle in self._bundles.items()
+            for text_id in wanted
+            if not bundle.has_message(text_id)
+        ]
+
     def spellings(self, text: Text) -> frozenset[str]:
         """`text` in every language: a typed word matching any of these means that word."""
         found = self._spellings.get(text.id)
@@ -113,12 +136,3 @@ class Catalog:
             found = frozenset(self.render(language, text) for language in self.languages)
             self._spellings[text.id] = found  # words take no values: one entry per id
         return found
-
-
-#: The catalog of this package's locales, parsed once per process.
-CATALOG = Catalog()
-
-
-def english(text: Text) -> str:
-    """`text` in the reference language: what logs, tests and callback data use."""
-    return CATALOG.render(REFERENCE_LANGUAGE, text)

@@ -1,12 +1,17 @@
-"""Settings from the environment and `.env`, one class per concern.
+"""The runtime's settings from the environment and `.env`, one class per concern.
 
 Every value is checked at start-up so a typo stops the deploy with one clear line instead of
 failing on the first user. Secrets are `SecretStr`: they never show up in reprs, logs or errors.
+A bot adds its own concerns by subclassing `BotSettings` (see the owner's `settings.py`):
+`load_settings` reads every field of the subclass the same way, so a new setting needs no
+loading code of its own.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
+import typing
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -26,11 +31,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from botnodes import MAX_TTL_SECONDS
 
-from .i18n import CATALOG
-
 DEFAULT_ENV_FILE = Path(".env")
 
 S = TypeVar("S", bound=BaseSettings)
+T = TypeVar("T", bound="BotSettings")
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
@@ -70,7 +74,8 @@ class ConfigError(Exception):
     """A setting is missing or malformed; the message is one line safe to print."""
 
 
-def _config(prefix: str = "") -> SettingsConfigDict:
+def settings_config(prefix: str = "") -> SettingsConfigDict:
+    """How every settings class reads the environment: use it in a bot's own classes too."""
     return SettingsConfigDict(
         env_prefix=prefix,
         env_file=DEFAULT_ENV_FILE,
@@ -88,7 +93,7 @@ def _config(prefix: str = "") -> SettingsConfigDict:
 class TelegramSettings(BaseSettings):
     """How the bot reaches Telegram."""
 
-    model_config = _config()
+    model_config = settings_config()
 
     bot_token: SecretStr
     telegram_api_url: HttpUrl | None = None
@@ -111,7 +116,7 @@ class TelegramSettings(BaseSettings):
 class RedisSettings(BaseSettings):
     """Where the users' state lives and how hard to try reaching it."""
 
-    model_config = _config("REDIS_")
+    model_config = settings_config("REDIS_")
 
     # A SecretStr because the URL may carry a password.
     url: SecretStr = SecretStr("redis://localhost:6379/0")
@@ -141,7 +146,7 @@ class RedisSettings(BaseSettings):
 class StateSettings(BaseSettings):
     """How botnodes keeps and locks each user's node."""
 
-    model_config = _config()
+    model_config = settings_config()
 
     state_key: str = Field(default="nodes_state", min_length=1)
     # The limits are botnodes' and Redis's own: refused here in one line, not at the first user.
@@ -164,51 +169,19 @@ class StateSettings(BaseSettings):
         return value
 
 
-class FoodApiSettings(BaseSettings):
-    """Where finished orders go."""
-
-    model_config = _config("FOOD_API_")
-
-    url: HttpUrl | None = None
-    timeout: float = Field(default=10.0, gt=0)
-    # An order the service did not answer (timeout, 5xx, dropped) is sent again, with the
-    # same idempotency key, for this long before the user is told it failed.
-    retry_for: float = Field(default=60.0, ge=0, le=86_400)
-
-
-class CartSettings(BaseSettings):
-    """What one cart may hold: every message costs what the cart holds, so it is bounded."""
-
-    model_config = _config()
-
-    max_dish_name_length: int = Field(default=100, ge=1, le=1000)
-    max_cart_items: int = Field(default=50, ge=1, le=1000)
-    # A cart left alone: reminded once after this long (0 = never), dropped after that
-    # long (0 = kept until the state expires). Counted from the user's last message.
-    cart_reminder_after: Duration = timedelta(minutes=30)
-    cart_expires_after: Duration = timedelta(hours=24)
-
-
 class LanguageSettings(BaseSettings):
     """Which language a user gets when neither they nor Telegram name one the bot has."""
 
-    model_config = _config()
+    model_config = settings_config()
 
+    #: Checked against the bot's locales by `check_language` (the settings don't know them).
     default_language: str = "en"
-
-    @field_validator("default_language")
-    @classmethod
-    def _shipped(cls, value: str) -> str:
-        if value not in CATALOG.languages:
-            shipped = ", ".join(CATALOG.languages)
-            raise ValueError(f"{value!r} is not one of the bot's languages ({shipped})")
-        return value
 
 
 class RuntimeSettings(BaseSettings):
     """How the process runs and stops."""
 
-    model_config = _config()
+    model_config = settings_config()
 
     log_level: LogLevel = "INFO"
     shutdown_timeout: float = Field(default=8.0, gt=0)
@@ -225,7 +198,7 @@ class RuntimeSettings(BaseSettings):
 class WebhookSettings(BaseSettings):
     """Webhook mode: set WEBHOOK_URL and Telegram POSTs updates to this process."""
 
-    model_config = _config("WEBHOOK_")
+    model_config = settings_config("WEBHOOK_")
 
     #: The public HTTPS URL Telegram posts to; its path is where the server listens.
     url: HttpUrl | None = None
@@ -264,7 +237,7 @@ class WebhookSettings(BaseSettings):
 class SendLimitSettings(BaseSettings):
     """Telegram's send limits, kept by all processes together (see send_limits.py)."""
 
-    model_config = _config()
+    model_config = settings_config()
 
     # Off: no Redis call per reply; Telegram's 429s are still waited out.
     send_limits: bool = True
@@ -281,27 +254,50 @@ class SendLimitSettings(BaseSettings):
 class MetricsSettings(BaseSettings):
     """Prometheus metrics: on the webhook server, or on their own port when polling."""
 
-    model_config = _config("METRICS_")
+    model_config = settings_config("METRICS_")
 
     port: int | None = Field(default=None, ge=1, le=65535)
 
 
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """All settings of the bot, grouped by concern."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BotSettings:
+    """The runtime's settings, grouped by concern; a bot subclasses it to add its own.
+
+    Each field is one `BaseSettings` class read from the environment and `.env`; a subclass's
+    extra fields (`food_api: FoodApiSettings`, say) are read the same way by `load_settings`.
+    """
 
     telegram: TelegramSettings
     redis: RedisSettings
     state: StateSettings
-    food_api: FoodApiSettings
     runtime: RuntimeSettings
     webhook: WebhookSettings = field(default_factory=lambda: WebhookSettings(_env_file=None))
     metrics: MetricsSettings = field(default_factory=lambda: MetricsSettings(_env_file=None))
-    cart: CartSettings = field(default_factory=lambda: CartSettings(_env_file=None))
     language: LanguageSettings = field(default_factory=lambda: LanguageSettings(_env_file=None))
     send_limits: SendLimitSettings = field(
         default_factory=lambda: SendLimitSettings(_env_file=None)
     )
+
+
+def sections(settings_class: type[BotSettings]) -> dict[str, type[BaseSettings]]:
+    """Each field of `settings_class` and the `BaseSettings` class it is read with."""
+    hints = typing.get_type_hints(settings_class)
+    found: dict[str, type[BaseSettings]] = {}
+    for section in dataclasses.fields(settings_class):
+        kind = hints[section.name]
+        if not (isinstance(kind, type) and issubclass(kind, BaseSettings)):
+            raise TypeError(f"{settings_class.__name__}.{section.name} is not a BaseSettings class")
+        found[section.name] = kind
+    return found
+
+
+def env_names(settings_class: type[BotSettings]) -> list[str]:
+    """Every environment variable `settings_class` reads, e.g. for checking `.env.example`."""
+    names: list[str] = []
+    for section in sections(settings_class).values():
+        prefix = str(section.model_config.get("env_prefix", ""))
+        names += [f"{prefix}{name}".upper() for name in section.model_fields]
+    return names
 
 
 def _env_name(settings_class: type[BaseSettings], error: Any) -> str:
@@ -340,21 +336,35 @@ def _load(settings_class: type[S], env_file: Path | None) -> S:
 LOCAL_TOKEN = "1:local-chat-without-telegram"  # noqa: S105 - a placeholder, never a secret
 
 
-def load_settings(env_file: Path | None = DEFAULT_ENV_FILE, *, need_token: bool = True) -> Settings:
-    """Read every setting; raise `ConfigError` naming the first bad one.
+def load_settings(
+    settings_class: type[T],
+    env_file: Path | None = DEFAULT_ENV_FILE,
+    *,
+    need_token: bool = True,
+    languages: tuple[str, ...] | None = None,
+) -> T:
+    """Read every setting of `settings_class`; raise `ConfigError` naming the first bad one.
 
-    Without `need_token` (the local chat) a missing BOT_TOKEN is not an error.
+    Without `need_token` (the local chat) a missing BOT_TOKEN is not an error. `languages`
+    (the bot's locales) refuses a DEFAULT_LANGUAGE the bot can't speak.
     """
-    telegram = _load(TelegramSettings, env_file) if need_token else _load_without_token(env_file)
-    return Settings(
-        telegram=telegram,
-        redis=_load(RedisSettings, env_file),
-        state=_load(StateSettings, env_file),
-        food_api=_load(FoodApiSettings, env_file),
-        runtime=_load(RuntimeSettings, env_file),
-        webhook=_load(WebhookSettings, env_file),
-        metrics=_load(MetricsSettings, env_file),
-        cart=_load(CartSettings, env_file),
-        language=_load(LanguageSettings, env_file),
-        send_limits=_load(SendLimitSettings, env_file),
-    )
+    values: dict[str, Any] = {}
+    for name, section in sections(settings_class).items():
+        if section is TelegramSettings and not need_token:
+            values[name] = _load_without_token(env_file)
+        else:
+            values[name] = _load(section, env_file)
+    settings = settings_class(**values)
+    if languages is not None:
+        check_language(settings, languages)
+    return settings
+
+
+def check_language(settings: BotSettings, languages: tuple[str, ...]) -> None:
+    """DEFAULT_LANGUAGE must be one the bot has: refused in one line at start-up."""
+    chosen = settings.language.default_language
+    if chosen not in languages:
+        shipped = ", ".join(languages)
+        raise ConfigError(
+            f"DEFAULT_LANGUAGE: {chosen!r} is not one of the bot's languages ({shipped})"
+        )

@@ -13,19 +13,12 @@ from aiogram.types import CallbackQuery, Message, TelegramObject
 
 from botnodes import StateTooLargeError, StateUnavailableError, TransitionLostError, UserBusyError
 
-from .i18n import english
 from .language import Languages
-from .texts import TEXTS
+from .texts import RUNTIME_TEXTS
 
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
-
-# What the user is told, in English (for tests and logs); users read it in their language.
-STATE_UNAVAILABLE_TEXT = english(TEXTS.state_unavailable())
-USER_BUSY_TEXT = english(TEXTS.user_busy())
-TRANSITION_LOST_TEXT = english(TEXTS.transition_lost())
-STATE_TOO_LARGE_TEXT = english(TEXTS.state_too_large())
 
 
 class InFlightUpdates(BaseMiddleware):
@@ -80,13 +73,13 @@ class ReplyWhenStateUnavailable(BaseMiddleware):
             return await handler(event, data)
         except (StateUnavailableError, TransitionLostError) as exc:
             if isinstance(exc, UserBusyError):
-                told = TEXTS.user_busy()
+                told = RUNTIME_TEXTS.user_busy()
             elif isinstance(exc, StateTooLargeError):
-                told = TEXTS.state_too_large()
+                told = RUNTIME_TEXTS.state_too_large()
             elif isinstance(exc, TransitionLostError):
-                told = TEXTS.transition_lost()
+                told = RUNTIME_TEXTS.transition_lost()
             else:
-                told = TEXTS.state_unavailable()
+                told = RUNTIME_TEXTS.state_unavailable()
             from_user = getattr(event, "from_user", None)
             user_id = from_user.id if from_user else None
             language = await self._languages.of(user_id) if user_id else self._languages.default

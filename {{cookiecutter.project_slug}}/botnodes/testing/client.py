@@ -2,9 +2,9 @@
 
 It wires the bot exactly as `python -m <package>` does (the same `create_nodes`,
 `build_dispatcher`, routers, middlewares, nodes and botnodes on a real Redis) with the Bot API
-replaced by `FakeTelegram`, then feeds it updates:
+replaced by `FakeTelegram`, then feeds it updates (`BOT` is the bot's `BotDefinition`):
 
-    async with BotTestClient.start(settings) as client:
+    async with BotTestClient.start(BOT, settings) as client:
         alice = client.user(5001, username="alice")
         assert [r.text for r in await alice.send("hi")] == ["Hello, alice! Are you hungry?"]
         replies = await alice.click("Yes")          # presses a button of the last message
@@ -17,6 +17,7 @@ Telegram fails the test the way it would fail in production.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -28,17 +29,17 @@ from typing import Any
 from aiogram import Bot, Dispatcher
 from aiogram.types import Update
 
-from botnodes import Node
+from botnodes import Node, Nodes
 
-from ..config import Settings
-from ..food_api import FoodAPI, LoggingFoodAPI
-from ..main import add_telegram_rules, create_languages, create_limiter, create_nodes
-from ..main import logger as bot_logger
-from ..nodes_types import Ctx, Event, UserId
-from ..recipients import Recipients, watch_users
-from ..redis_connection import RedisClient, create_redis
-from ..routers import AppNodes, build_dispatcher
-from ..send_limits import CountStepReplies
+from ..telegram.app import add_telegram_rules, create_languages, create_limiter, create_nodes
+from ..telegram.context import BotContext
+from ..telegram.definition import BotDefinition
+from ..telegram.dispatcher import build_dispatcher
+from ..telegram.i18n import Text
+from ..telegram.recipients import Recipients, watch_users
+from ..telegram.redis_connection import RedisClient, create_redis
+from ..telegram.send_limits import CountStepReplies
+from ..telegram.settings import BotSettings
 from .fake_bot_api import FakeSession, FakeTelegram, message_update, unique_ids
 
 logger = logging.getLogger(__name__)
@@ -78,12 +79,18 @@ class BotTestClient:
 
     def __init__(
         self,
+        definition: BotDefinition[Any, Any],
+        *,
         dispatcher: Dispatcher,
         bot: Bot,
-        nodes: AppNodes,
+        nodes: Nodes[Any, Any, int],
+        ctx: BotContext,
         telegram: FakeTelegram,
         clock: TestClock | None = None,
     ) -> None:
+        self.definition = definition
+        #: The nodes' context, as they see it.
+        self.ctx = ctx
         self.dispatcher = dispatcher
         self.bot = bot
         self.nodes = nodes
@@ -95,15 +102,19 @@ class BotTestClient:
     @asynccontextmanager
     async def start(
         cls,
-        settings: Settings,
+        definition: BotDefinition[Any, Any],
+        settings: BotSettings,
         *,
         redis: RedisClient | None = None,
-        food_api: FoodAPI | None = None,
         telegram: FakeTelegram | None = None,
         strict_transitions: bool = True,
         send_limits: bool = False,
+        **ctx_changes: Any,
     ) -> AsyncIterator[BotTestClient]:
-        """Build the bot from `settings` (Redis from `settings.redis` unless given).
+        """Build the bot `definition` from `settings` (Redis from `settings.redis` unless given).
+
+        `ctx_changes` replace fields of the bot's context: `food_api=recording_api` puts a
+        test's stand-in where the bot's own service would be.
 
         `send_limits` makes replies wait for their turn in the shared send budgets, as the
         running bot does with SEND_LIMITS on; off by default, so a test's user can type
@@ -120,24 +131,36 @@ class BotTestClient:
         # The same limits and retries as live.
         add_telegram_rules(session, settings.telegram, limiter=limiter)
         bot = Bot(settings.telegram.bot_token.get_secret_value(), session=session)
-        ctx = Ctx(
-            bot=bot,
-            settings=settings,
-            food_api=food_api or LoggingFoodAPI(),
-            logger=bot_logger,
-            languages=create_languages(settings, client_redis),
-        )
+        languages = create_languages(definition, settings, client_redis)
+        built: BotContext = definition.create_ctx(bot, languages, settings)
+        ctx = dataclasses.replace(built, **ctx_changes) if ctx_changes else built
         clock = TestClock()
         nodes = create_nodes(
-            settings, client_redis, ctx, strict_transitions=strict_transitions, clock=clock
+            definition,
+            settings,
+            client_redis,
+            ctx,
+            strict_transitions=strict_transitions,
+            clock=clock,
         )
         try:
-            dispatcher = build_dispatcher(nodes, languages=ctx.languages)
+            dispatcher = build_dispatcher(definition.build_routers(nodes), nodes, languages)
             watch_users(dispatcher, Recipients(client_redis, settings.state.state_key))
             if limiter is not None:
                 dispatcher.update.outer_middleware(CountStepReplies())
-            yield cls(dispatcher, bot, nodes, telegram, clock)
+            yield cls(
+                definition,
+                dispatcher=dispatcher,
+                bot=bot,
+                nodes=nodes,
+                ctx=ctx,
+                telegram=telegram,
+                clock=clock,
+            )
         finally:
+            await ctx.aclose()
+            if ctx is not built:
+                await built.aclose()
             if own_redis:
                 await client_redis.aclose()
 
@@ -167,6 +190,10 @@ class BotTestClient:
         while handled := await self.nodes.fire_due():
             looked += handled
         return looked
+
+    def english(self, text: Text) -> str:
+        """`text` as an English-speaking user reads it: `client.english(TEXTS.start_yes())`."""
+        return str(self.definition.catalog.english(text))
 
     def next_update_id(self) -> int:
         return next(self._update_ids)
@@ -231,7 +258,16 @@ class TestUser:
         self.last_answer = answers[0].get("text")
         return replies
 
-    async def node(self) -> Node[Ctx, Event, UserId, Any] | None:
+    async def to(self, node: Node[Any, Any, int, Any]) -> None:
+        """Put the user on `node` (its `on_enter` replies), as if a node had returned it.
+
+        Unlike `client.nodes.user(id).to(node)`, which knows only what an update told the bot,
+        this first notes the language Telegram reports for the user, so replies are in it.
+        """
+        await self.client.ctx.languages.learn(self.user_id, self._fields["language_code"])
+        await self.client.nodes.user(self.user_id).to(node)
+
+    async def node(self) -> Node[Any, Any, int, Any] | None:
         """The node the user is on (with its data in `._data`), as botnodes stored it."""
         return await self.client.nodes.user(self.user_id).get_node()
 

@@ -47,9 +47,9 @@ from redis.exceptions import RedisError
 
 from botnodes.pipelining import ScriptPipeline
 
-from .config import SendLimitSettings
 from .middlewares import Handler
 from .redis_connection import RedisClient
+from .settings import SendLimitSettings
 
 logger = logging.getLogger(__name__)
 

@@ -34,19 +34,19 @@ import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TextIO
+from typing import Any, TextIO
 
 from aiogram import Bot
 from aiogram.exceptions import TelegramAPIError, TelegramForbiddenError, TelegramRetryAfter
 
-from .config import Settings
-from .i18n import CATALOG
+from .app import App
+from .definition import BotDefinition
 from .language import Languages
-from .main import App
 from .metrics import BotMetrics
 from .polling import serve_metrics
 from .recipients import SHARDS, Recipients
 from .send_limits import SendLimiter
+from .settings import BotSettings
 from .telegram_limits import caller_handles_429
 
 logger = logging.getLogger(__name__)
@@ -106,14 +106,19 @@ class BroadcastError(Exception):
     """A bad job id or text; the message is one line."""
 
 
-def check_job(job_id: str, text: str, translations: Mapping[str, str] | None = None) -> None:
-    """Refuse what can't make a job, naming the value and the rule."""
+def check_job(
+    job_id: str,
+    text: str,
+    translations: Mapping[str, str] | None = None,
+    languages: tuple[str, ...] = (),
+) -> None:
+    """Refuse what can't make a job, naming the value and the rule (`languages`: the bot's)."""
     if not JOB_ID.fullmatch(job_id):
         raise BroadcastError(f"--id {job_id!r}: must be 1 to 64 characters of A-Z a-z 0-9 _ . -")
     _check_text("--text", text)
     for language, translated in (translations or {}).items():
-        if language not in CATALOG.languages:
-            have = ", ".join(CATALOG.languages)
+        if language not in languages:
+            have = ", ".join(languages)
             raise BroadcastError(f"--text-in {language!r}: the bot has no such language ({have})")
         _check_text(f"--text-in {language}", translated)
 
@@ -408,7 +413,8 @@ async def run_job(job: Broadcast, job_id: str, *, dry_run: bool, out: TextIO) ->
 
 
 async def broadcast(
-    settings: Settings,
+    definition: BotDefinition[Any, Any],
+    settings: BotSettings,
     job_id: str,
     text: str,
     *,
@@ -416,7 +422,7 @@ async def broadcast(
     translations: Mapping[str, str] | None = None,
 ) -> int:
     """Build the bot's parts (its Bot with the limits, Redis, metrics) and run the job."""
-    app = App(settings)
+    app = App(definition, settings)
     metrics_runner = None
     try:
         await app.check_dependencies()

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
-from .main import App
+from .app import App
 from .metrics import metrics_route
 
 
-async def run_polling(app: App) -> None:
+async def run_polling(app: App[Any, Any]) -> None:
     """Poll until SIGTERM/SIGINT; aiogram then runs `App.on_shutdown` and closes the session.
 
     With METRICS_PORT set, /metrics is served on that port meanwhile.
@@ -31,7 +33,7 @@ async def run_polling(app: App) -> None:
             await metrics_runner.cleanup()
 
 
-async def serve_metrics(app: App) -> web.AppRunner:
+async def serve_metrics(app: App[Any, Any]) -> web.AppRunner:
     server = web.Application()
     server.router.add_get("/metrics", metrics_route(app.metrics))
     runner = web.AppRunner(server, handle_signals=False)

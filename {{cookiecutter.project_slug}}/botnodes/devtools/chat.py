@@ -1,9 +1,9 @@
 """`python -m <package> chat`: talk to the real bot in a terminal, without Telegram or a token.
 
-It is the bot itself (the same dispatcher, routers, middlewares, nodes, botnodes and Redis)
-with the Bot API replaced by the in-process stand-in of `testing/`: what you type goes in as a
-private message, replies print as Telegram would show them with their buttons numbered, and
-`:1` presses button 1. It reads lines, so it also works with a pipe:
+It is the bot itself (the same dispatcher, routers, middlewares, nodes and botnodes, on a
+throw-away Redis) with the Bot API replaced by the in-process stand-in of `botnodes.testing`:
+what you type goes in as a private message, replies print as Telegram would show them with
+their buttons numbered, and `:1` presses button 1. It reads lines, so it also works with a pipe:
 
     printf 'hi\\n:1\\nPizza\\n' | python -m <package> chat --name alice
 
@@ -33,16 +33,17 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
+from urllib.parse import urlsplit
 
 from pydantic import SecretStr, TypeAdapter, ValidationError
 from redis.asyncio import Redis
 
 from botnodes import ConfigurationError
 
-from .config import Duration, Settings
-from .food_api import create_food_api
-from .testing import BotTestClient, Reply, TestUser
+from ..telegram.definition import BotDefinition
+from ..telegram.settings import BotSettings, Duration
+from ..testing import BotTestClient, Reply, TestUser
 
 HELP = """\
 Type a message and press Enter: it reaches the bot as a private message.
@@ -94,8 +95,9 @@ def throwaway_redis() -> Iterator[str]:
     executable = shutil.which("redis-server")
     if executable is None:
         raise ChatError(
-            "No Redis answers at REDIS_URL and there is no redis-server on PATH: install Redis "
-            "(apt-get install redis-server, brew install redis) or set REDIS_URL"
+            "chat starts a throw-away redis-server and there is none on PATH: install Redis "
+            "(apt-get install redis-server, brew install redis), or use --redis-from-env to "
+            "chat on the Redis of REDIS_URL"
         )
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -127,13 +129,27 @@ def _wait_for_port(port: int, server: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.asynccontextmanager
-async def settings_with_redis(settings: Settings, out: TextIO) -> AsyncIterator[Settings]:
-    """`settings`, with a throw-away Redis in place of REDIS_URL if nothing answers there."""
-    if await redis_answers(settings.redis.url.get_secret_value()):
+async def settings_with_redis(
+    settings: BotSettings, out: TextIO, *, from_env: bool = False
+) -> AsyncIterator[BotSettings]:
+    """`settings` with a throw-away Redis; with `from_env`, REDIS_URL's (said so either way).
+
+    The chat's made-up users would otherwise land in the bot's keys and among the recipients
+    of the next broadcast: the bot's real data is used only when asked for.
+    """
+    if from_env:
+        url = settings.redis.url.get_secret_value()
+        if not await redis_answers(url):
+            raise ChatError("--redis-from-env: no Redis answers at REDIS_URL")
+        parts = urlsplit(url)
+        where = parts.path if parts.scheme == "unix" else f"{parts.hostname}:{parts.port or 6379}"
+        print(
+            f"Using the Redis of REDIS_URL ({where}): the chat's users are stored there.", file=out
+        )
         yield settings
         return
     with throwaway_redis() as url:
-        print(f"No Redis answers at REDIS_URL: using a throw-away redis-server at {url}.", file=out)
+        print(f"Using a throw-away redis-server at {url}: nothing is kept.", file=out)
         redis = settings.redis.model_copy(update={"url": SecretStr(url), "cluster": False})
         yield dataclasses.replace(settings, redis=redis)
 
@@ -304,7 +320,18 @@ class BotThread:
     with readline, and Ctrl+C interrupts the main thread whatever the bot is doing.
     """
 
-    def __init__(self, settings: Settings, out: TextIO, name: str, log_path: Path) -> None:
+    def __init__(
+        self,
+        definition: BotDefinition[Any, Any],
+        settings: BotSettings,
+        out: TextIO,
+        name: str,
+        log_path: Path,
+        *,
+        redis_from_env: bool = False,
+    ) -> None:
+        self._definition = definition
+        self._redis_from_env = redis_from_env
         self._args = (settings, out, name, log_path)
         self._loop = asyncio.new_event_loop()
         self._lines: asyncio.Queue[tuple[str, concurrent.futures.Future[bool]] | None]
@@ -349,25 +376,23 @@ class BotThread:
     async def _main(self) -> None:
         self._task = asyncio.current_task()
         settings, out, name, log_path = self._args
-        async with settings_with_redis(settings, out) as usable:
-            food_api = create_food_api(usable.food_api)
-            try:
-                async with BotTestClient.start(usable, food_api=food_api) as client:
-                    conversation = Chat(client, out, name, log_path)
-                    conversation._say(
-                        f"Chatting with the bot as {name} (user 1), no Telegram needed. "
-                        "Type a message; :1 presses button 1; :help for more. "
-                        f"Log lines go to {log_path} (:log shows them)."
-                    )
-                    self._ready.set_result(None)
-                    while (item := await self._lines.get()) is not None:
-                        line, done = item
-                        try:
-                            done.set_result(await conversation.handle(line))
-                        except Exception as exc:  # the main thread reports it and leaves
-                            done.set_exception(exc)
-            finally:
-                await food_api.close()
+        async with (
+            settings_with_redis(settings, out, from_env=self._redis_from_env) as usable,
+            BotTestClient.start(self._definition, usable) as client,
+        ):
+            conversation = Chat(client, out, name, log_path)
+            conversation._say(
+                f"Chatting with the bot as {name} (user 1), no Telegram needed. "
+                "Type a message; :1 presses button 1; :help for more. "
+                f"Log lines go to {log_path} (:log shows them)."
+            )
+            self._ready.set_result(None)
+            while (item := await self._lines.get()) is not None:
+                line, done = item
+                try:
+                    done.set_result(await conversation.handle(line))
+                except Exception as exc:  # the main thread reports it and leaves
+                    done.set_exception(exc)
 
 
 def converse(bot: BotThread, stdin: TextIO, out: TextIO) -> None:
@@ -392,8 +417,11 @@ def converse(bot: BotThread, stdin: TextIO, out: TextIO) -> None:
 
 
 def log_to_file(path: Path) -> None:
-    """Send the log (as `setup_logging` formats and masks it) to `path` instead of stderr."""
-    stream = path.open("a", encoding="utf-8")
+    """Send the log (as `setup_logging` formats and masks it) to `path` instead of stderr.
+
+    The file starts empty: `:log` shows this chat's lines, not an earlier one's.
+    """
+    stream = path.open("w", encoding="utf-8")
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.StreamHandler) and not isinstance(
             handler, logging.FileHandler
@@ -407,10 +435,17 @@ def default_log_path(package: str) -> Path:
     return Path(tempfile.gettempdir()) / f"{package}-chat.log"
 
 
-def run_chat(settings: Settings, name: str, log_path: Path) -> int:
+def run_chat(
+    definition: BotDefinition[Any, Any],
+    settings: BotSettings,
+    name: str,
+    log_path: Path,
+    *,
+    redis_from_env: bool = False,
+) -> int:
     """The command: chat until :quit, Ctrl+D or Ctrl+C; one line if the bot can't start."""
     log_to_file(log_path)
-    bot = BotThread(settings, sys.stdout, name, log_path)
+    bot = BotThread(definition, settings, sys.stdout, name, log_path, redis_from_env=redis_from_env)
     try:
         bot.start()
         converse(bot, sys.stdin, sys.stdout)
