@@ -22,12 +22,15 @@ The library change must be in the bake, the owner's edits intact, and no `*.rej`
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from .baking import TEMPLATE_DIR, output_tail, run
 
@@ -49,6 +52,8 @@ def git(cwd: Path, *args: str) -> str:
 
 
 def cruft(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    if importlib.util.find_spec("cruft") is None:
+        pytest.fail("cruft is not installed: pip install -r requirements-dev.txt", pytrace=False)
     return run([sys.executable, "-m", "cruft", *args], cwd=cwd, timeout=300)
 
 
