@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduce the README's benchmark table:  bash bench/run.sh [bench/run.py options...]
+# Reproduce the benchmark table (docs/benchmarks.md):  bash bench/run.sh [bench/run.py options...]
 # Creates (or reuses) .venv in the repository with the pinned requirements-dev.txt, then runs
 # `python bench/run.py`, which bakes the template and starts its own redis-server on a free
 # port. Needs Python 3.11+ and redis-server on PATH (Debian/Ubuntu: apt-get install redis-server).
