@@ -59,10 +59,10 @@ EXPECTED_FILES = [
 EXPECTED_PACKAGE_FILES = [
     "__init__.py",
     "__main__.py",
-    "config.py",
+    "settings.py",
     "nodes_types.py",
+    "texts.py",
     "food_api.py",
-    "redis_connection.py",
     "main.py",
     "nodes/__init__.py",
     "nodes/start.py",
@@ -189,12 +189,41 @@ def test_bake_architecture_page_names_every_module(baked: Callable[..., BakedPro
         for rel in project.files()
         if rel.suffix == ".py"
         and rel.parts[0] in {project.slug, "botnodes"}
-        and len(rel.parts) == 2
         and rel.name != "__init__.py"
     ]
     assert len(modules) > 20
     named = set(re.findall(r"(?<![\w/.])(\w+\.py)\b", layout))
     assert [str(rel) for rel in modules if rel.name not in named] == []
+
+
+def test_bake_owner_package_is_a_small_room(baked: Callable[..., BakedProject]) -> None:
+    """What a bot owner writes stays readable in one sitting; the runtime is the library's."""
+    project = baked()
+    owned = [rel for rel in project.files() if rel.parts[0] == project.slug]
+    code = [rel for rel in owned if rel.suffix in {".py", ".ftl"}]
+    lines = sum(len(project.read(str(rel)).splitlines()) for rel in code)
+    assert len(owned) <= 16, sorted(map(str, owned))
+    assert lines < 1200, lines
+
+
+def test_bake_docs_say_each_heading_once(baked: Callable[..., BakedProject]) -> None:
+    """One topic a page: a heading twice (in a page or across README and docs/) fails."""
+    project = baked()
+    pages = [Path("README.md"), *sorted(rel for rel in project.files() if rel.parts[0] == "docs")]
+    seen: dict[str, str] = {}
+    repeated = []
+    for page in pages:
+        fenced = False
+        for line in project.read(str(page)).splitlines():
+            fenced ^= line.startswith("```")
+            if fenced or not re.match(r"#{1,6} ", line):
+                continue
+            heading = line.lstrip("#").strip().lower()
+            if heading in seen:
+                repeated.append(f"{page}: {line!r} (also in {seen[heading]})")
+            seen.setdefault(heading, str(page))
+    assert repeated == []
+    assert len(project.read("README.md").splitlines()) < 100
 
 
 @pytest.mark.parametrize(("answers", "slug"), ANSWER_SETS)

@@ -17,12 +17,20 @@ def test_a_new_node_passes_the_bakes_lint_types_and_tests(
     bake: Callable[..., BakedProject],
 ) -> None:
     project = bake(project_slug="kitbot")
-    made = project.run(sys.executable, "-m", "kitbot", "new-node", "drinks")
+    made = project.run(sys.executable, "-m", "kitbot", "new-node", "drinks", "--from", "hungry")
     assert made.returncode == 0, output_tail(made)
     assert "Created kitbot/nodes/drinks.py and tests/test_drinks.py." in made.stdout
     assert '"drinks": Drinks,' in project.read("kitbot/nodes/__init__.py")
-    assert "| drinks.Drinks:" in project.read("kitbot/nodes/start.py")
-    assert "    start --> drinks" in project.read("README.md")
+    hungry = project.path / "kitbot" / "nodes" / "hungry.py"
+    source = hungry.read_text(encoding="utf-8")
+    assert "| drinks.Drinks | None:" in source
+    assert "    hungry --> drinks" in project.read("README.md")
+    # The way there, as the command says and the README shows: one more `return` in the node
+    # with the most ways out must still pass the shipped lint rules.
+    cancel = "        if means(text, texts.button_cancel()):\n"
+    assert cancel in source
+    way_there = '        if text == "Drinks":\n            return drinks.Drinks()\n'
+    hungry.write_text(source.replace(cancel, way_there + cancel), encoding="utf-8")
     for gate in (
         ("ruff", "check", "--no-cache", "."),
         ("ruff", "format", "--check", "--no-cache", "."),

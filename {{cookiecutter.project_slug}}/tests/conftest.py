@@ -4,12 +4,13 @@ REDIS_URL points the suite at a running server; otherwise one throw-away `redis-
 PATH is started on a free port for the whole session. Tests never flush a database: each one
 works under its own key prefix (`state_key`), so pointing REDIS_URL at a shared server is safe.
 
-Tiers: plain `pytest` runs the fast one (the bot's nodes, buttons and flow through the test
-client, and botnodes' own checks), the loop to run all day. The ops tier starts processes and
-servers: everything in `tests/ops/`, every test that starts a `redis-server` of its own
-(outages, restarts, a cluster) and every test marked `@pytest.mark.ops`. `pytest --all` runs
-both, as CI does; naming an ops test's file or folder (`pytest tests/ops`), or giving a `-m`
-expression (`pytest -m ops`), runs what you asked for.
+Tiers: plain `pytest` runs yours, the loop to run all day: the bot's nodes, texts, buttons
+and flow through the test client (the files right in `tests/`). The library's tests
+(`tests/botnodes/`: botnodes itself; `tests/runtime/`: the aiogram runtime driven through
+this bot) and the ops tier (everything in `tests/ops/`, every test that starts a
+`redis-server` of its own and every test marked `@pytest.mark.ops`: processes, outages, a
+cluster) join them with `pytest --all`, as CI runs it. Naming a file or folder
+(`pytest tests/runtime`), or giving a `-m` expression (`pytest -m ops`), runs what you asked.
 """
 
 from __future__ import annotations
@@ -41,7 +42,10 @@ from {{ cookiecutter.project_slug }}.food_api import FoodOrderError
 from {{ cookiecutter.project_slug }}.main import BOT
 from {{ cookiecutter.project_slug }}.settings import FoodApiSettings, Settings
 
-OPS_DIR = Path(__file__).resolve().parent / "ops"
+TESTS_DIR = Path(__file__).resolve().parent
+OPS_DIR = TESTS_DIR / "ops"
+#: The library's own tests: run by `pytest --all` (and CI), or when named.
+LIBRARY_DIRS = (TESTS_DIR / "botnodes", TESTS_DIR / "runtime")
 #: Fixtures that start redis-server processes of their own: their tests are in the ops tier.
 SERVER_FIXTURES = frozenset({"start_redis", "redis_cluster_url"})
 
@@ -54,7 +58,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--all",
         action="store_true",
-        help="also run the ops tier: bot processes, Redis outages, a cluster (CI runs this)",
+        help="also run the library's tests and the ops tier: bot processes, Redis outages, "
+        "a cluster (CI runs this)",
     )
 
 
@@ -63,12 +68,12 @@ def pytest_report_header(config: pytest.Config) -> str | None:
         return "tiers: all"
     if config.getoption("markexpr"):
         return None  # the -m expression chooses
-    return "tiers: fast (pytest --all adds the ops tier: bot processes, Redis outages, a cluster)"
+    return "tiers: yours (pytest --all adds the library's tests and the ops tier)"
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` is applied, so `pytest -m ops` sees the marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark the ops tier, and leave it out unless it was asked for."""
+    """Mark the ops tier; leave it and the library's tests out unless they were asked for."""
     for item in items:
         in_ops_dir = item.path.is_relative_to(OPS_DIR)
         if in_ops_dir or SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
@@ -101,11 +106,16 @@ def named_paths(config: pytest.Config) -> list[Path]:
 
 
 def is_left_out(item: pytest.Item, named: list[Path]) -> bool:
-    """An ops test stays out unless its file, or a folder inside tests/ops, was named."""
-    if item.get_closest_marker("ops") is None:
+    """An ops or library test stays out unless its file, or a folder of its tier, was named."""
+    library = next((folder for folder in LIBRARY_DIRS if item.path.is_relative_to(folder)), None)
+    if item.get_closest_marker("ops") is not None:
+        tier = OPS_DIR
+    elif library is not None:
+        tier = library
+    else:
         return False
     return not any(
-        item.path.is_relative_to(path) and (path.is_file() or path.is_relative_to(OPS_DIR))
+        item.path.is_relative_to(path) and (path.is_file() or path.is_relative_to(tier))
         for path in named
     )
 

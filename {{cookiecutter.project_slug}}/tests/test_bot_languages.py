@@ -137,6 +137,15 @@ async def test_a_full_russian_cart_counts_its_dishes_in_russian(
         assert ask.startswith("Что будете заказывать? Корзина: 45 блюд, последние ")
 
 
+async def test_a_user_put_on_a_node_by_the_test_client_hears_their_language(
+    client: BotTestClient,
+) -> None:
+    """`alice.to(node)` knows what Telegram reports for her before any update said so."""
+    olga = client.user(7101, language_code="ru")
+    await olga.to(Hungry())
+    assert [reply.text for reply in olga.replies()] == ["Что будете заказывать? Корзина: пусто"]
+
+
 async def test_an_unknown_language_code_falls_back_to_the_default(
     client: BotTestClient, settings: Settings, redis_client: Redis
 ) -> None:

@@ -78,7 +78,7 @@ from $package.nodes.$name import $cls
 
 async def test_notes_are_kept_until_done(client: BotTestClient) -> None:
     alice = client.user(1001)
-    await client.nodes.user(1001).to($cls())  # as if a node had returned $cls()
+    await alice.to($cls())  # as if a node had returned $cls()
     assert [r.text for r in await alice.send("tea")] == ["Got tea"]
     node = await alice.node()
     assert isinstance(node, $cls)
@@ -90,7 +90,7 @@ async def test_notes_are_kept_until_done(client: BotTestClient) -> None:
 
 async def test_done_pressed_again_is_out_of_date(client: BotTestClient) -> None:
     alice = client.user(1002)
-    await client.nodes.user(1002).to($cls(["coffee"]))
+    await alice.to($cls(["coffee"]))
     await alice.click("Done")  # back on the main menu: that Done button is now out of date
     assert await alice.click("Done") == []
     assert alice.last_answer == client.english(RUNTIME_TEXTS.stale_press())

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import redis
 
 from ..conftest import free_port
 from .bot_process import bot_environment
@@ -24,9 +25,11 @@ from .bot_process import bot_environment
 PACKAGE = "{{ cookiecutter.project_slug }}"
 
 
-def chat(tmp_path: Path, lines: str, **settings: str) -> subprocess.CompletedProcess[str]:
+def chat(
+    tmp_path: Path, lines: str, *options: str, **settings: str
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", PACKAGE, "chat", "--name", "alice"],
+        [sys.executable, "-m", PACKAGE, "chat", "--name", "alice", *options],
         input=lines,
         cwd=tmp_path,
         env=bot_environment(settings),
@@ -44,8 +47,8 @@ Talk = Callable[..., subprocess.CompletedProcess[str]]
 def talk(tmp_path: Path, redis_url: str, state_key: str) -> Talk:
     """`talk(lines, **settings)`: a piped chat on the suite's Redis, under this test's key."""
 
-    def _talk(lines: str, **settings: str) -> subprocess.CompletedProcess[str]:
-        return chat(tmp_path, lines, REDIS_URL=redis_url, STATE_KEY=state_key, **settings)
+    def _talk(lines: str, *options: str, **settings: str) -> subprocess.CompletedProcess[str]:
+        return chat(tmp_path, lines, *options, REDIS_URL=redis_url, STATE_KEY=state_key, **settings)
 
     return _talk
 
@@ -54,7 +57,7 @@ def test_a_piped_chat_walks_the_food_flow_with_buttons_and_text(talk: Talk) -> N
     result = talk("hi\n:1\nPizza\n:node\n:1\n:2\n", LOG_LEVEL="WARNING")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[1:] == [
+    assert lines[2:] == [
         "you> hi",
         "bot> Hello, alice! Are you hungry?",
         "     [1] Yes  [2] No",
@@ -76,7 +79,8 @@ def test_a_piped_chat_walks_the_food_flow_with_buttons_and_text(talk: Talk) -> N
         "you> :2",
         "bot> Write me when you are ready then!",
     ]
-    assert lines[0].startswith("Chatting with the bot as alice (user 1)")
+    assert lines[0].startswith("Using a throw-away redis-server at redis://127.0.0.1:")
+    assert lines[1].startswith("Chatting with the bot as alice (user 1)")
 
 
 def test_chat_commands_switch_user_reset_and_refuse_missing_buttons(talk: Talk) -> None:
@@ -131,13 +135,25 @@ def test_a_bad_setting_stops_chat_with_the_line_run_prints(tmp_path: Path) -> No
     assert (chatted.returncode, chatted.stdout) == (ran.returncode, "") == (2, "")
 
 
-def test_without_redis_chat_starts_a_throwaway_server_and_says_so(tmp_path: Path) -> None:
-    nowhere = f"redis://127.0.0.1:{free_port()}/0"
-    result = chat(tmp_path, "hi\n", REDIS_URL=nowhere)
+def test_chat_never_touches_the_bots_redis_unless_asked(
+    talk: Talk, redis_url: str, state_key: str
+) -> None:
+    """The chat's made-up users must not land among the real ones (a broadcast reaches them)."""
+    result = talk("hi\n")
     assert result.returncode == 0, result.stderr
-    [notice] = [line for line in result.stdout.splitlines() if "throw-away" in line]
-    assert notice.startswith("No Redis answers at REDIS_URL: using a throw-away redis-server at ")
+    [notice] = [line for line in result.stdout.splitlines() if "redis" in line.lower()]
+    assert notice.startswith("Using a throw-away redis-server at ")
     assert "bot> Hello, alice! Are you hungry?" in result.stdout
+    bots_redis = redis.Redis.from_url(redis_url)
+    try:
+        assert list(bots_redis.scan_iter(match=f"{state_key}*", count=1000)) == []
+        asked = talk("hi\n", "--redis-from-env")
+        assert asked.returncode == 0, asked.stderr
+        port = redis_url.rsplit(":", 1)[1].split("/", maxsplit=1)[0]
+        assert f"Using the Redis of REDIS_URL (127.0.0.1:{port})" in asked.stdout
+        assert list(bots_redis.scan_iter(match=f"{state_key}*", count=1000)) != []
+    finally:
+        bots_redis.close()
 
 
 def test_without_redis_or_redis_server_chat_says_in_one_line_what_to_do(tmp_path: Path) -> None:
@@ -155,8 +171,9 @@ def test_without_redis_or_redis_server_chat_says_in_one_line_what_to_do(tmp_path
     )
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
-        "No Redis answers at REDIS_URL and there is no redis-server on PATH: install Redis "
-        "(apt-get install redis-server, brew install redis) or set REDIS_URL"
+        "chat starts a throw-away redis-server and there is none on PATH: install Redis "
+        "(apt-get install redis-server, brew install redis), or use --redis-from-env to "
+        "chat on the Redis of REDIS_URL"
     )
 
 
@@ -287,3 +304,12 @@ def wait_for_exit(pid: int, timeout: float) -> int:
             return status
         time.sleep(0.05)
     raise AssertionError(f"the chat (pid {pid}) still runs {timeout} s later")
+
+
+def test_each_chat_starts_its_own_log(talk: Talk, tmp_path: Path) -> None:
+    """`:log` shows this chat's lines, not those of a chat before it."""
+    log = tmp_path / "chat.log"
+    log.write_text("INFO an earlier chat's line\n", encoding="utf-8")
+    result = talk("hi\n", "--log", str(log), LOG_LEVEL="INFO")
+    assert result.returncode == 0, result.stderr
+    assert "an earlier chat's line" not in log.read_text(encoding="utf-8")

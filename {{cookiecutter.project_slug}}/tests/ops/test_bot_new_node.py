@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from {{ cookiecutter.project_slug }}.main import BOT
+
 from .bot_process import PROJECT_ROOT, bot_environment
 
 PACKAGE = "{{ cookiecutter.project_slug }}"
@@ -60,16 +62,17 @@ RULE = (
 @pytest.mark.parametrize(
     ("args", "line"),
     [
-        (["Drinks"], f"new-node: 'Drinks' is not a node name: {RULE}"),
+        (["Drinks"], f"new-node: 'Drinks' is not a node name: {RULE}; try 'drinks'"),
         (["9lives"], f"new-node: '9lives' is not a node name: {RULE}"),
-        (["tea-time"], f"new-node: 'tea-time' is not a node name: {RULE}"),
-        (["d" * 31], f"new-node: '{'d' * 31}' is not a node name: {RULE}"),
+        (["tea-time"], f"new-node: 'tea-time' is not a node name: {RULE}; try 'tea_time'"),
+        (["SideDish"], f"new-node: 'SideDish' is not a node name: {RULE}; try 'side_dish'"),
+        (["d" * 31], f"new-node: '{'d' * 31}' is not a node name: {RULE}; try '{'d' * 30}'"),
         (["class"], "new-node: 'class' is a Python keyword: a node's module can't be named so"),
         (["node"], f"new-node: 'node' would make class Node, a name {PACKAGE}.nodes already has"),
         (
             ["tea", "--from", "nowhere"],
             "new-node: --from 'nowhere' is not a node: use a key of nodes_dict "
-            "(hold, hungry, start)",
+            f"({', '.join(sorted(BOT.nodes_dict))})",
         ),
     ],
 )
@@ -108,7 +111,8 @@ def test_new_node_registers_wires_and_draws_the_node(project: Path) -> None:
     ]
     registry = (project / PACKAGE / "nodes" / "__init__.py").read_text(encoding="utf-8")
     assert "from .tea_break import TeaBreak\n" in registry
-    assert '__all__ = ["Hold", "Hungry", "Start", "TeaBreak", "nodes_dict"]' in registry
+    exported = registry.split("__all__ = [", 1)[1].split("]", 1)[0]
+    assert '"TeaBreak"' in exported
     assert '    "tea_break": TeaBreak,\n}' in registry
     hungry = (project / PACKAGE / "nodes" / "hungry.py").read_text(encoding="utf-8")
     assert "from . import start, tea_break\n" in hungry

@@ -19,7 +19,7 @@ from botnodes.testing import BotTestClient, TestUser
 
 from {{ cookiecutter.project_slug }}.nodes import Start
 
-from .conftest import TOKEN, RecordingFoodAPI
+from ..conftest import TOKEN, RecordingFoodAPI
 
 ALICE = 1001
 MAIN_MENU = "Again main menu! Are you hungry?"

@@ -24,8 +24,8 @@ from {{ cookiecutter.project_slug }}.nodes import Hungry
 from {{ cookiecutter.project_slug }}.nodes.hungry import cart_text
 from {{ cookiecutter.project_slug }}.settings import CartSettings, Settings
 
-from .conftest import TOKEN, RecordingFoodAPI
-from .english import STATE_TOO_LARGE_TEXT, STATE_UNAVAILABLE_TEXT
+from ..conftest import TOKEN, RecordingFoodAPI
+from ..english import STATE_TOO_LARGE_TEXT, STATE_UNAVAILABLE_TEXT
 
 ALICE = 1001
 BOB = 1002
