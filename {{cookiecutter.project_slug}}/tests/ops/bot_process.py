@@ -1,6 +1,6 @@
 """Run `python -m <bot>` as a subprocess for end-to-end tests, with a clean environment.
 
-The Bot API it talks to is `{{ cookiecutter.project_slug }}.testing.FakeBotAPIServer` on
+The Bot API it talks to is `botnodes.testing.FakeBotAPIServer` on
 127.0.0.1 (TELEGRAM_API_URL); real processes get real signals.
 """
 
@@ -13,50 +13,12 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-SETTING_NAMES = (
-    "BOT_TOKEN",
-    "TELEGRAM_API_URL",
-    "TELEGRAM_MAX_RETRIES",
-    "TELEGRAM_MAX_RETRY_WAIT",
-    "TELEGRAM_CALL_TIMEOUT",
-    "REDIS_URL",
-    "REDIS_CLUSTER",
-    "REDIS_MAX_CONNECTIONS",
-    "REDIS_POOL_TIMEOUT",
-    "REDIS_SOCKET_TIMEOUT",
-    "REDIS_RETRIES",
-    "REDIS_HEALTH_CHECK_INTERVAL",
-    "FOOD_API_URL",
-    "FOOD_API_TIMEOUT",
-    "FOOD_API_RETRY_FOR",
-    "STATE_KEY",
-    "STATE_TTL",
-    "LOCK_TTL",
-    "LOCK_WAIT_TIMEOUT",
-    "STATE_MAX_BYTES",
-    "DEDUPE_WINDOW",
-    "MAX_DISH_NAME_LENGTH",
-    "MAX_CART_ITEMS",
-    "CART_REMINDER_AFTER",
-    "CART_EXPIRES_AFTER",
-    "DEFAULT_LANGUAGE",
-    "LOG_LEVEL",
-    "SHUTDOWN_TIMEOUT",
-    "MAX_CONCURRENT_UPDATES",
-    "MAX_PENDING_UPDATES",
-    "MAX_QUEUED_PER_USER",
-    "WEBHOOK_URL",
-    "WEBHOOK_SECRET",
-    "WEBHOOK_HOST",
-    "WEBHOOK_PORT",
-    "WEBHOOK_READ_TIMEOUT",
-    "METRICS_PORT",
-    "SEND_LIMITS",
-    "CHAT_RATE",
-    "GROUP_RATE",
-    "CHAT_BURST",
-    "BROADCAST_RATE",
-)
+from botnodes.telegram.settings import env_names
+from {{ cookiecutter.project_slug }}.settings import Settings
+
+#: Every environment variable the bot reads, from its settings model: a setting of your own
+#: is in here (and must be in .env.example) the moment it is a field.
+SETTING_NAMES = tuple(env_names(Settings))
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
