@@ -13,6 +13,7 @@ EventT = TypeVar("EventT")
 UserIdT = TypeVar("UserIdT", bound=int | str)
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
+#: Said by `_get_model` and by the registry check alike, so both name the same two fixes.
 NO_MODEL = (
     "names no data model: give it as the last type argument, "
     "Node[Ctx, Event, UserId, Model], or override _get_model"
@@ -39,13 +40,6 @@ class Node(ABC, Generic[CtxT, EventT, UserIdT, ModelT]):
     #: The model `_get_model` returns by default; None until a subclass names one.
     _declared_model: ClassVar[type[BaseModel] | None] = None
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        cls._model_argument = _model_argument(cls)
-        if _explicit_get_model(cls) or isinstance(cls._model_argument, TypeVar | None):
-            return
-        cls._declared_model = _checked_model(cls, cls._model_argument)
-
     #: Bump when the model changes incompatibly and implement `migrate` for older data.
     schema_version: ClassVar[int] = 0
 
@@ -65,6 +59,15 @@ class Node(ABC, Generic[CtxT, EventT, UserIdT, ModelT]):
     #: It also makes a stable idempotency key for an effect: `f"{user_id}:{self.visit}"` is
     #: the same if the same event is handled again after a crash, and new on the next visit.
     visit: int = 0
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Resolved once, when the class is defined, so a declaration that can never be stored
+        # fails at import (the deploy) rather than on the first user who reaches the node.
+        super().__init_subclass__(**kwargs)
+        cls._model_argument = _model_argument(cls)
+        if _explicit_get_model(cls) or isinstance(cls._model_argument, TypeVar | None):
+            return  # a hand-written _get_model wins; a generic node leaves it to subclasses
+        cls._declared_model = _checked_model(cls, cls._model_argument)
 
     @classmethod
     def _get_model(cls) -> type[ModelT]:
