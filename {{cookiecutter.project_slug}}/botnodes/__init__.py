@@ -13,10 +13,12 @@ from .errors import (
     UserBusyError,
 )
 from .graph import ByTimer, FlowGraph
-from .manager import Nodes, NodesUser, Outcome
 from .node import Node
+from .nodes import Nodes, NodesUser
 from .observer import NodesObserver
 from .outbox import after_commit
+from .settings import NodesSettings
+from .step import Outcome
 from .storage import MAX_TTL_SECONDS
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "Node",
     "Nodes",
     "NodesObserver",
+    "NodesSettings",
     "NodesUser",
     "Outcome",
     "StateTooLargeError",

@@ -23,7 +23,7 @@ from typing import Any, Generic
 from pydantic import BaseModel, ValidationError
 
 from .errors import ConfigurationError, CorruptStateError, UnregisteredNodeError
-from .node import CtxT, EventT, Node, UserIdT
+from .node import NO_MODEL, CtxT, EventT, Node, UserIdT, declares_model
 from .timers import PendingTimers
 
 VERSION_FIELD = "_v"
@@ -98,8 +98,7 @@ class NodeCodec(Generic[CtxT, EventT, UserIdT]):
             )
         if inspect.isabstract(node_class):
             raise ConfigurationError(
-                f"nodes_dict[{key!r}] ({node_class.__qualname__}) is abstract: "
-                "implement _get_model and on_event"
+                f"nodes_dict[{key!r}] ({node_class.__qualname__}) is abstract: implement on_event"
             )
         if node_class in self._key_by_class:
             raise ConfigurationError(
@@ -107,6 +106,8 @@ class NodeCodec(Generic[CtxT, EventT, UserIdT]):
                 f"{self._key_by_class[node_class]!r} and {key!r}: a class needs exactly one key "
                 "(use key_aliases to keep an old key readable)"
             )
+        if not declares_model(node_class):
+            raise ConfigurationError(f"nodes_dict[{key!r}] ({node_class.__qualname__}) {NO_MODEL}")
         model = node_class._get_model()
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
             raise ConfigurationError(

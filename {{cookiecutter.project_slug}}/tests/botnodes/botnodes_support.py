@@ -74,10 +74,6 @@ class CartModel(BaseModel):
 class Menu(Node[Ctx, Msg, int, Empty]):
     """Start node: 'cart' opens the cart, 'boom' raises, 'bad-enter' goes to a failing node."""
 
-    @classmethod
-    def _get_model(cls) -> type[Empty]:
-        return Empty
-
     def __init__(self) -> None:
         self._data = Empty()
 
@@ -101,10 +97,6 @@ class Menu(Node[Ctx, Msg, int, Empty]):
 
 class Cart(Node[Ctx, Msg, int, CartModel]):
     """Adds every message as an item by changing its data and staying (returns None)."""
-
-    @classmethod
-    def _get_model(cls) -> type[CartModel]:
-        return CartModel
 
     def __init__(self, items: list[str] | None = None) -> None:
         self._data = CartModel(items=items or [])
@@ -133,10 +125,6 @@ class Cart(Node[Ctx, Msg, int, CartModel]):
 
 
 class BadEnter(Node[Ctx, Msg, int, Empty]):
-    @classmethod
-    def _get_model(cls) -> type[Empty]:
-        return Empty
-
     def __init__(self) -> None:
         self._data = Empty()
 
@@ -149,10 +137,6 @@ class BadEnter(Node[Ctx, Msg, int, Empty]):
 
 class Checkout(Node[Ctx, Msg, int, CartModel]):
     """Collects items; 'pay' places the order (an effect) and replies only after commit."""
-
-    @classmethod
-    def _get_model(cls) -> type[CartModel]:
-        return CartModel
 
     def __init__(self, items: list[str] | None = None) -> None:
         self._data = CartModel(items=items or [])

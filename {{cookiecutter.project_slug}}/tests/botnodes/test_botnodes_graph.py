@@ -24,10 +24,6 @@ class Base(Node[Ctx, Msg, int, Empty]):
     def __init__(self) -> None:
         self._data = Empty()
 
-    @classmethod
-    def _get_model(cls) -> type[Empty]:
-        return Empty
-
 
 class Home(Base):
     async def on_event(self, user_id: int, event: Msg, ctx: Ctx) -> Shop | Done | None:

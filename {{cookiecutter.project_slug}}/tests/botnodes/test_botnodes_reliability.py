@@ -371,10 +371,6 @@ async def test_old_data_is_migrated_not_reset(
         schema_version = 1
 
         @classmethod
-        def _get_model(cls) -> type[DishesModel]:
-            return DishesModel
-
-        @classmethod
         def migrate(cls, data: dict[str, Any], from_version: int) -> dict[str, Any]:
             return {"dishes": data.get("items", [])}
 

@@ -72,10 +72,6 @@ class Ask(Node[Ctx, Msg, int, AskModel]):
     def __init__(self) -> None:
         self._data = AskModel()
 
-    @classmethod
-    def _get_model(cls) -> type[AskModel]:
-        return AskModel
-
     async def on_enter(self, user_id: int, ctx: Ctx) -> None:
         await ctx.reply(user_id, "question?")
 
@@ -111,10 +107,6 @@ class Done(Node[Ctx, Msg, int, Empty]):
 
     def __init__(self) -> None:
         self._data = Empty()
-
-    @classmethod
-    def _get_model(cls) -> type[Empty]:
-        return Empty
 
     async def on_event(self, user_id: int, event: Msg, ctx: Ctx) -> Ask:
         return Ask()
