@@ -38,10 +38,6 @@ class $cls(Node[Ctx, Event, UserId, ${cls}Model]):
         # Whatever the previous node passes here is what this one starts with.
         self._data = ${cls}Model(notes=notes or [])
 
-    @classmethod
-    def _get_model(cls) -> type[${cls}Model]:
-        return ${cls}Model
-
     async def on_enter(self, user_id: UserId, ctx: Ctx) -> None:
         texts = ctx.texts  # each text's words, per language, are in locales/*/bot.ftl
         # The buttons carry this visit: pressed once the user has moved on, they are stale.

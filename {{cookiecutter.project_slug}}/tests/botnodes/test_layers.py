@@ -121,7 +121,5 @@ def test_the_checks_see_a_circle_and_a_bot_import() -> None:
     edges = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert circles(edges) == [{"a", "b", "c"}]
     assert any(
-        target.split(".")[0] in bot_packages()
-        for targets in graph().values()
-        for target in targets
+        target.split(".")[0] in bot_packages() for targets in graph().values() for target in targets
     ), "the graph finds no import of the bot at all: the checks would see nothing"

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from botnodes.telegram.settings import env_names
+
 from {{ cookiecutter.project_slug }}.settings import Settings
 
 #: Every environment variable the bot reads, from its settings model: a setting of your own

@@ -20,10 +20,6 @@ class Hold(Node[Ctx, Event, UserId, HoldModel]):
     def __init__(self) -> None:
         self._data = HoldModel()
 
-    @classmethod
-    def _get_model(cls) -> type[HoldModel]:
-        return HoldModel
-
     async def on_enter(self, user_id: UserId, ctx: Ctx) -> None:
         """The user said they are not ready: don't write until they do."""
 

@@ -43,10 +43,6 @@ class Hungry(Node[Ctx, Event, UserId, HungryModel]):
     def __init__(self, order: list[str] | None = None, *, reminded: bool = False) -> None:
         self._data = HungryModel(order=order or [], reminded=reminded)
 
-    @classmethod
-    def _get_model(cls) -> type[HungryModel]:
-        return HungryModel
-
     async def on_enter(self, user_id: UserId, ctx: Ctx) -> None:
         texts = ctx.texts
         shown = cart(self._data.order) if self._data.order else texts.hungry_cart_empty()

@@ -27,10 +27,6 @@ class Start(Node[Ctx, Event, UserId, StartModel]):
         self._username = username
         self._is_first_launch = is_first_launch
 
-    @classmethod
-    def _get_model(cls) -> type[StartModel]:
-        return StartModel
-
     async def on_enter(self, user_id: UserId, ctx: Ctx) -> None:
         # The buttons carry this visit: once the user moves on, they are out of date.
         texts = ctx.texts
