@@ -21,7 +21,7 @@ from aiogram.client.telegram import PRODUCTION, TelegramAPIServer
 from aiogram.exceptions import TelegramAPIError
 from redis.exceptions import RedisError
 
-from botnodes import Nodes, NodesObserver
+from botnodes import Nodes, NodesObserver, NodesSettings
 
 from .definition import BotDefinition, CtxT, SettingsT
 from .dispatcher import build_dispatcher
@@ -149,20 +149,22 @@ def create_nodes(
         event_visit=event_visit,
         # A re-delivered update (same message or query id) is handled once.
         event_id=event_id,
-        dedupe_window=settings.state.dedupe_window,
-        state_ttl=settings.state.state_ttl,
-        lock_ttl=settings.state.lock_ttl,
-        lock_wait_timeout=settings.state.lock_wait_timeout,
-        state_max_bytes=settings.state.state_max_bytes,
-        # Webhook replicas share users: the lock is kept until a step's replies are out, so
-        # they stay in order. One polling process keeps that order with its local queue.
-        lock_during_replies=settings.webhook.url is not None,
-        # Only an update whose user's turn it is takes one of these slots, so one user's
-        # backlog can't keep everybody else waiting.
-        max_concurrent=settings.runtime.max_concurrent_updates,
-        max_waiting_per_user=settings.runtime.max_queued_per_user,
+        settings=NodesSettings(
+            dedupe_window=settings.state.dedupe_window,
+            state_ttl=settings.state.state_ttl,
+            lock_ttl=settings.state.lock_ttl,
+            lock_wait_timeout=settings.state.lock_wait_timeout,
+            state_max_bytes=settings.state.state_max_bytes,
+            # Webhook replicas share users: the lock is kept until a step's replies are out,
+            # so they stay in order. One polling process keeps that order with its local queue.
+            lock_during_replies=settings.webhook.url is not None,
+            # Only an update whose user's turn it is takes one of these slots, so one user's
+            # backlog can't keep everybody else waiting.
+            max_concurrent=settings.runtime.max_concurrent_updates,
+            max_waiting_per_user=settings.runtime.max_queued_per_user,
+            strict_transitions=strict_transitions,
+        ),
         start_node=definition.start_node,
-        strict_transitions=strict_transitions,
         observer=observer,
         clock=clock,
     )
