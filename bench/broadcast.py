@@ -58,9 +58,9 @@ def delivered(telegram: Any) -> Counter[int]:
     )
 
 
-async def register(redis_url: str, package: str, users: int) -> set[int]:
+async def register(redis_url: str, users: int) -> set[int]:
     """Users 1..N in the bake's registry; every 100th blocked. Returns the blocked ones."""
-    recipients_module = importlib.import_module(f"{package}.recipients")
+    recipients_module = importlib.import_module("botnodes.telegram.recipients")
     from redis.asyncio import Redis
 
     redis = Redis.from_url(redis_url)
@@ -79,11 +79,11 @@ async def register(redis_url: str, package: str, users: int) -> set[int]:
 async def run(args: argparse.Namespace, project: Path, redis_url: str) -> dict[str, Any]:
     package = next(p.parent.name for p in project.glob("*/__main__.py"))
     sys.path.insert(0, str(project))
-    fake = importlib.import_module(f"{package}.testing.fake_bot_api")
+    fake = importlib.import_module("botnodes.testing.fake_bot_api")
     server = fake.FakeBotAPIServer(TOKEN)
     await server.start()
     rates = server.telegram.enforce_rates(fake.TelegramRates(per_second=args.limit))
-    blocked = await register(redis_url, package, args.users)
+    blocked = await register(redis_url, args.users)
     env = {
         **os.environ,
         "PYTHONPATH": str(project),

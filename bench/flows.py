@@ -1,7 +1,8 @@
 """The food flow, and the three ways of implementing it that the benchmark compares.
 
-1. `botnodes`: the generated bot's own nodes, `Nodes` manager and dispatcher builder,
-   imported from a freshly baked project, so the measured path is the shipped one.
+1. `botnodes`: the generated bot's own nodes (its `BOT` definition, `<package>/main.py`) on
+   the bake's runtime (`botnodes.telegram`: `create_nodes`, `build_dispatcher`), imported from
+   a freshly baked project, so the measured path is the shipped one.
 2. `fsm` / `fsm-noiso`: the same conversation written the idiomatic aiogram way
    (`StatesGroup`, `FSMContext.get_data / update_data / set_state`, `RedisStorage`),
    with `RedisEventIsolation` (safe across processes) and without it (aiogram's default).
@@ -144,7 +145,7 @@ class Variant:
     name: str
     dispatcher: Dispatcher
     bot: Bot
-    #: The baked bot's own Bot API stand-in (`<package>.testing.FakeSession`).
+    #: The baked bot's own Bot API stand-in (`botnodes.testing.fake_bot_api.FakeSession`).
     session: Any
     redis: Redis
     food_api: NullFoodAPI
@@ -263,7 +264,7 @@ def _name(message: Message) -> str:
     return user.username or user.full_name
 
 
-#: The baked project's Bot API stand-in (`<package>/testing/fake_bot_api.py`), loaded from its
+#: The baked project's Bot API stand-in (`botnodes/testing/fake_bot_api.py`), loaded from its
 #: file by the worker, so a `--baseline` bake without one is measured on the same stand-in.
 FAKE_BOT_API: Any = None
 
@@ -277,6 +278,60 @@ def load_fake_bot_api(path: str) -> None:
     sys.modules[spec.name] = module  # its dataclasses look their module up there
     spec.loader.exec_module(module)
     FAKE_BOT_API = module
+
+
+# --- the bake's runtime ------------------------------------------------------------------------
+# The runtime (dispatcher, settings, buttons, send limits...) is `botnodes.telegram` of the bake;
+# a bake from before it left the bot's package (a `--baseline` checkout) had it in
+# `<package>.<module>`, some modules under another name. Each worker imports one bake only.
+
+#: The runtime's module names in a bake from before the move, where they differ.
+_NAMES_BEFORE_THE_MOVE = {"dispatcher": "routers", "settings": "config", "app": "main"}
+
+
+def runtime_moved() -> bool:
+    """Whether the bake's runtime is `botnodes.telegram` (not in the bot's package)."""
+    return importlib.util.find_spec("botnodes.telegram") is not None
+
+
+def _runtime_name(package: str, module: str) -> str:
+    if runtime_moved():
+        return f"botnodes.telegram.{module}"
+    return f"{package}.{_NAMES_BEFORE_THE_MOVE.get(module, module)}"
+
+
+def runtime_has(package: str, module: str) -> bool:
+    """Whether the bake's runtime has `module` (a --baseline bake may predate it)."""
+    return importlib.util.find_spec(_runtime_name(package, module)) is not None
+
+
+def runtime_module(package: str, module: str) -> Any:
+    """`botnodes.telegram.<module>` of the bake (see above for a bake from before the move)."""
+    return importlib.import_module(_runtime_name(package, module))
+
+
+def bot_definition(package: str) -> Any:
+    """The bot's `BOT` (`<package>/main.py`): its nodes, settings class, catalog and routers."""
+    return importlib.import_module(f"{package}.main").BOT
+
+
+def bot_dispatcher(package: str, nodes: Any, languages: Any = None) -> Dispatcher:
+    """The bake's own dispatcher around `nodes`, counting updates in flight as `App` does.
+
+    `nodes` is botnodes' `Nodes` or a stand-in with its `route` (and `user`, for /start):
+    the bot's routers (`BOT.build_routers`) inside the runtime's. Without `languages`, users
+    get the default language and no stored choice (no Redis read).
+    """
+    in_flight = runtime_module(package, "middlewares").InFlightUpdates()
+    dispatcher = runtime_module(package, "dispatcher")
+    if not runtime_moved():
+        extra = {} if languages is None else {"languages": languages}
+        return dispatcher.build_dispatcher(nodes, in_flight, **extra)
+    definition = bot_definition(package)
+    if languages is None:
+        languages = runtime_module(package, "language").Languages(definition.catalog)
+    routers = definition.build_routers(nodes)
+    return dispatcher.build_dispatcher(routers, nodes, languages, in_flight)
 
 
 def _new_bot(package: str) -> tuple[Bot, Any]:
@@ -325,7 +380,7 @@ class GetSetState:
     ) -> None:
         self._redis, self._prefix, self._bot, self._food_api = redis, prefix, bot, food_api
         # The bot's own buttons, so every variant on the bot's dispatcher sends the same replies.
-        self._keyboard = importlib.import_module(f"{package}.buttons").keyboard
+        self._keyboard = runtime_module(package, "buttons").keyboard
 
     def user(self, user_id: int) -> Any:
         raise NotImplementedError("/start is not part of the benchmark's flow")
@@ -417,24 +472,20 @@ class InMemoryState(GetSetState):
 
 def build_floor(redis: Redis, prefix: str, package: str) -> Variant:
     """The bot's own dispatcher with `GetSetState` in place of botnodes: the cost floor."""
-    routers = importlib.import_module(f"{package}.routers")
-    middlewares = importlib.import_module(f"{package}.middlewares")
     bot, session = _new_bot(package)
     food_api = NullFoodAPI()
     state = GetSetState(redis, prefix, bot, food_api, package)
-    dispatcher = routers.build_dispatcher(state, middlewares.InFlightUpdates())
+    dispatcher = bot_dispatcher(package, state)
     info = {"isolation": "none (no lock at all)", "dispatcher": "the bot's build_dispatcher"}
     return Variant("floor", dispatcher, bot, session, redis, food_api, info)
 
 
 def build_ceiling(redis: Redis, prefix: str, package: str) -> Variant:
     """The bot's own dispatcher with `InMemoryState`: no storage at all, the ceiling."""
-    routers = importlib.import_module(f"{package}.routers")
-    middlewares = importlib.import_module(f"{package}.middlewares")
     bot, session = _new_bot(package)
     food_api = NullFoodAPI()
     state = InMemoryState(bot, food_api, package)
-    dispatcher = routers.build_dispatcher(state, middlewares.InFlightUpdates())
+    dispatcher = bot_dispatcher(package, state)
     info = {"isolation": "none; state in a dict", "dispatcher": "the bot's build_dispatcher"}
     return Variant("ceiling", dispatcher, bot, session, redis, food_api, info)
 
@@ -442,33 +493,36 @@ def build_ceiling(redis: Redis, prefix: str, package: str) -> Variant:
 def build_botnodes(redis: Redis, prefix: str, package: str, **nodes_options: Any) -> Variant:
     """The baked bot's own nodes, `create_nodes` and `build_dispatcher`, on the fake session.
 
-    Settings come from the environment through the bot's own `load_settings`, exactly as in
-    production; only the Bot session (no network) and the food API (an external service)
-    are replaced. The Redis client is the shared benchmark client (same pool and timeouts
-    as the bot's `create_redis`, plus round-trip counting). `nodes_options` go to
-    `create_nodes` (the timers run passes an observer and a clock it moves).
+    Settings come from the environment through the runtime's `load_settings` with the bot's
+    own `Settings`, exactly as in production; only the Bot session (no network) and the food
+    API (an external service) are replaced. The Redis client is the shared benchmark client
+    (same pool and timeouts as the runtime's `create_redis`, plus round-trip counting).
+    `nodes_options` go to `create_nodes` (the timers run passes an observer and a clock it
+    moves).
     """
-    config = importlib.import_module(f"{package}.config")
-    main = importlib.import_module(f"{package}.main")
-    routers = importlib.import_module(f"{package}.routers")
-    middlewares = importlib.import_module(f"{package}.middlewares")
+    app = runtime_module(package, "app")
     nodes_types = importlib.import_module(f"{package}.nodes_types")
+    # The runtime's builders take the bot's `BOT` first; a bake from before the move had them
+    # in its own main.py, for its one bot.
+    definition = (bot_definition(package),) if runtime_moved() else ()
 
     os.environ["BOT_TOKEN"] = BOT_TOKEN
     os.environ["STATE_KEY"] = prefix
-    settings = config.load_settings(env_file=None)
+    settings_module = runtime_module(package, "settings")
+    settings_class = tuple(d.settings_class for d in definition)
+    settings = settings_module.load_settings(*settings_class, env_file=None)
     bot, session = _new_bot(package)
     food_api = NullFoodAPI()
     parts: dict[str, Any] = {}
     # A bot with languages reads each user's language in its Redis batches: built as `App` does.
-    if hasattr(main, "create_languages"):
-        parts["languages"] = main.create_languages(settings, redis)
+    if hasattr(app, "create_languages"):
+        parts["languages"] = app.create_languages(*definition, settings, redis)
     ctx = nodes_types.Ctx(
         bot=bot, settings=settings, food_api=food_api, logger=logging.getLogger(package), **parts
     )
-    nodes = main.create_nodes(settings, redis, ctx, **nodes_options)
-    dispatcher = routers.build_dispatcher(nodes, middlewares.InFlightUpdates(), **parts)
-    limits = add_send_limits(package, config, dispatcher, session, redis, prefix)
+    nodes = app.create_nodes(*definition, settings, redis, ctx, **nodes_options)
+    dispatcher = bot_dispatcher(package, nodes, parts.get("languages"))
+    limits = add_send_limits(package, dispatcher, session, redis, prefix)
     info = {
         "isolation": "botnodes lock (local FIFO + Redis lock in the same scripts)",
         "lock_ttl": settings.state.lock_ttl,
@@ -477,8 +531,8 @@ def build_botnodes(redis: Redis, prefix: str, package: str, **nodes_options: Any
         "send limits": limits,
     }
     # A --baseline bake may predate buttons: then there is no keyboard cache to report.
-    buttons = importlib.util.find_spec(f"{package}.buttons")
-    keyboard = importlib.import_module(f"{package}.buttons").keyboard if buttons else None
+    has_buttons = runtime_has(package, "buttons")
+    keyboard = runtime_module(package, "buttons").keyboard if has_buttons else None
 
     def probe() -> dict[str, int]:
         # Private attributes, read on purpose: these are what would leak per user. Bakes
@@ -504,7 +558,7 @@ def build_botnodes(redis: Redis, prefix: str, package: str, **nodes_options: Any
 
 
 def add_send_limits(
-    package: str, config: Any, dispatcher: Dispatcher, session: Any, redis: Redis, prefix: str
+    package: str, dispatcher: Dispatcher, session: Any, redis: Redis, prefix: str
 ) -> str:
     """What `App` adds around the nodes since issue 19, if the bake has it: the shared send
     budgets (one script call per update that replies) and the registry of users (one SADD
@@ -514,11 +568,11 @@ def add_send_limits(
     limiter's call costs, not Telegram's pace (1 message/s per chat would be the whole
     figure otherwise).
     """
-    if importlib.util.find_spec(f"{package}.send_limits") is None:
+    if not runtime_has(package, "send_limits"):
         return "none (this bake predates them)"
-    send_limits = importlib.import_module(f"{package}.send_limits")
-    recipients = importlib.import_module(f"{package}.recipients")
-    never_waits = config.SendLimitSettings.model_construct(
+    send_limits = runtime_module(package, "send_limits")
+    recipients = runtime_module(package, "recipients")
+    never_waits = runtime_module(package, "settings").SendLimitSettings.model_construct(
         send_limits=True, chat_rate=1e6, group_rate=1e8, chat_burst=1000, broadcast_rate=1e6
     )
     limiter = send_limits.SendLimiter(redis, prefix, never_waits)

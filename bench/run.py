@@ -1,10 +1,11 @@
 """Benchmark botnodes against aiogram's FSM and a GET+SET floor: `python bench/run.py`.
 
 Bakes the template with cookiecutter's API into a temporary directory (so the generated
-bot's own nodes, `create_nodes` and `build_dispatcher` are what gets measured), starts a
-throw-away `redis-server` on a free port, then runs every variant `--repeats` times,
-alternating them (the order rotates each round so no variant always runs first or last),
-each run in a fresh worker process. Prints medians, ratios and the targets of issue 5.
+bot's own nodes, on its runtime's `create_nodes` and `build_dispatcher`, are what gets
+measured), starts a throw-away `redis-server` on a free port, then runs every variant
+`--repeats` times, alternating them (the order rotates each round so no variant always runs
+first or last), each run in a fresh worker process. Prints medians, ratios and the targets of
+issue 5.
 """
 
 from __future__ import annotations
@@ -188,7 +189,7 @@ def redis_server(executable: str, workdir: Path) -> Iterator[str]:
 
 def fake_bot_api(project: Path) -> Path:
     """The bake's Bot API stand-in, which every variant (and a baseline) replies through."""
-    return project / project.name / "testing" / "fake_bot_api.py"
+    return project / "botnodes" / "testing" / "fake_bot_api.py"
 
 
 def worker_command(

@@ -204,9 +204,9 @@ class LoopThread:
 
 
 def load_fake_telegram(project: BakedProject) -> ModuleType:
-    """The baked project's own Bot API stand-in (`<slug>/testing/fake_bot_api.py`), loaded
-    from its file: this test process does not have the baked package installed."""
-    source = project.path / project.path.name / "testing" / "fake_bot_api.py"
+    """The baked project's own Bot API stand-in (`botnodes/testing/fake_bot_api.py`), loaded
+    from its file: this test process does not have the baked project installed."""
+    source = project.path / "botnodes" / "testing" / "fake_bot_api.py"
     spec = importlib.util.spec_from_file_location("compose_tier_fake_telegram", source)
     assert spec is not None
     assert spec.loader is not None

@@ -829,7 +829,7 @@ def test_grace_period_exceeds_the_shutdown_timeout(
 ) -> None:
     result = installed_project.run(
         "python", "-c",
-        f"from {installed_project.slug}.config import RuntimeSettings as R; "
+        "from botnodes.telegram.settings import RuntimeSettings as R; "
         "print(R.model_fields['shutdown_timeout'].default)",
     )  # fmt: skip
     assert result.returncode == 0, output_tail(result)
