@@ -11,6 +11,10 @@ faster than its global or per-chat rate (off unless asked for).
 `FakeSession` plugs it into an aiogram `Bot` (no network, for `Dispatcher.feed_update`);
 `FakeBotAPIServer` serves it on 127.0.0.1 for a bot process started with TELEGRAM_API_URL,
 including the long-polling `getUpdates` that `push_message` and `push_press` feed.
+
+It is one file, longer than this project's other modules, on purpose: it imports nothing of
+botnodes, so the template's benchmark and compose tests load it by its path into processes
+that have no bake installed (or an older bake, for `--baseline`).
 """
 
 from __future__ import annotations
