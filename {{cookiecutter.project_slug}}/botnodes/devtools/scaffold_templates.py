@@ -68,6 +68,7 @@ from __future__ import annotations
 
 from botnodes.telegram.texts import RUNTIME_TEXTS
 from botnodes.testing import BotTestClient
+
 from $package.nodes import Start
 from $package.nodes.$name import $cls
 
