@@ -115,7 +115,7 @@ def next_steps(slug: str, cd_path: str, has_compose: bool) -> str:
         f"Created the bot project {slug!r}. Next steps:",
         "",
         f"  cd {cd_path}",
-        "  python3 -m venv .venv && . .venv/bin/activate && pip install -e '.[dev]'",
+        "  python3 -m venv .venv && . .venv/bin/activate && pip install -r requirements.txt -e .",
         f"  python -m {slug} chat    # the bot in this terminal: no token, no Telegram",
         "",
         "Run it on Telegram:",
