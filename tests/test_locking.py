@@ -128,3 +128,18 @@ def test_tools_are_pinned_to_one_version_everywhere(baked: Callable[..., BakedPr
     required = re.search(r'required-version = "==([\d.]+)"', project.read("pyproject.toml"))
     assert required is not None
     assert template_pins["uv"] == required.group(1)
+
+
+def test_a_stale_lock_fails_the_check_ci_runs(bake: Callable[..., BakedProject]) -> None:
+    """A dependency added to pyproject.toml without `uv lock` fails `uv lock --check`."""
+    project = bake()
+    pyproject = project.path / "pyproject.toml"
+    text = pyproject.read_text(encoding="utf-8")
+    pyproject.write_text(
+        text.replace('    "aiohttp>=3.9,<4",\n', '    "aiohttp>=3.9,<4",\n    "attrs>=23,<27",\n'),
+        encoding="utf-8",
+    )
+    assert pyproject.read_text(encoding="utf-8") != text
+    result = project.run(tool("uv"), "lock", "--check")
+    assert result.returncode != 0, output_tail(result)
+    assert "uv.lock" in result.stderr, output_tail(result)
