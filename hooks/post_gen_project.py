@@ -61,6 +61,30 @@ def cd_target(project_dir: Path, user_cwd: Path | None) -> str:
     return str(project_dir)
 
 
+# What a yes/no option adds to the bake, removed when it is answered "no" (the template keeps
+# one copy of every file; the compose file's parts of an option are Jinja blocks). The payments
+# option adds its own entry here.
+OPTIONAL_PATHS: dict[str, tuple[str, ...]] = {
+    "monitoring": ("monitoring",),
+}
+
+
+def remove_unselected(project_dir: Path, answers: dict[str, str]) -> list[str]:
+    """Delete the files of every option answered "no"; return their paths, in order."""
+    removed = []
+    for option, paths in OPTIONAL_PATHS.items():
+        if answers.get(option, "yes") != "no":
+            continue
+        for rel in paths:
+            target = project_dir / rel
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+            removed.append(rel)
+    return removed
+
+
 FIRST_COMMIT_MESSAGE = "Initial commit from botnodes-template"
 
 
@@ -115,7 +139,7 @@ def next_steps(slug: str, cd_path: str, has_compose: bool) -> str:
         f"Created the bot project {slug!r}. Next steps:",
         "",
         f"  cd {cd_path}",
-        "  python3 -m venv .venv && . .venv/bin/activate && pip install -e '.[dev]'",
+        "  python3 -m venv .venv && . .venv/bin/activate && pip install -r requirements.txt -e .",
         f"  python -m {slug} chat    # the bot in this terminal: no token, no Telegram",
         "",
         "Run it on Telegram:",
@@ -141,11 +165,13 @@ def main() -> int:
             "project_slug": cookiecutter.project_slug,
             "author_name": cookiecutter.author_name,
             "author_email": cookiecutter.author_email,
+            "monitoring": cookiecutter.monitoring,
         } | tojson }}"""
     )
     project_dir = Path.cwd()
     for path in remove_strays(project_dir):
         print(f"Removed template left-over {path.relative_to(project_dir)}")
+    remove_unselected(project_dir, answers)
     print(make_git_repository(project_dir, answers["author_name"], answers["author_email"]))
     pwd = os.environ.get("PWD")
     print(

@@ -26,6 +26,15 @@ from slugify import slugify
 # The choices offered in cookiecutter.json; a template test keeps the two in step.
 SUPPORTED_PYTHON_VERSIONS = ("3.12", "3.11", "3.13")
 
+# Yes/no options: what each adds to the bake (hooks/post_gen_project.py OPTIONAL_PATHS removes
+# the files of an option answered "no"). The payments option joins here when it lands.
+YES_NO_OPTIONS = ("monitoring",)
+
+# Answer combinations the template refuses, as (options and the answers that clash, why): each
+# rule is checked by check_combination and reported as one line. None clash yet: monitoring
+# works with every other answer. Payments, for one, will add its rule here if it needs one.
+INCOMPATIBLE: tuple[tuple[dict[str, str], str], ...] = ()
+
 # Fixed rather than read from keyword.softkwlist: that list grows with the Python running
 # cookiecutter ("type" arrived in 3.12), and the same answer must not pass on one machine
 # and fail on another. A soft keyword is a legal module name, but `import match` next to a
@@ -162,6 +171,22 @@ def check_python_version(version: str) -> str | None:
     return None
 
 
+def check_yes_no(name: str, value: str) -> str | None:
+    """Return why a yes/no option's answer is neither, or None (a replay can pass anything)."""
+    if value not in ("yes", "no"):
+        return f"{name} {value!r} is not offered: answer yes or no"
+    return None
+
+
+def check_combination(answers: Mapping[str, str]) -> str | None:
+    """Return why the answers together cannot make a working project (INCOMPATIBLE), or None."""
+    for clash, why in INCOMPATIBLE:
+        if all(answers.get(name) == value for name, value in clash.items()):
+            chosen = ", ".join(f"{name}={value}" for name, value in clash.items())
+            return f"{chosen} cannot go together: {why}"
+    return None
+
+
 def check_email(email: str) -> str | None:
     """Return why ``email`` does not look like an e-mail address, or None."""
     if not _EMAIL_RE.fullmatch(email):
@@ -195,6 +220,9 @@ def find_error(answers: Mapping[str, str]) -> str | None:
     checks = [
         check_project_slug(answers["project_slug"]),
         check_python_version(answers["python_version"]),
+        # .get: answers replayed from a bake older than the option mean its default, "yes".
+        *(check_yes_no(name, answers.get(name, "yes")) for name in YES_NO_OPTIONS),
+        check_combination(answers),
         check_email(answers["author_email"]),
         *(
             check_text(name, answers[name])
@@ -214,6 +242,7 @@ def main() -> int:
             "author_name": cookiecutter.author_name,
             "author_email": cookiecutter.author_email,
             "python_version": cookiecutter.python_version,
+            "monitoring": cookiecutter.monitoring,
         } | tojson }}"""
     )
     error = find_error(answers)

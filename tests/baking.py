@@ -118,7 +118,10 @@ class BakedProject:
 
 @dataclass(frozen=True)
 class InstalledProject:
-    """A baked project installed with ``pip install -e '.[dev]'`` into its own ``.venv``."""
+    """A baked project installed into its own ``.venv`` by pip, from the exported lock.
+
+    ``pip install -r requirements.txt -e .``: the README's route for those without uv.
+    """
 
     baked: BakedProject
     venv: Path
@@ -198,8 +201,8 @@ def bake_into(output_dir: Path, config_file: Path, answers: Mapping[str, str]) -
 def install(baked: BakedProject) -> InstalledProject:
     """Install ``baked`` the way its README says: a `.venv` in the project, then pip.
 
-    `python -m venv .venv` then `pip install -e '.[dev]'` inside it; pip's cache is used,
-    so only the first install on a machine downloads anything.
+    `python -m venv .venv` then `pip install -r requirements.txt -e .` inside it (the lock,
+    exported); pip's cache is used, so only the first install on a machine downloads anything.
     """
     venv = baked.path / ".venv"
     created = baked.run(sys.executable, "-m", "venv", str(venv))
@@ -212,8 +215,10 @@ def install(baked: BakedProject) -> InstalledProject:
         "install",
         "--disable-pip-version-check",
         "--quiet",
+        "-r",
+        "requirements.txt",
         "-e",
-        ".[dev]",
+        ".",
     )
     assert pip.returncode == 0, output_tail(pip)
     return installed

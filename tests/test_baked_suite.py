@@ -1,6 +1,6 @@
 """Install a baked project in its own virtual environment and run it: its tests, its entry point.
 
-Slow (a venv and `pip install -e '.[dev]'` per answer set, pip's cache makes repeats
+Slow (a venv and `pip install -r requirements.txt -e .` per answer set, pip's cache makes repeats
 cheap) but run by default: it is the only check that the generated project works as
 shipped, with its own dependency ranges rather than this environment's pins. The
 generated suite uses REDIS_URL when it is set and otherwise starts its own redis-server.

