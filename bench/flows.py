@@ -26,6 +26,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 from aiogram import Bot, Dispatcher, Router
@@ -379,6 +380,8 @@ class GetSetState:
         self, redis: Redis, prefix: str, bot: Bot, food_api: NullFoodAPI, package: str
     ) -> None:
         self._redis, self._prefix, self._bot, self._food_api = redis, prefix, bot, food_api
+        # The bot's routers read `nodes.ctx.payments` (the checkout's updates): none here.
+        self.ctx = SimpleNamespace(payments=None)
         # The bot's own buttons, so every variant on the bot's dispatcher sends the same replies.
         self._keyboard = runtime_module(package, "buttons").keyboard
 

@@ -16,7 +16,7 @@ from .graph import ByTimer, FlowGraph
 from .node import Node
 from .nodes import Nodes, NodesUser
 from .observer import NodesObserver
-from .outbox import after_commit
+from .outbox import after_commit, watch_stored
 from .settings import NodesSettings
 from .step import Outcome
 from .storage import MAX_TTL_SECONDS
@@ -42,4 +42,5 @@ __all__ = [
     "UnregisteredNodeError",
     "UserBusyError",
     "after_commit",
+    "watch_stored",
 ]

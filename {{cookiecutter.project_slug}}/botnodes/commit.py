@@ -16,6 +16,7 @@ from typing import Any, Generic
 
 from redis.exceptions import RedisError
 
+from .budget import ReplyBudget
 from .codec import Decoded, NodeCodec
 from .errors import StateTooLargeError, TransitionLostError
 from .lease import Lease, UserLocks
@@ -23,7 +24,7 @@ from .node import CtxT, EventT, UserIdT
 from .observer import Notify
 from .settings import NodesSettings
 from .step import AnyNode
-from .storage import REFUSED, STORED_WITHOUT_LOCK, StateStore
+from .storage import REFUSED, STORED_WITHOUT_LOCK, StateStore, Written
 from .timers import PendingTimers, TimerSchedule, changes
 
 logger = logging.getLogger("botnodes")
@@ -43,8 +44,10 @@ class Commit(Generic[CtxT, EventT, UserIdT]):
         locks: UserLocks[UserIdT],
         settings: NodesSettings,
         notify: Notify,
+        budget: ReplyBudget | None = None,
     ) -> None:
         self._codec = codec
+        self._budget = budget
         self._store = store
         self._timers = timers
         self._locks = locks
@@ -65,8 +68,9 @@ class Commit(Generic[CtxT, EventT, UserIdT]):
         """Store the node, retrying while Redis is away; its registered key.
 
         The node is stored with its pending `timers`, and the user's place in the timer
-        schedule is set in the same batch (nothing is sent for a user who had no timers and
-        has none). With replies to send, the lock is kept (and kept alive) until they are out.
+        schedule is set by the same script (on a cluster: in the same batch; nothing is sent
+        for a user who had no timers and has none). With replies to send, the lock is kept
+        (and kept alive) until they are out.
         Raises TransitionLostError if it can't be stored within `commit_timeout`, or if
         another writer changed the user's state since it was read; StateTooLargeError if
         the node's data is over `state_max_bytes`.
@@ -76,10 +80,11 @@ class Commit(Generic[CtxT, EventT, UserIdT]):
         self._check_size(lease.user_id, key, value)
         self._locks.stop_keepalive(lease)
         keep_lock = replies > 0 and self._settings.lock_during_replies
-        result = await self._write(
+        written = await self._write(
             lease, key, value, event_id, keep_lock=keep_lock, timers=timers, before=before
         )
         lease.committed = True
+        result = written.status
         if result == REFUSED:
             logger.error(
                 "state of user %s changed since it was read (another writer); node %r is "
@@ -100,6 +105,8 @@ class Commit(Generic[CtxT, EventT, UserIdT]):
                 key,
                 extra={"user_id": lease.user_id, "node": key},
             )
+        if self._budget is not None and written.waits_ms:
+            self._budget.reserved(lease.user_id, written.waits_ms)
         if replies:
             self._locks.replying(lease, lock_kept=self._settings.lock_during_replies)
         self._count_timers(before, key, timers, fired)
@@ -115,10 +122,22 @@ class Commit(Generic[CtxT, EventT, UserIdT]):
         keep_lock: bool,
         timers: PendingTimers,
         before: Decoded[CtxT, EventT, UserIdT] | None,
-    ) -> Any:
-        """The write (and schedule) in one batch, tried until `commit_timeout` runs out."""
+    ) -> Written:
+        """The write (and schedule) in one batch, tried until `commit_timeout` runs out.
+
+        The replies' turns are reserved by the write itself (budget.py): asked for once, so a
+        retried write reserves the same count again instead of asking the budget twice.
+        """
         deadline = time.perf_counter() + self._settings.commit_deadline
         delay = 0.05
+        reserve = self._budget.reservation(lease.user_id) if self._budget is not None else None
+        reschedule = bool(timers.due or (before and before.timers))
+        # On one Redis the commit script sets the schedule itself: one command, not a script.
+        schedule = (
+            self._timers.placement(lease.user_id, timers.earliest)
+            if reschedule and self._store.schedules_in_commit
+            else None
+        )
         while True:
             try:
                 writes: list[Awaitable[Any]] = [
@@ -130,13 +149,16 @@ class Commit(Generic[CtxT, EventT, UserIdT]):
                         forget_legacy=lease.locked.from_legacy,
                         event_id=event_id,
                         keep_lock_ms=self._settings.lock_ttl_ms if keep_lock else 0,
+                        reserve=reserve,
+                        schedule=schedule,
                     )
                 ]
-                if timers.due or (before and before.timers):
+                if reschedule and schedule is None:
                     # Sent first, in the commit's batch: a crash between the two leaves the
                     # schedule early (a harmless look), never late.
                     writes.insert(0, self._timers.set(lease.user_id, timers.earliest))
-                return (await asyncio.gather(*writes))[-1]
+                written: Written = (await asyncio.gather(*writes))[-1]
+                return written
             except RedisError as error:
                 self._notify(self._notify.observer.redis_error)
                 left = deadline - time.perf_counter()

@@ -78,6 +78,11 @@ class UserLocks(Generic[K]):
         self._token_counter = itertools.count()
         #: Users whose holder in this process is sending the replies of a stored step.
         self._replying: set[K] = set()
+        #: Users whose first event here is waiting for the Redis lock (bounded by its own
+        #: deadline, extended only by a live holder): those queued behind it wait as long.
+        self._taking: set[K] = set()
+        #: When this process's holder of a user took their lease (cleared at finish).
+        self._took_lease: dict[K, float] = {}
         #: Leases a finished holder left for the next local waiter of the same user.
         self._handed_over: dict[K, str] = {}
         self._background: set[asyncio.Task[None]] = set()
@@ -88,23 +93,24 @@ class UserLocks(Generic[K]):
 
     @asynccontextmanager
     async def queue(self, user_id: K) -> AsyncIterator[float]:
-        """Wait for the user's turn in this process; yields when it started waiting.
+        """Wait for the user's turn in this process; yields when the turn came.
 
         Refuses with UserBusyError when `max_waiting` events wait already, and with
-        LockTimeoutError after `lock_wait_timeout`, not counting time spent behind a holder
-        that is sending the replies of a stored step.
+        LockTimeoutError after `lock_wait_timeout`, not counting time spent behind events
+        ahead that make progress (`_ahead_is_alive`).
         """
-        started = time.perf_counter()
         if self._max_waiting is not None and self._local.waiting(user_id) >= self._max_waiting:
             raise self._busy(user_id)
         if not await self._local.acquire(
             user_id,
             wait_seconds=self._lock_wait_timeout,
-            keep_waiting=lambda: user_id in self._replying,
+            keep_waiting=lambda: self._ahead_is_alive(user_id),
         ):
             raise self._lock_timeout(user_id)
+        # The wait here was behind events of this process that made progress (or it timed
+        # out above): the lease's own wait for another process's holder starts now.
         try:
-            yield started
+            yield time.perf_counter()
         finally:
             self._local.release(user_id)
 
@@ -117,20 +123,37 @@ class UserLocks(Generic[K]):
         token = self._handed_over.pop(user_id, None) or self._new_token()
         deadline = started + self._lock_wait_timeout
         delay = 0.002
-        while True:
-            locked = await self._try(user_id, token, event_id)
-            now = time.perf_counter()
-            if locked.taken or locked.duplicate:
-                lease = Lease(user_id=user_id, token=token, locked=locked, lock_wait=now - started)
-                if locked.taken:
-                    self._schedule_keepalive(lease, self._lock_ttl / 3)
-                return lease
-            if locked.holder_replying:  # alive and finishing: its time is not ours to count
-                deadline = max(deadline, now + self._lock_wait_timeout)
-            if now >= deadline:
-                raise self._lock_timeout(user_id)
-            await asyncio.sleep(min(delay, deadline - now, max(locked.lock_left_ms, 1) / 1000))
-            delay = min(delay * 2, _MAX_LOCK_POLL)
+        self._taking.add(user_id)
+        try:
+            while True:
+                locked = await self._try(user_id, token, event_id)
+                now = time.perf_counter()
+                if locked.taken or locked.duplicate:
+                    wait = now - started
+                    lease = Lease(user_id=user_id, token=token, locked=locked, lock_wait=wait)
+                    if locked.taken:
+                        self._took_lease[user_id] = now
+                        self._schedule_keepalive(lease, self._lock_ttl / 3)
+                    return lease
+                if locked.holder_replying:  # alive and finishing: its time is not ours to count
+                    deadline = max(deadline, now + self._lock_wait_timeout)
+                if now >= deadline:
+                    raise self._lock_timeout(user_id)
+                await asyncio.sleep(min(delay, deadline - now, max(locked.lock_left_ms, 1) / 1000))
+                delay = min(delay * 2, _MAX_LOCK_POLL)
+        finally:
+            self._taking.discard(user_id)
+
+    def _ahead_is_alive(self, user_id: K) -> bool:
+        """Whether the event ahead in this process is making progress, so those queued behind
+        it keep waiting: it sends a stored step's replies, or waits for the Redis lock (within
+        its own deadline, which only a live holder sending replies extends), or runs its step
+        (for up to `lock_wait_timeout`, as a waiter would).
+        """
+        if user_id in self._replying or user_id in self._taking:
+            return True
+        took = self._took_lease.get(user_id)
+        return took is not None and time.perf_counter() - took < self._lock_wait_timeout
 
     def replying(self, lease: Lease, *, lock_kept: bool) -> None:
         """The step is stored and its replies go out; a kept lock is kept alive meanwhile."""
@@ -143,6 +166,7 @@ class UserLocks(Generic[K]):
     async def finish(self, lease: Lease) -> None:
         """End the turn: release the lock, or leave it to this user's next local event."""
         self.stop_keepalive(lease)
+        self._took_lease.pop(lease.user_id, None)
         if lease.replying:
             self._replying.discard(lease.user_id)
         if lease.replying and lease.lock_kept:

@@ -8,6 +8,7 @@ the steps together, so a reader sees the order, and each rule lives with its own
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import math
@@ -18,6 +19,7 @@ from typing import Any, Generic, Unpack
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
+from .budget import ReplyBudget
 from .codec import Decoded, NodeCodec
 from .commit import Commit
 from .errors import ConfigurationError, CorruptStateError, StateUnavailableError
@@ -58,6 +60,9 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
     clocks (NTP). A claimed timer that was not fired (the process died) fires again after
     `timer_claim_ttl`; each process looks every `timer_poll_interval` at `timer_shards`
     sorted sets (one Redis Cluster slot each).
+
+    `reply_budget` (budget.py) paces the replies: the commit that stores a step also takes
+    their turns from a rate budget in the user's slot, so pacing costs no round trip.
     """
 
     def __init__(  # noqa: PLR0917 - positional like botnodes 0.1.0, for compatibility
@@ -77,6 +82,7 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
         event_id: Callable[[EventT], str | None] | None = None,
         start_node: type[Node[CtxT, EventT, UserIdT, Any]] | None = None,
         clock: Callable[[], float] = time.time,
+        reply_budget: ReplyBudget | None = None,
         **tuning: Unpack[NodesTuning],
     ) -> None:
         if not isinstance(redis_property_name, str) or not redis_property_name:
@@ -148,6 +154,7 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
             locks=self._locks,
             settings=settings,
             notify=self._notify,
+            budget=reply_budget,
         )
 
     @property
@@ -161,9 +168,24 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
         return self._turns.in_flight
 
     @property
+    def timer_firings(self) -> int:
+        """How many claimed timers `run_timers` is firing now."""
+        return self._timer_loop.firings
+
+    @property
     def busy_users(self) -> int:
         """How many users have an event being handled or waiting in this process."""
         return len(self._locks)
+
+    @property
+    def ctx(self) -> CtxT:
+        """The context the nodes get (e.g. for a router that needs the bot's services)."""
+        return self._ctx
+
+    @property
+    def redis(self) -> RedisClient:
+        """The Redis client the state is kept in, to register a bot's own scripts on."""
+        return self._store.redis
 
     @property
     def graph(self) -> FlowGraph | None:
@@ -177,6 +199,20 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
         whose keys carry the user's hash tag (`{user_id}`) also works on a Redis Cluster.
         """
         return await self._store.run_script(script, keys, args)
+
+    async def mark_handled(self, user_id: UserIdT, event_id: str) -> bool:
+        """For an update handled outside the nodes: True the first time, False for a
+        re-delivery of it (then do nothing). See handled.py; one script call, in the batches.
+
+        Raises StateUnavailableError when Redis can't be reached (nothing was marked).
+        """
+        try:
+            first = await self._store.mark_handled(user_id, event_id)
+        except RedisError as error:
+            raise self._unavailable(user_id, error) from error
+        if not first:
+            self._duplicate(user_id, event_id)
+        return first
 
     def user(self, user_id: UserIdT) -> NodesUser[CtxT, EventT, UserIdT]:
         """Address one user from outside an event (e.g. a /start command or a scheduled job)."""
@@ -217,11 +253,19 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
         return outcome
 
     async def drain(self, timeout: float) -> bool:  # noqa: ASYNC109 - returns False, never raises
-        """Wait until no event is being handled; False if some still run after `timeout` seconds.
+        """Wait until no event or timer is being handled; False if some still run after `timeout`.
 
-        Call it on shutdown after the bot stopped taking updates, so no transition is cut in half.
+        Call it on shutdown after the bot stopped taking updates and `run_timers` was
+        cancelled, so no transition is cut in half and stored steps deliver their replies.
         """
-        return await self._turns.drain(timeout)
+        deadline = asyncio.get_running_loop().time() + timeout
+        fired = await self._timer_loop.wait_firings(timeout)
+        left = max(deadline - asyncio.get_running_loop().time(), 0.0)
+        return await self._turns.drain(left) and fired
+
+    async def abandon_timers(self) -> None:
+        """Cut the timer firings still running after `drain` gave up (see `TimerLoop`)."""
+        await self._timer_loop.cancel_firings()
 
     async def fire_due(self, now: float | None = None) -> int:
         """Fire the timers due by `now` (default: the clock) that this process claims.
@@ -236,8 +280,9 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
         """Fire due timers until cancelled: run it as a task in every process of the bot.
 
         Every `timer_poll_interval` it claims the users whose timers are due; a claimed user
-        is this process's alone (see timers.py), so replicas never fire a timer twice.
-        Cancelling it gives the timers it claimed a moment (1 s) to be fired.
+        is this process's alone (see timers.py), so replicas never fire a timer twice. Each
+        firing waits on its own user only. Cancelling it stops the claiming; the firings go on
+        until `drain` (and `abandon_timers`, past the deadline).
         """
         await self._timer_loop.run()
 

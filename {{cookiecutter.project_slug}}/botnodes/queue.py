@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Generic
@@ -40,8 +41,10 @@ class Turns(Generic[K]):
         self._in_flight += 1
         self._idle.clear()
         try:
-            async with self._locks.queue(user_id) as started:
-                lease = await self._locks.take(user_id, event_id, started)
+            queued = time.perf_counter()
+            async with self._locks.queue(user_id) as turn_came:
+                lease = await self._locks.take(user_id, event_id, turn_came)
+                lease.lock_wait += turn_came - queued  # what was waited in all, as reported
                 try:
                     yield lease
                 finally:

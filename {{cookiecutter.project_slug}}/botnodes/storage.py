@@ -1,4 +1,4 @@
-"""The Redis layout and the scripts that make one routed event cost two round trips.
+"""The Redis layout, and the calls that make one routed event cost two round trips.
 
 Every user has a string key `<prefix>:{<user_id>}` holding the node JSON, a lock key
 `<prefix>:{<user_id>}:lock`, and while they are active a sorted set `<prefix>:{<user_id>}:seen`
@@ -30,7 +30,10 @@ from typing import Any
 from redis.asyncio import Redis, RedisCluster
 from redis.commands.core import AsyncScript
 
+from .budget import Reservation
+from .handled import MARK_HANDLED
 from .pipelining import ScriptPipeline
+from .storage_scripts import EXTEND_LOCK, LOCK_AND_READ, WRITE_AND_UNLOCK
 
 RedisClient = Redis | RedisCluster
 
@@ -38,162 +41,6 @@ RedisClient = Redis | RedisCluster
 #: the current time, overflow a 64-bit integer (2**63 ms); this leaves room for "now".
 MAX_TTL_SECONDS = 9e15
 
-# A lock value is a holder's token, `<hex>:<counter>`; a trailing `~` marks a holder whose step
-# is stored and whose replies are going out (see lease.py): waiters wait for it without
-# counting that time against their own deadline, since the holder is alive and finishing.
-
-# Take the lock if it is free (or dead) and return the state in the same trip; otherwise
-# return how long the lock has left, so the caller sleeps no longer than needed. The common
-# path is SET NX + GET; `pcall` turns a key of another type into an error value to report.
-# An event whose id is in the user's set of handled events (a re-delivered update) is a
-# duplicate: the lock is handed straight back and nothing is read.
-# KEYS: state, lock, handled events, [0.1.0 hash]. ARGV: token, lock TTL in ms, user id (the
-# 0.1.0 hash field), event id ('' = none).
-# Returns {status, value or ms left, source, repairs, now, replying}: status 1 = taken,
-# 0 = held by another, 2 = a duplicate event; source 1 = the state key, 2 = the 0.1.0 hash,
-# 0 = nothing readable; repairs is '' or what had to be fixed, for the log; now is the Redis
-# server's clock in microseconds when there was no readable value (a fresh start's first
-# visit), else 0; replying is 1 when the other holder is sending the replies of a stored step.
-# Holding the lock already counts as taking it, so a call retried after a lost reply succeeds.
-LOCK_AND_READ = """
-local repairs = {}
-if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  local holder = redis.pcall('GET', KEYS[2])
-  if type(holder) == 'table' then
-    table.insert(repairs, 'the lock key was a Redis ' .. redis.call('TYPE', KEYS[2]).ok)
-  elseif holder ~= ARGV[1] and holder ~= ARGV[1] .. '~' then
-    local left = redis.call('PTTL', KEYS[2])
-    if not string.match(holder, '^%x+:%d+~?$') then
-      table.insert(repairs, 'the lock held a value that is not a botnodes token')
-    elseif left < 0 then
-      table.insert(repairs, 'the lock had no expiry')
-    elseif left > tonumber(ARGV[2]) then
-      table.insert(repairs, 'the lock expired later than any holder sets it')
-    else
-      local replying = 0
-      if string.sub(holder, -1) == '~' then
-        replying = 1
-      end
-      return {0, left, 0, '', 0, replying}
-    end
-  end
-  redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
-end
-if ARGV[4] ~= '' then
-  local seen = redis.pcall('ZSCORE', KEYS[3], ARGV[4])
-  if type(seen) == 'table' then
-    table.insert(repairs, 'the handled-events key was a Redis ' .. redis.call('TYPE', KEYS[3]).ok)
-    redis.call('DEL', KEYS[3])
-  elseif seen then
-    redis.call('DEL', KEYS[2])
-    return {2, false, 0, table.concat(repairs, '; '), 0, 0}
-  end
-end
-local value = redis.pcall('GET', KEYS[1])
-if value and type(value) ~= 'table' then
-  return {1, value, 1, table.concat(repairs, '; '), 0, 0}
-end
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
-if type(value) == 'table' then
-  table.insert(repairs, 'the state key was a Redis ' .. redis.call('TYPE', KEYS[1]).ok)
-  return {1, false, 0, table.concat(repairs, '; '), now, 0}
-end
-if KEYS[4] then
-  local legacy = redis.pcall('HGET', KEYS[4], ARGV[3])
-  if type(legacy) == 'string' then
-    return {1, legacy, 2, table.concat(repairs, '; '), now, 0}
-  end
-end
-return {1, false, 0, table.concat(repairs, '; '), now, 0}
-"""
-
-# Store the new value only if the stored one is still what the caller read (compared by
-# SHA-1, '' = nothing readable was read), record the event as handled, then release the lock
-# if it is still ours, or keep it in the reply phase (`~`) while the step's replies go out.
-# Fencing by what was read, not by who holds the lock, means a handler that outlived its lock
-# still commits when nobody wrote since, and can never overwrite a newer state.
-# KEYS: state, lock, handled events, [0.1.0 hash]. ARGV: token, value ('' = a release that
-# keeps the stored value), state TTL in ms ('0' = none), user id, SHA-1 of what was read,
-# event id ('' = none), how long handled events are remembered in ms, how long to keep the
-# lock for the replies in ms ('0' = release), the caller's clock in ms (orders handled
-# events). Returns 1 stored (lock released or kept), 2 stored but the lock had been lost
-# meanwhile, 0 refused: someone else wrote since (the lock is released if ours). A retry
-# after a lost reply finds its own value stored and reports success. `pcall` turns a key of
-# another type into an error value.
-# The handled-events set keeps the newest 128 ids and expires a window after the user's last
-# stored step, so a user who has been quiet that long costs nothing for it.
-WRITE_AND_UNLOCK = """
-local holder = redis.pcall('GET', KEYS[2])
-local ours = holder == ARGV[1] or holder == ARGV[1] .. '~'
-local current = redis.pcall('GET', KEYS[1])
-if type(current) ~= 'string' then
-  current = false
-end
-if ARGV[2] ~= '' then
-  if current ~= ARGV[2] then
-    local digest = ''
-    if current then
-      digest = redis.sha1hex(current)
-    end
-    if digest ~= ARGV[5] then
-      if ours then
-        redis.call('DEL', KEYS[2])
-      end
-      return 0
-    end
-    if ARGV[3] ~= '0' then
-      redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-    else
-      redis.call('SET', KEYS[1], ARGV[2])
-    end
-    if KEYS[4] then
-      redis.pcall('HDEL', KEYS[4], ARGV[4])
-    end
-  elseif ARGV[3] ~= '0' then
-    redis.call('PEXPIRE', KEYS[1], ARGV[3])
-  end
-  if ARGV[6] ~= '' then
-    if type(redis.pcall('ZADD', KEYS[3], ARGV[9], ARGV[6])) == 'table' then
-      redis.call('DEL', KEYS[3])
-      redis.call('ZADD', KEYS[3], ARGV[9], ARGV[6])
-    end
-    if redis.call('ZCARD', KEYS[3]) > 128 then
-      redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -129)
-    end
-    redis.call('PEXPIRE', KEYS[3], ARGV[7])
-  end
-  if ARGV[8] ~= '0' then
-    if ours then
-      redis.call('SET', KEYS[2], ARGV[1] .. '~', 'PX', ARGV[8])
-      return 1
-    end
-    redis.call('SET', KEYS[2], ARGV[1] .. '~', 'NX', 'PX', ARGV[8])
-  end
-elseif current and ARGV[3] ~= '0' and ours then
-  redis.call('PEXPIRE', KEYS[1], ARGV[3])
-end
-if ours then
-  if ARGV[8] == '0' then
-    redis.call('DEL', KEYS[2])
-  end
-  return 1
-end
-if ARGV[2] == '' then
-  return 1
-end
-return 2
-"""
-
-# Push the lock's expiry back while a handler (or its replies) still runs, if the lock is
-# still ours. ARGV: token, lock TTL in ms. Returns 1 if extended, 0 if the lock was lost.
-EXTEND_LOCK = """
-local holder = redis.pcall('GET', KEYS[1])
-if holder == ARGV[1] or holder == ARGV[1] .. '~' then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
 
 #: What `write_and_unlock` reports.
 STORED = 1
@@ -205,6 +52,18 @@ _FROM_LEGACY = 2
 
 _TAKEN = 1
 _DUPLICATE = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """The outcome of a write: STORED, STORED_WITHOUT_LOCK or REFUSED, and reserved turns."""
+
+    status: int
+    #: The wait in ms of each turn the write reserved (see budget.py), in order.
+    waits_ms: list[int]
+
+    def __bool__(self) -> bool:
+        return self.status != REFUSED
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,8 +130,14 @@ class StateStore:
         self._lock_and_read = redis.register_script(LOCK_AND_READ)
         self._write_and_unlock = redis.register_script(WRITE_AND_UNLOCK)
         self._extend_lock = redis.register_script(EXTEND_LOCK)
+        self._mark_handled = redis.register_script(MARK_HANDLED)
         # A cluster pipeline splits by node and slot on its own; batching is for one server.
         self._pipeline = None if isinstance(redis, RedisCluster) else ScriptPipeline(redis)
+
+    @property
+    def schedules_in_commit(self) -> bool:
+        """A single Redis: the commit script may also set the user's timer schedule shard."""
+        return self._pipeline is not None
 
     def state_key(self, user_id: int | str) -> str:
         return f"{self._prefix}:{{{user_id}}}"
@@ -344,33 +209,46 @@ class StateStore:
         forget_legacy: bool = False,
         event_id: str = "",
         keep_lock_ms: int = 0,
-    ) -> int:
-        """Store `value` (None keeps the stored one) and release; returns STORED & co.
+        reserve: Reservation | None = None,
+        schedule: tuple[str, str, str] | None = None,
+    ) -> Written:
+        """Store `value` (None keeps the stored one) and release; `.status` is STORED & co.
 
         `read_digest` is `Locked.read_digest` of the read this write follows: the value is
         stored only if nobody changed it since. With `forget_legacy` the user's entry in the
         0.1.0 hash is dropped once stored. A stored value records `event_id` as handled;
         `keep_lock_ms` keeps the lock (marked as sending replies) instead of releasing it.
+        A stored value also takes `reserve`'s turns (see budget.py), in the same script:
+        `.waits_ms` holds each one's wait. `schedule` (shard key, member, earliest due ms or
+        '') sets the user's place in the timer schedule with a stored value, on a single
+        Redis only (`schedules_in_commit`).
         """
-        keys = self._keys(user_id) if forget_legacy else self._keys(user_id)[:3]
-        done = int(
-            await self._run(
-                self._write_and_unlock,
-                keys,
-                [
-                    token,
-                    value or "",
-                    self._state_ttl,
-                    str(user_id),
-                    read_digest,
-                    event_id if value else "",
-                    self._dedupe_window,
-                    str(keep_lock_ms if value else 0),
-                    str(time.time_ns() // 1_000_000),
-                ],
-            )
-        )
-        if done and value and forget_legacy and not self._legacy_in_scripts:
+        keys = self._keys(user_id)
+        reserving = reserve is not None and bool(value) and reserve.count > 0
+        keys.insert(3, reserve.key if reserve is not None and reserving else keys[0])
+        keys.insert(4, schedule[0] if schedule is not None else keys[0])
+        if not forget_legacy:
+            keys = keys[:5]
+        args = [
+            token,
+            value or "",
+            self._state_ttl,
+            str(user_id),
+            read_digest,
+            event_id if value else "",
+            self._dedupe_window,
+            str(keep_lock_ms if value else 0),
+            str(time.time_ns() // 1_000_000),
+        ]
+        if reserve is not None and reserving:
+            args += reserve.args()
+        elif schedule is not None:
+            args += ["", "", ""]
+        if schedule is not None:
+            args += [schedule[1], schedule[2]]
+        status, *waits = await self._run(self._write_and_unlock, keys, args)
+        done = Written(int(status), [int(wait) for wait in waits])
+        if done.status and value and forget_legacy and not self._legacy_in_scripts:
             await self._redis.hdel(self._prefix, str(user_id))
         return done
 
@@ -380,6 +258,15 @@ class StateStore:
             self._extend_lock, [self.lock_key(user_id)], [token, self._lock_ttl]
         )
         return bool(extended)
+
+    @property
+    def redis(self) -> RedisClient:
+        return self._redis
+
+    async def mark_handled(self, user_id: int | str, event_id: str) -> bool:
+        """Record `event_id` as handled without a step (handled.py); False if it was before."""
+        args = [event_id, self._dedupe_window, str(time.time_ns() // 1_000_000)]
+        return bool(await self._run(self._mark_handled, [self.seen_key(user_id)], args))
 
     async def run_script(self, script: AsyncScript, keys: list[str], args: list[str]) -> Any:
         """Run another module's script (timers.py) in the same batches as this store's."""

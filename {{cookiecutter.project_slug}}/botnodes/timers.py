@@ -19,8 +19,10 @@ a firing that was already stored finds nothing pending. So each timer runs once.
 a user's lock sets their score from what it stores, so the schedule never says "later" than the
 truth for long.
 
-Cost: a step that arms or drops timers sends one more command (EVALSHA of SCHEDULE) in the same
-pipeline batch as its commit; a step of a user without timers, none. Each process sends one
+Cost: a step that arms or drops timers sets the schedule inside its commit script on a single
+Redis (one ZADD or ZREM, atomic with the stored value); on a Redis Cluster, whose shards are in
+other slots, it sends SCHEDULE in the same pipeline batch as its commit. A step of a user
+without timers, nothing. Each process sends one
 EVALSHA of CLAIM per shard per poll (batched into one round trip on a single Redis).
 """
 
@@ -44,8 +46,10 @@ logger = logging.getLogger("botnodes")
 
 #: The most users one poll claims per shard; a poll that claimed this many looks again at once.
 CLAIM_BATCH = 100
-#: Seconds a stopping loop gives the timers it claimed to be fired.
-STOP_GRACE = 1.0
+#: The most firings one process runs at once: past it the loop claims nothing more until some
+#: end, so 100,000 due timers don't become 100,000 tasks (a firing waits only on its own user,
+#: so only this many chats hung at once could hold up the next look).
+MAX_FIRINGS = 10 * CLAIM_BATCH
 
 # KEYS: one shard's schedule. ARGV: now in ms, claim TTL in ms, most users to claim.
 # Returns [user, due ms, user, due ms, ...] for users due by now, each moved to now + TTL so
@@ -176,6 +180,11 @@ class TimerSchedule:
     def user_of(member: bytes | str) -> Any:
         return json.loads(member)
 
+    def placement(self, user_id: int | str, earliest_ms: int | None) -> tuple[str, str, str]:
+        """(shard key, member, due ms or '') for the commit script to set (storage.py)."""
+        member = self.member(user_id)
+        return self.key_of(member), member, "" if earliest_ms is None else str(earliest_ms)
+
     async def set(self, user_id: int | str, earliest_ms: int | None) -> None:
         """Look at the user at `earliest_ms` (None: never); the caller holds their lock."""
         member = self.member(user_id)
@@ -203,6 +212,12 @@ class TimerLoop:
 
     `fire` runs a claimed user's timer as a step of theirs (`Nodes` passes its own); a failure
     is logged and leaves the claim to expire, so the timer fires again `claim_ttl_ms` later.
+
+    The loop never waits for a firing: each runs in a task of its own and waits only on its own
+    user (their queue, lock and replies), exactly as a message does. A chat in flood control
+    or a `sendMessage` that hangs holds up that user's timer, never the next look for
+    everybody else's. Stopping the loop stops the claiming only; the firings it started go on
+    until `wait_firings` (shutdown) lets them finish or gives up on them.
     """
 
     def __init__(
@@ -221,34 +236,83 @@ class TimerLoop:
         self._poll_interval = poll_interval
         self._now_ms = now_ms
         self._on_redis_error = on_redis_error
+        self._firings: set[asyncio.Task[None]] = set()
+        self._room = asyncio.Event()
+        self._room.set()
 
     @property
     def poll_interval(self) -> float:
         """Seconds between two looks when the last one found less than a full batch."""
         return self._poll_interval
 
+    @property
+    def firings(self) -> int:
+        """How many claimed timers are being fired now (started by `run`)."""
+        return len(self._firings)
+
     async def fire_due(self, now_ms: int | None = None) -> int:
-        """Fire what is due by `now_ms` and this process claims; how many users it claimed."""
+        """Fire what is due by `now_ms` and this process claims; how many users it claimed.
+
+        Waits until every claimed timer ran: for a test that moves its own clock. `run` does
+        not wait (see `look`).
+        """
         now_ms = self._now_ms() if now_ms is None else now_ms
         claimed = await self._schedule.claim(now_ms, self._claim_ttl_ms, CLAIM_BATCH)
         await asyncio.gather(*(self._fire_logged(user_id) for user_id, _ in claimed))
         return len(claimed)
 
+    async def look(self) -> int:
+        """Claim what is due now and start firing each user in a task; how many were claimed.
+
+        Returns once the claim is in, not when the firings end: one user's slow chat can't
+        delay the look for the others' timers.
+        """
+        await self._room.wait()
+        claimed = await self._schedule.claim(self._now_ms(), self._claim_ttl_ms, CLAIM_BATCH)
+        for user_id, _ in claimed:
+            # A user still being fired gets a second firing queued behind the first, as a
+            # second message would be: under the lock it finds what is still due, if anything.
+            task = asyncio.create_task(self._fire_logged(user_id), name=f"timer of {user_id}")
+            self._firings.add(task)
+            task.add_done_callback(self._fired)
+        if len(self._firings) >= MAX_FIRINGS:
+            self._room.clear()
+        return len(claimed)
+
+    def _fired(self, task: asyncio.Task[None]) -> None:
+        self._firings.discard(task)
+        if len(self._firings) < MAX_FIRINGS:
+            self._room.set()
+
+    async def wait_firings(self, timeout: float) -> bool:  # noqa: ASYNC109 - never raises
+        """Wait for the firings `run` started; False if some still run after `timeout` s.
+
+        Shutdown calls it after stopping the loop: a firing whose step is stored delivers its
+        replies meanwhile. Those still running are left to the caller, who cancels them: one
+        cut before its commit fires again after its claim expires (in the next process); one
+        cut after it logs the replies it could not send (see outbox.py).
+        """
+        if not self._firings:
+            return True
+        _, pending = await asyncio.wait(set(self._firings), timeout=timeout)
+        return not pending
+
+    async def cancel_firings(self) -> None:
+        """Cut the firings still running (shutdown past its deadline) and let them unwind."""
+        tasks = set(self._firings)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+
     async def run(self) -> None:
-        """Look every `poll_interval` (at once again after a full batch) until cancelled."""
+        """Look every `poll_interval` (at once again after a full batch) until cancelled.
+
+        Cancelling it stops the claiming at once; a claim cut in flight fires after its TTL.
+        """
         while True:
-            look = asyncio.ensure_future(self.fire_due())
             try:
-                busy = await asyncio.shield(look) >= CLAIM_BATCH
-            except asyncio.CancelledError:
-                # Stopping gives the timers claimed a moment to fire; what is still running then
-                # (Redis not answering) is cut, and its claims fire again after their lease.
-                await asyncio.wait([look], timeout=STOP_GRACE)
-                if not look.done():
-                    look.cancel()
-                elif not look.cancelled() and look.exception() is not None:
-                    logger.warning("the last look for due timers failed: %r", look.exception())
-                raise
+                busy = await self.look() >= CLAIM_BATCH
             except RedisError as error:
                 self._on_redis_error()
                 logger.warning("could not look for due timers: %s", error)

@@ -8,6 +8,7 @@ get, and the routers (commands that work from any node, then `nodes.route`). Eve
 
 from __future__ import annotations
 
+import functools
 import logging
 
 from aiogram import Bot, Router
@@ -23,12 +24,14 @@ from botnodes.telegram import (
     user_display_name,
 )
 from botnodes.telegram.language import Languages
+from botnodes.telegram.payments import PaymentDesk
 
 from .food_api import create_food_api
 from .nodes import Start, nodes_dict
+from .nodes.checkout import place_paid_order
 from .nodes_types import Ctx, Event, UserId
 from .settings import Settings
-from .texts import CATALOG
+from .texts import CATALOG, TEXTS
 
 logger = logging.getLogger(__package__ or __name__)
 
@@ -46,6 +49,16 @@ def create_ctx(bot: Bot, languages: Languages, settings: Settings) -> Ctx:
         logger=logger,
         settings=settings,
         food_api=create_food_api(settings.food_api),
+        payments=create_payment_desk(bot, languages, settings),
+    )
+
+
+def create_payment_desk(bot: Bot, languages: Languages, settings: Settings) -> PaymentDesk | None:
+    """Telegram Payments with PAYMENTS=provider or stars; None (today's bot) with off."""
+    if not settings.payments.enabled:
+        return None
+    return PaymentDesk(
+        bot, languages, settings.payments, TEXTS, key_prefix=settings.state.state_key
     )
 
 
@@ -65,7 +78,16 @@ def build_routers(nodes: Nodes[Ctx, Event, UserId]) -> list[Router]:
 
     nodes_router = Router(name="nodes")
     nodes_router.message(IsTextMessage())(nodes.route)
-    return [default_router, nodes_router]
+    payments = nodes.ctx.payments
+    if payments is None:
+        return [default_router, nodes_router]
+    # Pre-checkout, payments, /paysupport and /terms: answered without the user's turn.
+    payments_router = payments.bind(
+        nodes,
+        fulfil=functools.partial(place_paid_order, nodes.ctx),
+        then=lambda: Start(username=""),
+    )
+    return [payments_router, default_router, nodes_router]
 
 
 BOT: BotDefinition[Ctx, Settings] = BotDefinition(

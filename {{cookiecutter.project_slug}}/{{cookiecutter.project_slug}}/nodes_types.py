@@ -19,6 +19,7 @@ from botnodes.telegram import (
     said,
     user_display_name,
 )
+from botnodes.telegram.payments import PaymentDesk
 
 from .food_api import FoodAPI
 from .settings import Settings
@@ -42,6 +43,8 @@ class Ctx(BotContext):
 
     settings: Settings
     food_api: FoodAPI
+    #: Telegram Payments (docs/payments.md); None with PAYMENTS=off.
+    payments: PaymentDesk | None = None
     #: Every text a node may show: `ctx.texts.hungry_added(dish=text)`, checked by mypy.
     texts: Texts = TEXTS
 

@@ -15,15 +15,18 @@ from datetime import timedelta
 from pydantic import Field, HttpUrl
 from pydantic_settings import BaseSettings
 
+from botnodes.telegram.payments import PaymentSettings
 from botnodes.telegram.settings import BotSettings, Duration, settings_config
 
 
 class FoodApiSettings(BaseSettings):
-    """Where finished orders go."""
+    """Where finished orders go (and, with payments on, where their price comes from)."""
 
     model_config = settings_config("FOOD_API_")
 
     url: HttpUrl | None = None
+    # Asked for the cart's price before an invoice is sent (docs/payments.md).
+    quote_url: HttpUrl | None = None
     timeout: float = Field(default=10.0, gt=0)
     # An order the service did not answer (timeout, 5xx, dropped) is sent again, with the
     # same idempotency key, for this long before the user is told it failed.
@@ -49,3 +52,5 @@ class Settings(BotSettings):
 
     food_api: FoodApiSettings = field(default_factory=lambda: FoodApiSettings(_env_file=None))
     cart: CartSettings = field(default_factory=lambda: CartSettings(_env_file=None))
+    #: Telegram Payments: PAYMENTS=off (the default) orders at Finish, as ever.
+    payments: PaymentSettings = field(default_factory=lambda: PaymentSettings(_env_file=None))

@@ -77,6 +77,64 @@ class Texts:
     def hungry_ordered(self) -> Text:
         return Text("hungry-ordered")
 
+    # Checkout, with payments on (nodes/checkout.py)
+    def checkout_title(self) -> Text:
+        return Text("checkout-title")
+
+    def checkout_description(self, cart: str | Text) -> Text:
+        return Text("checkout-description", {"cart": cart})
+
+    def checkout_pay(self, total: str) -> Text:
+        return Text("checkout-pay", {"total": total})
+
+    def checkout_cancelled(self) -> Text:
+        return Text("checkout-cancelled")
+
+    def checkout_quote_refused(self) -> Text:
+        return Text("checkout-quote-refused")
+
+    def checkout_quote_failed(self) -> Text:
+        return Text("checkout-quote-failed")
+
+    # What the payment desk says (botnodes/telegram/payments.py reads these by name)
+    def payment_stale(self) -> Text:
+        return Text("payment-stale")
+
+    def payment_mismatch(self) -> Text:
+        return Text("payment-mismatch")
+
+    def payment_already_paid(self) -> Text:
+        return Text("payment-already-paid")
+
+    def payment_try_again(self) -> Text:
+        return Text("payment-try-again")
+
+    def payment_ordered(self) -> Text:
+        return Text("hungry-ordered")
+
+    def payment_unconfirmed(self) -> Text:
+        return Text("payment-unconfirmed")
+
+    def payment_refunded(self, total: str) -> Text:
+        return Text("payment-refunded", {"total": total})
+
+    def payment_refund_pending(self, total: str) -> Text:
+        return Text("payment-refund-pending", {"total": total})
+
+    def payment_support(self) -> Text:
+        return Text("payment-support")
+
+    def payment_terms(self) -> Text:
+        return Text("payment-terms")
+
+    def staff_paid(self, user: str, total: str, items: str, charge: str) -> Text:
+        return Text("staff-paid", {"user": user, "total": total, "items": items, "charge": charge})
+
+    def staff_refund(self, user: str, total: str, charge: str, reason: str) -> Text:
+        return Text(
+            "staff-refund", {"user": user, "total": total, "charge": charge, "reason": reason}
+        )
+
     # Buttons: the English word is what a press carries; typed, any language's word works
     def button_yes(self) -> Text:
         return Text("button-yes")

@@ -56,6 +56,7 @@ Type a message and press Enter: it reaches the bot as a private message.
                 /language chooses one in the bot, and that choice wins
   :reset        forget your conversation (the next message starts over)
   :wait 30m     let time pass (90, 30m, 24h, PT1H...): the timers that fall due fire
+  :pay          pay the latest invoice (PAYMENTS=provider or stars), as Telegram would
   :log          show the latest log lines (the bot logs to a file, not here)
   :help         this help
   :quit         leave (or Ctrl+D; Ctrl+C leaves at once)"""
@@ -202,6 +203,7 @@ class Chat:
             "user": self._switch_user,
             "lang": self._set_language_code,
             "wait": self._wait,
+            "pay": self._pay,
             "reset": self._reset,
             "log": self._show_log,
             "help": self._help,
@@ -280,6 +282,16 @@ class Chat:
         await self.client.advance(delta)
         self._say(f"({delta} later)")
         self._show(self.user.replies()[before:])
+
+    async def _pay(self, _: str) -> None:
+        try:
+            payment = await self.user.pay()
+        except LookupError:
+            self._say("(no invoice to pay: with PAYMENTS=provider or stars, Finish sends one)")
+            return
+        if not payment.ok:
+            self._say(f"(Telegram shows: {payment.error})")
+        self._show(payment.replies)
 
     async def _show_node(self, _: str) -> None:
         node = await self.user.node()

@@ -29,9 +29,10 @@ from .events import Event, UserId, event_id, event_to_user_id, event_visit
 from .language import Languages
 from .metrics import BotMetrics, CountUpdates
 from .middlewares import InFlightUpdates
+from .payments import PaymentSettings
 from .recipients import Recipients, watch_users
 from .redis_connection import RedisClient, create_redis
-from .send_limits import CountStepReplies, KeepSendRate, SendLimiter
+from .send_limits import CountStepReplies, KeepSendRate, SendLimiter, StepTurns
 from .settings import BotSettings, TelegramSettings
 from .telegram_limits import KeepWithinLimits, RetryHook, RetryTelegram
 
@@ -51,6 +52,9 @@ def secrets_of(settings: BotSettings) -> list[str]:
     password = urlsplit(settings.redis.url.get_secret_value()).password
     if password:
         found.append(password)
+    payments = getattr(settings, "payments", None)  # a bot's PaymentSettings, if it has them
+    if isinstance(payments, PaymentSettings) and payments.payment_provider_token is not None:
+        found.append(payments.payment_provider_token.get_secret_value())
     return found
 
 
@@ -130,12 +134,14 @@ def create_nodes(
     strict_transitions: bool = False,
     observer: NodesObserver | None = None,
     clock: Callable[[], float] = time.time,
+    limiter: SendLimiter | None = None,
 ) -> Nodes[CtxT, Event, UserId]:
     """The botnodes manager for this bot's nodes, with the state settings applied.
 
     The flow the nodes declare is checked here (see botnodes/graph.py); `strict_transitions`
     (the tests' and the chat's choice) makes an undeclared transition an error, not a warning.
     `clock` is what timers count with: the test client and the chat move their own.
+    With the shared send `limiter`, a step's replies take their turns in the commit script.
     """
     nodes: Nodes[CtxT, Event, UserId] = Nodes(
         redis_client=redis,
@@ -167,6 +173,7 @@ def create_nodes(
         start_node=definition.start_node,
         observer=observer,
         clock=clock,
+        reply_budget=StepTurns(limiter) if limiter is not None else None,
     )
     # A user's language is read in the same Redis batches as their state: no round trip more.
     ctx.languages.batch_with(nodes.run_script)
@@ -187,7 +194,14 @@ class App(Generic[CtxT, SettingsT]):
         )
         languages = create_languages(definition, settings, self.redis)
         self.ctx: CtxT = definition.create_ctx(self.bot, languages, settings)
-        self.nodes = create_nodes(definition, settings, self.redis, self.ctx, observer=self.metrics)
+        self.nodes = create_nodes(
+            definition,
+            settings,
+            self.redis,
+            self.ctx,
+            observer=self.metrics,
+            limiter=self.limiter,
+        )
         self.in_flight = InFlightUpdates()
         self.dispatcher: Dispatcher = build_dispatcher(
             definition.build_routers(self.nodes), self.nodes, languages, self.in_flight
@@ -196,6 +210,7 @@ class App(Generic[CtxT, SettingsT]):
         if self.limiter is not None:
             self.dispatcher.update.outer_middleware(CountStepReplies())
         self.recipients = Recipients(self.redis, settings.state.state_key)
+        self.recipients.batch_with(self.nodes.run_script)
         watch_users(self.dispatcher, self.recipients)
         self._timers: asyncio.Task[None] | None = None
 
@@ -204,7 +219,7 @@ class App(Generic[CtxT, SettingsT]):
         self._timers = asyncio.create_task(self.nodes.run_timers(), name="botnodes timers")
 
     async def stop_timers(self) -> None:
-        """Stop looking for due timers; a timer being fired finishes (see `Nodes.drain`)."""
+        """Stop claiming due timers; the firings under way go on (see `on_shutdown`)."""
         if self._timers is not None:
             self._timers.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -238,7 +253,8 @@ class App(Generic[CtxT, SettingsT]):
 
         aiogram calls this after polling stopped and closes the bot session after it, so
         replies sent by the last handlers still go out. `within` is what is left of
-        SHUTDOWN_TIMEOUT when the caller has already waited (webhook mode).
+        SHUTDOWN_TIMEOUT when the caller has already waited (webhook mode). Timers stop being
+        claimed first; firings already claimed get the same deadline as updates.
         """
         await self.stop_timers()
         loop = asyncio.get_running_loop()
@@ -248,14 +264,19 @@ class App(Generic[CtxT, SettingsT]):
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout_at(deadline):
                 await self.in_flight.wait_idle()
-        # Also covers `nodes.user(...).to(...)` calls started outside an update.
+        # Also covers timer firings and `nodes.user(...).to(...)` calls started outside an
+        # update: a stored step's replies go out within SHUTDOWN_TIMEOUT.
         drained = await self.nodes.drain(max(deadline - loop.time(), 0.0))
         if drained and self.in_flight.count == 0:
             logger.info("All in-flight updates finished")
         else:
             logger.warning(
-                "Shutdown timeout: %s update(s) still running are abandoned",
-                self.in_flight.count,
+                "Shutdown timeout: %s update(s) and timer(s) still running are abandoned "
+                "(a stored step's unsent replies are logged by user; an unstored one runs again)",
+                self.in_flight.count + self.nodes.timer_firings,
             )
+            # Cut now, while Redis and the log are open: a firing cut before its commit fires
+            # again in the next process, one cut after it logs each reply the user lost.
+            await self.nodes.abandon_timers()
         await self.ctx.aclose()
         await self.redis.aclose()

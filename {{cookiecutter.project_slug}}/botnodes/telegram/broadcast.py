@@ -20,6 +20,18 @@
   just ahead of the sends) without the message; the summary counts them as unconfirmed.
 - Outcomes: 403 (blocked, deactivated) marks the user blocked, so later broadcasts skip
   them; 400 "chat not found" and other refusals count as failed, logged once, not retried.
+- At most once, also over a bad network: a send is made once (`send_at_most_once`, never the
+  bot's general retry of network errors). A send whose request went out without a readable
+  answer (a dropped connection, no answer within TELEGRAM_CALL_TIMEOUT, a 5xx or a proxy's
+  error page, JSON or not) may have been delivered: it is counted unconfirmed, one line in
+  the log, and never sent again. Only a 429 (Telegram did not deliver) is retried.
+- A 429 pauses the job, in every process: the bulk budget is pushed `retry_after` ahead (the
+  turns of that time are taken) and the pause is written in the job's record, which each
+  process reads with its next send's record and then holds back the sends it gave turns.
+- Redis away for a few seconds pauses the job (each Redis call is retried with backoff for up
+  to REDIS_PATIENCE); a send Telegram confirmed is recorded once Redis is back, so its user
+  is never left unconfirmed by the job's own bookkeeping. A claim is idempotent (a token per
+  call), so a claim whose answer was lost is not lost with its users.
 """
 
 from __future__ import annotations
@@ -27,19 +39,41 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import os
 import random
-import re
 import signal
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, TextIO
 
 from aiogram import Bot
-from aiogram.exceptions import TelegramAPIError, TelegramForbiddenError, TelegramRetryAfter
+from aiogram.exceptions import (
+    AiogramError,
+    TelegramAPIError,
+    TelegramForbiddenError,
+    TelegramNetworkError,
+    TelegramRetryAfter,
+    TelegramServerError,
+)
+from redis.exceptions import RedisError
 
 from .app import App
+from .broadcast_job import (
+    BLOCKED,
+    CLAIM_SCRIPT,
+    CLAIMED,
+    FAILED,
+    FINISH_SCRIPT,
+    JOB_TTL_SECONDS,
+    PAUSE_SCRIPT,
+    REDIS_PATIENCE,
+    SENT,
+    UNKNOWN,
+    patiently,
+)
+from .broadcast_report import Counts, Progress
 from .definition import BotDefinition
 from .language import Languages
 from .metrics import BotMetrics
@@ -47,113 +81,18 @@ from .polling import serve_metrics
 from .recipients import SHARDS, Recipients
 from .send_limits import SendLimiter
 from .settings import BotSettings
-from .telegram_limits import caller_handles_429
+from .telegram_limits import send_at_most_once
 
 logger = logging.getLogger(__name__)
 
-#: A job id names the job's keys in Redis: short, and no character Redis or a shell minds.
-JOB_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 #: Users claimed per script call: the most a SIGKILL can leave unconfirmed per batch.
 CLAIM_BATCH = 10
 #: Sends in flight (waiting for their turn or for Telegram) in one process.
 IN_FLIGHT = 2 * CLAIM_BATCH
-#: A job's record is kept this long after its last claim: run it again within it to resume.
-JOB_TTL_SECONDS = 30 * 86_400
 #: Tries of one message that Telegram answers 429 (each after its retry_after and a new turn).
 FLOOD_TRIES = 5
-#: Seconds between two progress lines when the output is not a terminal.
-PLAIN_PROGRESS_EVERY = 5.0
-BAR_WIDTH = 30
 #: Seconds without news after which claims of other processes count as unconfirmed.
 SETTLE_SECONDS = 5.0
-
-#: Marks the claim script leaves in a job's record: claimed, sent, blocked, failed.
-CLAIMED, SENT, BLOCKED, FAILED = "c", "s", "b", "f"
-
-CLAIM_SCRIPT = """
-local claimed = {}
-local blocked = 0
-for i = 2, #ARGV do
-  local user = ARGV[i]
-  if redis.call('HEXISTS', KEYS[2], user) == 0 then
-    if redis.call('SISMEMBER', KEYS[1], user) == 1 then
-      redis.call('HSET', KEYS[2], user, 'b')
-      blocked = blocked + 1
-    else
-      redis.call('HSET', KEYS[2], user, 'c')
-      claimed[#claimed + 1] = user
-    end
-  end
-end
-if blocked > 0 then redis.call('HINCRBY', KEYS[2], '#b', blocked) end
-if #claimed > 0 then redis.call('HINCRBY', KEYS[2], '#c', #claimed) end
-redis.call('EXPIRE', KEYS[2], ARGV[1])
-return claimed
-"""
-
-#: KEYS: the job's record, the shard's blocked set. ARGV: user, outcome (s, b, f).
-FINISH_SCRIPT = """
-if redis.call('HGET', KEYS[1], ARGV[1]) ~= 'c' then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('HINCRBY', KEYS[1], '#c', -1)
-redis.call('HINCRBY', KEYS[1], '#' .. ARGV[2], 1)
-if ARGV[2] == 'b' then redis.call('SADD', KEYS[2], ARGV[1]) end
-return 1
-"""
-
-
-class BroadcastError(Exception):
-    """A bad job id or text; the message is one line."""
-
-
-def check_job(
-    job_id: str,
-    text: str,
-    translations: Mapping[str, str] | None = None,
-    languages: tuple[str, ...] = (),
-) -> None:
-    """Refuse what can't make a job, naming the value and the rule (`languages`: the bot's)."""
-    if not JOB_ID.fullmatch(job_id):
-        raise BroadcastError(f"--id {job_id!r}: must be 1 to 64 characters of A-Z a-z 0-9 _ . -")
-    _check_text("--text", text)
-    for language, translated in (translations or {}).items():
-        if language not in languages:
-            have = ", ".join(languages)
-            raise BroadcastError(f"--text-in {language!r}: the bot has no such language ({have})")
-        _check_text(f"--text-in {language}", translated)
-
-
-def _check_text(option: str, text: str) -> None:
-    if not text.strip():
-        raise BroadcastError(f"{option}: must not be empty")
-    if len(text) > 4096:
-        raise BroadcastError(f"{option}: {len(text)} characters, Telegram takes at most 4096")
-
-
-@dataclass(frozen=True, slots=True)
-class Counts:
-    """A job's outcomes so far, over every process that worked on it."""
-
-    sent: int = 0
-    blocked: int = 0
-    failed: int = 0
-    unconfirmed: int = 0
-
-    @property
-    def done(self) -> int:
-        return self.sent + self.blocked + self.failed + self.unconfirmed
-
-    def summary(self, job_id: str) -> str:
-        line = (
-            f"Broadcast {job_id}: sent {self.sent}, skipped as blocked {self.blocked}, "
-            f"failed {self.failed}"
-        )
-        if self.unconfirmed:
-            line += (
-                f", unconfirmed {self.unconfirmed} (being sent by another process, or claimed"
-                " by one that was killed: not sent again)"
-            )
-        return line
 
 
 class Broadcast:
@@ -182,6 +121,7 @@ class Broadcast:
         self._metrics = metrics
         self._claim = self._redis.register_script(CLAIM_SCRIPT)
         self._finish = self._redis.register_script(FINISH_SCRIPT)
+        self._pause_job = self._redis.register_script(PAUSE_SCRIPT)
         self._stopping = asyncio.Event()
         # Sends of this process never closer together than the bulk rate allows: a loop that
         # lagged makes them late, not bunched (Telegram counts what arrives in a second).
@@ -189,6 +129,11 @@ class Broadcast:
         self._last_send = 0.0
         self._pacing = asyncio.Lock()
         self._sends: set[asyncio.Task[None]] = set()
+        #: Loop time until which nobody is sent anything (a 429's retry_after).
+        self._paused_until = 0.0
+        self._token_base = f"{os.getpid()}.{random.getrandbits(48):x}"
+        self._tokens = 0
+        self._last_token: dict[int, str] = {}
 
     def stop(self) -> None:
         """Claim nobody more; the sends already claimed finish (SIGTERM, Ctrl-C)."""
@@ -212,8 +157,8 @@ class Broadcast:
         return count
 
     async def counts(self) -> Counts:
-        fields = ("#" + SENT, "#" + BLOCKED, "#" + FAILED, "#" + CLAIMED)
-        totals = [0, 0, 0, 0]
+        fields = ("#" + SENT, "#" + BLOCKED, "#" + FAILED, "#" + CLAIMED, "#" + UNKNOWN)
+        totals = [0, 0, 0, 0, 0]
         for shard in range(SHARDS):
             key = self._recipients.job_key(shard, self._job_id)
             values = await self._redis.hmget(key, fields)
@@ -237,7 +182,9 @@ class Broadcast:
         keys = [self._recipients.blocked_key(shard), self._recipients.job_key(shard, self._job_id)]
         cursor = 0
         while True:
-            cursor, found = await self._redis.sscan(users, cursor, count=100)
+            cursor, found = await patiently(
+                lambda: self._redis.sscan(users, cursor, count=100)  # noqa: B023 - awaited now
+            )
             for begin in range(0, len(found), CLAIM_BATCH):
                 # Claim only as far ahead as sends can start: a kill leaves few unconfirmed.
                 while len(self._sends) > IN_FLIGHT - CLAIM_BATCH:
@@ -245,15 +192,23 @@ class Broadcast:
                 if self.stopped:
                     return
                 batch = found[begin : begin + CLAIM_BATCH]
-                claimed = await self._claim(keys=keys, args=[JOB_TTL_SECONDS, *batch])
+                claimed = await self._claim_batch(shard, keys, batch)
                 await self._send_all(shard, [int(user) for user in claimed])
             if cursor == 0:
                 return
 
+    async def _claim_batch(self, shard: int, keys: list[str], batch: list[Any]) -> list[Any]:
+        self._tokens += 1
+        token = f"{self._token_base}.{self._tokens}"
+        args = [JOB_TTL_SECONDS, token, self._last_token.get(shard, ""), *batch]
+        claimed: list[Any] = await patiently(lambda: self._claim(keys=keys, args=args))
+        self._last_token[shard] = token
+        return claimed
+
     async def _send_all(self, shard: int, users: list[int]) -> None:
         if not users:
             return
-        waits = await self._limiter.reserve_bulk(len(users))
+        waits = await patiently(lambda: self._limiter.reserve_bulk(len(users)))
         loop = asyncio.get_running_loop()
         for user, wait in zip(users, waits, strict=True):
             task = asyncio.create_task(self._send(shard, user, loop.time() + wait))
@@ -264,16 +219,30 @@ class Broadcast:
         try:
             await self._take_turn(at)
             outcome = await self._deliver(user)
-            keys = [
-                self._recipients.job_key(shard, self._job_id),
-                self._recipients.blocked_key(shard),
-            ]
-            await self._finish(keys=keys, args=[user, outcome])
-            if self._metrics is not None:
-                name = {SENT: "sent", BLOCKED: "blocked", FAILED: "failed"}[outcome]
-                self._metrics.broadcast_messages.labels(name).inc()
-        except Exception:  # one user's failure must not end the job; it stays unconfirmed
-            logger.exception("Broadcast %s: user %s", self._job_id, user)
+        except (RedisError, OSError) as error:  # its turn could not be had: nothing was sent
+            logger.warning("Broadcast %s: user %s not sent (%s)", self._job_id, user, error)
+            outcome = FAILED
+        keys = [
+            self._recipients.job_key(shard, self._job_id),
+            self._recipients.blocked_key(shard),
+        ]
+        try:
+            pause_ms = await patiently(lambda: self._finish(keys=keys, args=[user, outcome]))
+        except (RedisError, OSError) as error:  # Redis away past REDIS_PATIENCE
+            logger.error(
+                "Broadcast %s: user %s's outcome (%s) could not be recorded: %s",
+                self._job_id,
+                user,
+                outcome,
+                error,
+            )
+            return
+        if pause_ms:  # another process met a 429: hold back what this one has given turns
+            until = asyncio.get_running_loop().time() + int(pause_ms) / 1000
+            self._paused_until = max(self._paused_until, until)
+        if self._metrics is not None:
+            name = {SENT: "sent", BLOCKED: "blocked", FAILED: "failed", UNKNOWN: "unconfirmed"}
+            self._metrics.broadcast_messages.labels(name[outcome]).inc()
 
     async def _take_turn(self, at: float) -> None:
         """Wait for the turn at loop time `at`; a turn missed, take a new one.
@@ -286,17 +255,41 @@ class Broadcast:
         loop = asyncio.get_running_loop()
         await self._limiter.wait("bulk", at - loop.time())
         if loop.time() - at > self._gap:
-            [wait] = await self._limiter.reserve_bulk(1)
+            [wait] = await patiently(lambda: self._limiter.reserve_bulk(1))
             await self._limiter.wait("bulk", wait)
         await self._keep_apart()
 
     async def _keep_apart(self) -> None:
         loop = asyncio.get_running_loop()
         async with self._pacing:
-            gap = self._last_send + self._gap - loop.time()
-            if gap > 0:
+            # A pause heard of while waiting (a 429 here or in another process) counts too.
+            for _ in range(FLOOD_TRIES):
+                gap = max(self._last_send + self._gap, self._paused_until) - loop.time()
+                if gap <= 0:
+                    break
                 await asyncio.sleep(gap)
             self._last_send = loop.time()
+
+    async def _pause(self, seconds: float) -> None:
+        """A 429: nobody is sent anything for `seconds`, in this process or any other.
+
+        The bulk budget's turns of that time are taken (one script call), so every process's
+        next turn comes after it; the pause is written in the job's record (one call per
+        shard, for a 429 only), where every process reads it with its next send's record and
+        holds back its sends that already have a turn, as this process does at once.
+        """
+        loop = asyncio.get_running_loop()
+        until = loop.time() + seconds
+        if until <= self._paused_until:
+            return  # an earlier 429 paused the job already
+        self._paused_until = until
+        turns = max(math.ceil(seconds / self._gap), 1)
+        await patiently(lambda: self._limiter.reserve_bulk(turns))
+        records = [self._recipients.job_key(shard, self._job_id) for shard in range(SHARDS)]
+        millis = [str(math.ceil(seconds * 1000))]
+        await patiently(
+            lambda: asyncio.gather(*(self._pause_job(keys=[key], args=millis) for key in records))
+        )
 
     async def _text_for(self, user: int) -> str:
         """The message in the user's language, if the job has it (one small read when it may)."""
@@ -308,62 +301,42 @@ class Broadcast:
         text = await self._text_for(user)
         for tries_left in range(FLOOD_TRIES - 1, -1, -1):
             try:
-                with caller_handles_429():
+                with send_at_most_once():
                     await self._bot.send_message(user, text)
             except TelegramRetryAfter as error:
                 if not tries_left:
                     logger.warning("Broadcast %s: user %s failed: %s", self._job_id, user, error)
                     return FAILED
-                # Telegram's flood control: wait as asked, then take a new bulk turn, so the
-                # retry does not come on top of the rate (and cause the next 429).
-                logger.warning("Broadcast %s: 429, retry in %ss", self._job_id, error.retry_after)
-                await asyncio.sleep(error.retry_after)
-                [wait] = await self._limiter.reserve_bulk(1)
+                # Telegram's flood control (it delivered nothing): everybody waits as asked,
+                # then this message takes a new bulk turn, after the pause.
+                logger.warning("Broadcast %s: 429, paused for %ss", self._job_id, error.retry_after)
+                await self._pause(float(error.retry_after))
+                [wait] = await patiently(lambda: self._limiter.reserve_bulk(1))
                 await self._take_turn(asyncio.get_running_loop().time() + wait)
                 continue
             except TelegramForbiddenError as error:
                 logger.info("Broadcast %s: user %s blocked the bot (%s)", self._job_id, user, error)
                 return BLOCKED
+            except (TelegramNetworkError, TelegramServerError) as error:
+                return self._unknown(user, error)
             except TelegramAPIError as error:  # 400 chat not found and the like: not retried
                 logger.warning("Broadcast %s: user %s failed: %s", self._job_id, user, error)
                 return FAILED
+            except AiogramError as error:  # an answer that is not Telegram's JSON (a proxy's)
+                return self._unknown(user, error)
             return SENT
         return FAILED  # not reached: the last try returns
 
-
-class Progress:
-    """A bar with counts and ETA on a terminal; a plain line every few seconds otherwise."""
-
-    def __init__(self, job_id: str, total: int, stream: TextIO = sys.stderr) -> None:
-        self._job_id = job_id
-        self._total = max(total, 1)
-        self._stream = stream
-        self._tty = stream.isatty()
-        self._started = time.monotonic()
-        self._first: int | None = None
-        self._last_line = 0.0
-
-    def show(self, counts: Counts, *, final: bool = False) -> None:
-        now = time.monotonic()
-        if self._first is None:
-            self._first = counts.done
-        if not self._tty and not final and now - self._last_line < PLAIN_PROGRESS_EVERY:
-            return
-        self._last_line = now
-        rate = (counts.done - self._first) / max(now - self._started, 1e-6)
-        left = max(self._total - counts.done, 0)
-        eta = f"{left / rate:.0f}s" if rate > 0 else "?"
-        line = (
-            f"{counts.done}/{self._total} sent {counts.sent} blocked {counts.blocked} "
-            f"failed {counts.failed} | {rate:.1f}/s | ETA {eta}"
+    def _unknown(self, user: int, error: Exception) -> str:
+        """The request went out and no readable answer came: it may have been delivered."""
+        reason = " ".join(str(error).split())[:200] or type(error).__name__
+        logger.warning(
+            "Broadcast %s: user %s unconfirmed, not sent again (may have got it): %s",
+            self._job_id,
+            user,
+            reason,
         )
-        if self._tty:
-            filled = int(BAR_WIDTH * min(counts.done / self._total, 1.0))
-            bar = "#" * filled + "-" * (BAR_WIDTH - filled)
-            self._stream.write(f"\r[{bar}] {line}" + ("\n" if final else ""))
-        else:
-            self._stream.write(f"Broadcast {self._job_id}: {line}\n")
-        self._stream.flush()
+        return UNKNOWN
 
 
 async def settled(job: Broadcast, progress: Progress) -> Counts:
@@ -372,11 +345,11 @@ async def settled(job: Broadcast, progress: Progress) -> Counts:
     Claims that stay unconfirmed for `SETTLE_SECONDS` belong to a process that died (or
     to one still waiting out a long flood control): they are reported as unconfirmed.
     """
-    counts = await job.counts()
+    counts = await patiently(job.counts)
     still = time.monotonic()
-    while counts.unconfirmed and time.monotonic() - still < SETTLE_SECONDS:
+    while counts.claimed and time.monotonic() - still < SETTLE_SECONDS:
         await asyncio.sleep(0.2)
-        latest = await job.counts()
+        latest = await patiently(job.counts)
         if latest != counts:
             counts, still = latest, time.monotonic()
             progress.show(counts)
@@ -389,21 +362,34 @@ async def run_job(job: Broadcast, job_id: str, *, dry_run: bool, out: TextIO) ->
         reachable = await job.reachable()
         print(f"Broadcast {job_id} (dry run): would send to {reachable} users", file=out)
         return 0
-    progress = Progress(job_id, await job.total())
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, job.stop)
-    worker = asyncio.create_task(job.run())
     try:
+        progress = Progress(job_id, await patiently(job.total))
+        worker = asyncio.create_task(job.run())
         while not worker.done():
-            progress.show(await job.counts())
+            with contextlib.suppress(RedisError, OSError):  # Redis away: no line this time
+                async with asyncio.timeout(1.0):
+                    progress.show(await job.counts())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(worker), 1.0)
         await worker
+    except (RedisError, OSError) as error:  # away longer than REDIS_PATIENCE: one line
+        print(
+            f"Broadcast {job_id}: stopped, Redis did not answer for {REDIS_PATIENCE:g}s "
+            f"({error}); run the same command again to resume",
+            file=out,
+        )
+        return 1
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
-    counts = await settled(job, progress)
+    try:
+        counts = await settled(job, progress)
+    except (RedisError, OSError) as error:
+        print(f"Broadcast {job_id}: no summary, Redis does not answer ({error})", file=out)
+        return 1
     progress.show(counts, final=True)
     print(counts.summary(job_id), file=out)
     if job.stopped:

@@ -39,7 +39,7 @@ class BotContext:
         order), the step is stored anyway and can't be repeated by the user's next message.
         Outside a transition it sends at once. The words are chosen only now, when the
         user's language (read while the step ran) is known. Counting the reply here lets the
-        first one reserve the chat's send turns for all of the step's replies in one Redis call.
+        script that stores the step reserve the chat's send turns for all of its replies.
         """
 
         async def send() -> None:
@@ -50,7 +50,14 @@ class BotContext:
             )
 
         expect_reply(user_id)
-        await after_commit(send)
+        await after_commit(send, f"the message {text.id!r}")
+
+    def will_reply(self, user_id: int, count: int = 1) -> None:
+        """Count replies an `after_commit` action of this step will send later (an order's
+        answer): their send turns are then reserved with the step's, by the script that
+        stores it, instead of costing a Redis round trip of their own when they go out."""
+        for _ in range(count):
+            expect_reply(user_id)
 
     async def aclose(self) -> None:
         """Release what the bot's own services hold (a subclass closes its HTTP clients)."""

@@ -17,7 +17,8 @@ from aiogram.types import CallbackQuery, Message
 from botnodes import Nodes, Outcome
 
 from .buttons import Press
-from .language import Languages, UseUserLanguage, build_language_router
+from .events import event_id, event_to_user_id
+from .language import FirstDelivery, Languages, UseUserLanguage, build_language_router
 from .middlewares import AnswerEveryPress, InFlightUpdates, ReplyWhenStateUnavailable
 from .texts import RUNTIME_TEXTS
 
@@ -45,9 +46,22 @@ class IsTextMessage(BaseFilter):
         return event.text is not None
 
 
+def first_delivery(nodes: Nodes[Any, Any, Any]) -> FirstDelivery:
+    """For handlers outside the nodes: marks the update handled, False if it was before.
+
+    The nodes' own updates are marked by the commit that stores their step, at no cost.
+    """
+
+    async def first(event: Message | CallbackQuery) -> bool:
+        return await nodes.mark_handled(event_to_user_id(event), event_id(event))
+
+    return first
+
+
 def build_fallback_router(nodes: Nodes[Any, Any, Any], languages: Languages) -> Router:
     """Presses of the nodes' buttons, and messages no router above took."""
     router = Router(name=f"{__name__}.fallback")
+    first = first_delivery(nodes)
 
     @router.callback_query(Press.filter())
     async def press(query: CallbackQuery) -> str | None:
@@ -61,6 +75,8 @@ def build_fallback_router(nodes: Nodes[Any, Any, Any], languages: Languages) -> 
 
     @router.message()
     async def not_text(message: Message, bot: Bot) -> None:
+        if not await first(message):  # a re-delivered sticker gets its hint once
+            return
         language = await languages.of(message.chat.id)
         await bot.send_message(
             message.chat.id, languages.render(language, RUNTIME_TEXTS.not_text())
@@ -92,7 +108,7 @@ def build_dispatcher(
     for observer in (personal_router.message, personal_router.callback_query):
         observer.middleware(UseUserLanguage(languages))
         observer.middleware(ReplyWhenStateUnavailable(languages))
-    personal_router.include_router(build_language_router(languages))
+    personal_router.include_router(build_language_router(languages, first_delivery(nodes)))
     personal_router.include_routers(*routers)
     personal_router.include_router(build_fallback_router(nodes, languages))
 

@@ -8,6 +8,7 @@ only when it is sent, so a node never has to know who it talks to.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,8 @@ from typing import Any, TypeAlias
 from fluent.runtime import FluentBundle, FluentResource
 from fluent.runtime.types import fluent_number
 from fluent.syntax.ast import Junk, Message
+
+logger = logging.getLogger(__name__)
 
 #: Each language of a bot is a folder named by its code holding this file.
 FTL_FILE = "bot.ftl"
@@ -48,6 +51,8 @@ class Catalog:
         self._spellings: dict[str, frozenset[str]] = {}
         self._plain: dict[tuple[str, str], str] = {}
         self._ids: dict[str, frozenset[str]] = {}
+        #: (language, id) pairs already warned about: one warning each, not one per reply.
+        self._fell_back: set[tuple[str, str]] = set()
         for path in sorted(directory.glob(f"*/{FTL_FILE}")):
             language = path.parent.name
             # No Unicode isolation marks: Telegram shows them as stray characters.
@@ -80,8 +85,14 @@ class Catalog:
         return plain
 
     def _format(self, language: str, text: Text) -> str:
-        bundle = self._bundles.get(language) or self._bundles[REFERENCE_LANGUAGE]
+        reference = self._bundles[REFERENCE_LANGUAGE]
+        bundle = self._bundles.get(language) or reference
         if not bundle.has_message(text.id):
+            if bundle is not reference and reference.has_message(text.id):
+                # Start-up refuses this (cli.check_texts); a catalog used without that check
+                # (a test client, a library user) still sends the reply, never drops it.
+                self._fall_back(language, text.id)
+                return self._format(REFERENCE_LANGUAGE, text)
             raise TranslationError(f"{language}/{FTL_FILE} has no message {text.id!r}")
         message = bundle.get_message(text.id)
         if message.value is None:
@@ -93,6 +104,17 @@ class Catalog:
         if errors:
             raise TranslationError(f"{language}/{FTL_FILE} {text.id!r}: {errors[0]}")
         return str(rendered)
+
+    def _fall_back(self, language: str, text_id: str) -> None:
+        if (language, text_id) not in self._fell_back:
+            self._fell_back.add((language, text_id))
+            logger.warning(
+                "%s/%s has no text %r: sent in %s instead",
+                language,
+                FTL_FILE,
+                text_id,
+                REFERENCE_LANGUAGE,
+            )
 
     def _value(self, language: str, value: Value) -> Any:
         if isinstance(value, Text):

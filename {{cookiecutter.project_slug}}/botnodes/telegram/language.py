@@ -190,12 +190,26 @@ def language_keyboard(languages: Languages) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup(inline_keyboard=[buttons])
 
 
-def build_language_router(languages: Languages) -> Router:
-    """`/language` from any node; the choice is not a step of the flow, so no node changes."""
+#: True the first time an update is seen, False for a re-delivery (`Nodes.mark_handled`).
+FirstDelivery = Callable[[Message | CallbackQuery], Awaitable[bool]]
+
+
+async def _always(_: Message | CallbackQuery) -> bool:
+    return True
+
+
+def build_language_router(languages: Languages, first: FirstDelivery = _always) -> Router:
+    """`/language` from any node; the choice is not a step of the flow, so no node changes.
+
+    No step is stored, so nothing records the update as handled: `first` does, and a
+    re-delivered `/language` or press is not answered twice.
+    """
     router = Router(name=f"{__name__}.language")
 
     @router.message(Command("language"))
     async def menu(message: Message, bot: Bot) -> None:
+        if not await first(message):
+            return
         language = await languages.of(message.chat.id)
         await bot.send_message(
             message.chat.id,
@@ -205,6 +219,8 @@ def build_language_router(languages: Languages) -> Router:
 
     @router.callback_query(LanguageChoice.filter())
     async def choose(query: CallbackQuery, callback_data: LanguageChoice, bot: Bot) -> str | None:
+        if not await first(query):
+            return None
         code = languages.catalog.supported(callback_data.code)
         if code is None:  # a language this deploy no longer has: the menu is out of date
             language = await languages.of(query.from_user.id)

@@ -112,7 +112,7 @@ class BotMetrics(NodesObserver):
         )
         self.broadcast_messages = Counter(
             "bot_broadcast_messages_total",
-            "Broadcast messages by outcome (sent, blocked: skipped, failed).",
+            "Broadcast messages by outcome (sent, blocked: skipped, failed, unconfirmed).",
             ["outcome"],
             registry=self.registry,
         )

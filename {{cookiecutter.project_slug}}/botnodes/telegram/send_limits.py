@@ -15,11 +15,12 @@ two slots.
   broadcast can't starve them.
 
 What it costs: the replies of one update are counted while its nodes queue them
-(`expect_reply`, called by `Ctx.send_message`), and the first reply reserves turns for all of
-them in one script call, whatever the number of replies. Calls made by concurrent updates in
-one event-loop turn go to Redis as one pipeline (botnodes' `ScriptPipeline`), so under load
-they share round trips; a lone user pays one more round trip per update that replies. A send
-outside an update (a timer's reply, a broadcast) reserves its own turn.
+(`expect_reply`, called by `Ctx.send_message`), and the script that stores the step reserves
+their turns in the user's chat (`StepTurns`, botnodes' `ReplyBudget`): no command or round
+trip of its own, whatever the number of replies. A reply queued after the commit (an
+`after_commit` action sending more) and a send outside an update (a timer's reply, a
+broadcast) reserve their turns in one script call of their own; calls made by concurrent
+updates in one event-loop turn go to Redis as one pipeline (botnodes' `ScriptPipeline`).
 If Redis can't be asked, the message goes out unlimited: a 429 that comes anyway is still
 waited out by `RetryTelegram`.
 """
@@ -45,6 +46,7 @@ from aiogram.types import TelegramObject
 from redis.asyncio import RedisCluster
 from redis.exceptions import RedisError
 
+from botnodes.budget import GCRA_FUNCTION, Reservation
 from botnodes.pipelining import ScriptPipeline
 
 from .middlewares import Handler
@@ -83,23 +85,11 @@ SEND_METHODS = frozenset(
 #: arrival time (ms) of its next message. ARGV: ms between messages, burst, count.
 #: Returns each message's wait in ms, relative to now on the Redis server's clock (one
 #: clock for every replica). It never refuses: a turn is a promise of a time.
-GCRA_SCRIPT = """
-local now_parts = redis.call('TIME')
-local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
-local interval = tonumber(ARGV[1])
-local tolerance = interval * (tonumber(ARGV[2]) - 1)
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tat < now then tat = now end
-local waits = {}
-for i = 1, tonumber(ARGV[3]) do
-  local wait = tat - tolerance - now
-  if wait < 0 then wait = 0 end
-  waits[i] = wait
-  tat = tat + interval
-end
-redis.call('SET', KEYS[1], string.format('%d', tat), 'PX', tat - now + 1)
-return waits
-"""
+#: The same algorithm botnodes' commit script runs (budget.py), so both count alike.
+GCRA_SCRIPT = (
+    GCRA_FUNCTION
+    + "return gcra(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]))\n"
+)
 
 
 def hash_tag(name: str) -> str:
@@ -197,6 +187,34 @@ class CountStepReplies(BaseMiddleware):
             return await handler(event, data)
         finally:
             _step.reset(token)
+
+
+class StepTurns:
+    """botnodes' `ReplyBudget`: the replies an update's nodes queued take their chat's turns
+    in the script that stores the step (one command batch fewer per update that replies).
+
+    Only private chats reach the nodes, so the user's id is the chat's id and the budget's
+    key carries the user's hash tag, the slot of their state on a Redis Cluster.
+    """
+
+    def __init__(self, limiter: SendLimiter) -> None:
+        self._limiter = limiter
+
+    def reservation(self, user_id: Any) -> Reservation | None:
+        step = _step.get()
+        if step is None or not isinstance(user_id, int) or user_id in step.turns:
+            return None
+        count = step.expected.pop(user_id, 0)
+        if count <= 0:
+            return None
+        budget = self._limiter.budget_of(user_id)
+        return Reservation(self._limiter.chat_key(user_id), budget.interval_ms, budget.burst, count)
+
+    def reserved(self, user_id: Any, waits_ms: list[int]) -> None:
+        step = _step.get()
+        if step is not None:
+            now = asyncio.get_running_loop().time()
+            step.turns[user_id] = deque(now + wait / 1000 for wait in waits_ms)
 
 
 class KeepSendRate(BaseRequestMiddleware):

@@ -208,6 +208,9 @@ class WebhookSettings(BaseSettings):
     # A client gets this long for a request's headers, then as long again for its body; a
     # stalled connection is closed after it so it can't hold a file descriptor for ever.
     read_timeout: float = Field(default=10.0, gt=0, le=300)
+    # A delivery whose step is not stored after this long while Redis does not answer a PING
+    # (within READY_TIMEOUT) is cut and answered 503 with Retry-After: Telegram sends it again.
+    redis_deadline: float = Field(default=5.0, gt=0, le=300)
 
     @field_validator("url")
     @classmethod

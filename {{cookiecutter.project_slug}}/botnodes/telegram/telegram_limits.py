@@ -12,7 +12,8 @@ What a retry can duplicate: a 429 or another 4xx means Telegram did not carry th
 retrying it can't repeat anything. A 5xx, a dropped connection or a timeout may come after
 Telegram delivered the message; retrying it may then show the user the same message twice.
 The bot accepts that (a repeated reply is better than a lost one); it never applies to the
-order, which is not a Bot API call.
+order, which is not a Bot API call, nor to a broadcast (`send_at_most_once`: a message to
+everybody is not repeated on a guess).
 """
 
 from __future__ import annotations
@@ -61,21 +62,23 @@ _NOT_RETRIED = frozenset({GetUpdates.__api_method__, GetMe.__api_method__})
 _BACKOFF_BASE = 0.5
 _BACKOFF_CAP = 8.0
 
-_wait_out_429: ContextVar[bool] = ContextVar("wait_out_429", default=True)
+_at_most_once: ContextVar[bool] = ContextVar("at_most_once", default=False)
 
 
 @contextlib.contextmanager
-def caller_handles_429() -> Iterator[None]:
-    """Within this block a 429 is raised to the caller instead of waited out and retried.
+def send_at_most_once() -> Iterator[None]:
+    """Within this block a call is made once: every failure is raised to the caller.
 
-    For a broadcast: its retry must take a new turn in the bulk budget, or every retry comes
-    on top of the rate and a few 429s snowball into many.
+    For a broadcast. A 5xx, a dropped connection or no answer may come after Telegram
+    delivered the message: retrying it could deliver it twice, so the caller counts it as
+    unconfirmed instead. And a 429's retry must take a new turn in the bulk budget, or every
+    retry comes on top of the rate and a few 429s snowball into many.
     """
-    token = _wait_out_429.set(False)
+    token = _at_most_once.set(True)
     try:
         yield
     finally:
-        _wait_out_429.reset(token)
+        _at_most_once.reset(token)
 
 
 def split_text(text: str, limit: int = MAX_MESSAGE_LENGTH) -> list[str]:
@@ -182,6 +185,8 @@ class RetryTelegram(BaseRequestMiddleware):
         method: TelegramMethod[TelegramType],
         deadline: float | None,
     ) -> Response[TelegramType]:
+        if _at_most_once.get():
+            return await make_request(bot, method)
         waited = 0.0
         attempt = 0
         failure: TelegramAPIError
@@ -189,8 +194,6 @@ class RetryTelegram(BaseRequestMiddleware):
             try:
                 return await make_request(bot, method)
             except TelegramRetryAfter as error:
-                if not _wait_out_429.get():
-                    raise
                 reason, delay, failure = "429", float(error.retry_after), error
             except TelegramServerError as error:
                 reason, delay, failure = "server", self._backoff(attempt), error

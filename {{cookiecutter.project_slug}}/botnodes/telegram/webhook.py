@@ -9,6 +9,12 @@ the replies went out. Telegram delivers again whatever it did not get a 2xx for,
 is never lost to a crash, a deploy or a full process: past MAX_PENDING_UPDATES deliveries in
 flight, and once SIGTERM came, new ones are answered 503 and come back later (to this replica
 or another one); ones still running when SHUTDOWN_TIMEOUT runs out are dropped unanswered.
+
+Nothing hangs while Redis does: a delivery whose step is not stored within
+WEBHOOK_REDIS_DEADLINE, while Redis does not answer a PING within READY_TIMEOUT, is cut (nothing
+of it was stored) and answered 503 with Retry-After, at most WEBHOOK_REDIS_DEADLINE +
+READY_TIMEOUT + CANCEL_GRACE after it came. A delivery waiting behind a user's long paced replies
+while Redis answers is not cut; one whose step is stored finishes its replies.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ from aiogram.exceptions import TelegramAPIError
 from aiogram.types import Update
 from aiohttp import web
 from pydantic import ValidationError
+
+from botnodes import watch_stored
 
 from .app import App, StartupError, bot_api_failure
 from .metrics import metrics_route
@@ -75,6 +83,7 @@ class WebhookServer:
             shutdown_timeout=CANCEL_GRACE,
         )
         self.site: web.TCPSite | None = None
+        self.redis = RedisProbe(app)
 
     def refuse(self, status: int, reason: str, text: str) -> web.Response:
         self.app.metrics.deliveries_refused.labels(str(status), reason).inc()
@@ -111,17 +120,44 @@ class WebhookServer:
             update = Update.model_validate_json(body, context={"bot": self.app.bot})
         except ValidationError:
             return self.refuse(400, "not_an_update", "the body is not a Telegram Update")
-        await self.app.dispatcher.feed_update(self.app.bot, update)
+        stored = asyncio.Event()
+        with watch_stored(stored):  # the task copies the context, and with it the event
+            handling = asyncio.ensure_future(self.app.dispatcher.feed_update(self.app.bot, update))
+        try:
+            while not await self._done_or_stored(handling, stored):
+                if await self.redis.answers() or stored.is_set():
+                    continue  # Redis is fine (the user's turn simply takes long), or it stored
+                handling.cancel()
+                await asyncio.wait([handling], timeout=CANCEL_GRACE)
+                logger.warning(
+                    "Redis did not answer for %.1fs: update %s answered 503 (Telegram re-sends)",
+                    self.app.settings.webhook.redis_deadline,
+                    update.update_id,
+                )
+                return self.refuse(503, "redis_timeout", "Redis does not answer, deliver it again")
+            await handling
+        finally:
+            handling.cancel()  # only if this request itself was cancelled (shutdown)
         return web.json_response({})
+
+    async def _done_or_stored(self, handling: asyncio.Future[Any], stored: asyncio.Event) -> bool:
+        """Wait up to WEBHOOK_REDIS_DEADLINE; True once handled or its step stored."""
+        waiting = asyncio.ensure_future(stored.wait())
+        try:
+            await asyncio.wait(
+                [handling, waiting],
+                timeout=self.app.settings.webhook.redis_deadline,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            waiting.cancel()
+        return handling.done() or stored.is_set()
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.Response(text="ok")
 
     async def readyz(self, request: web.Request) -> web.Response:
-        redis_ok = False
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(READY_TIMEOUT):
-                redis_ok = bool(await self.app.redis.ping())
+        redis_ok = await self.redis.answers()
         if self.ready and redis_ok:
             return web.Response(text="ready")
         reason = "Redis does not answer" if self.ready else "not set up yet"
@@ -157,6 +193,7 @@ class WebhookServer:
         deadline = loop.time() + self.app.settings.runtime.shutdown_timeout
         self.ready = False
         self.stopping = True
+        await self.app.stop_timers()  # no new firings; those under way finish with the updates
         if self.site is not None:
             await self.site.stop()  # no new connections from here on
         if self.runner.server is not None:
@@ -175,6 +212,27 @@ class WebhookServer:
         await self.app.on_shutdown(within=max(deadline - loop.time(), 0.0))
         await self.app.bot.session.close()
         await self.runner.cleanup()
+
+
+class RedisProbe:
+    """Does Redis answer PING within READY_TIMEOUT? One PING at a time, shared by everyone
+    asking meanwhile (readiness, deliveries past their deadline): a frozen Redis is asked once,
+    not once per held delivery."""
+
+    def __init__(self, app: App[Any, Any]) -> None:
+        self._app = app
+        self._ping: asyncio.Task[bool] | None = None
+
+    async def answers(self) -> bool:
+        if self._ping is None or self._ping.done():
+            self._ping = asyncio.create_task(self._answers())
+        return await asyncio.shield(self._ping)
+
+    async def _answers(self) -> bool:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(READY_TIMEOUT):
+                return bool(await self._app.redis.ping())
+        return False
 
 
 async def run_webhook(app: App[Any, Any]) -> None:

@@ -6,10 +6,10 @@
   API in process or over HTTP on 127.0.0.1, and say no like Telegram does: messages over 4,096
   characters, callback data over 64 bytes, a second answer to a button press, and on request
   429 with `retry_after`, 5xx and dropped connections, and Telegram's flood control
-  (`enforce_rates()`).
+  (`enforce_rates()`). Invoices are checked like Telegram's, and `await alice.pay()` pays one.
 """
 
-from .client import BotTestClient, Reply, TestUser
+from .client import BotTestClient, Payment, Reply, TestUser
 from .fake_bot_api import (
     ApiCall,
     FakeBotAPIServer,
@@ -26,6 +26,7 @@ __all__ = [
     "FakeBotAPIServer",
     "FakeSession",
     "FakeTelegram",
+    "Payment",
     "Reply",
     "TelegramRates",
     "TestUser",

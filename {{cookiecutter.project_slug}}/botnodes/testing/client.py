@@ -10,6 +10,7 @@ replaced by `FakeTelegram`, then feeds it updates (`BOT` is the bot's `BotDefini
         replies = await alice.click("Yes")          # presses a button of the last message
         assert isinstance(await alice.node(), Hungry)
         await client.advance(minutes=30)            # fires the timers that fall due
+        payment = await alice.pay()                 # pays the last invoice (PAYMENTS on)
 
 Every reply is checked against Telegram's rules on the way out, so a message too long for
 Telegram fails the test the way it would fail in production.
@@ -59,7 +60,28 @@ class Reply:
     def of(cls, message: dict[str, Any]) -> Reply:
         rows = message.get("reply_markup", {}).get("inline_keyboard", [])
         buttons = [[str(key["text"]) for key in row] for row in rows]
+        if "invoice" in message:  # shown as `Invoice: <title> (<total> <currency>)`
+            invoice = message["invoice"]
+            text = f"Invoice: {invoice['title']} ({invoice['total_amount']} {invoice['currency']})"
+            return cls(text, buttons, int(message["message_id"]))
         return cls(str(message["text"]), buttons, int(message["message_id"]))
+
+
+@dataclass(frozen=True)
+class Payment:
+    """What came of `TestUser.pay()`: the pre-checkout answer, and the payment if it went on."""
+
+    ok: bool
+    #: The reason the bot gave for refusing at pre-checkout (None when ok).
+    error: str | None
+    #: The replies to the user from the payment (none when refused at pre-checkout).
+    replies: list[Reply]
+    #: Telegram's charge id (made even when refused, never paid then).
+    charge_id: str
+    #: The `successful_payment` update, to deliver it again (`client.feed(payment.update)`).
+    update: dict[str, Any]
+    #: Seconds from the pre-checkout query to its answer.
+    answered_in: float
 
 
 class TestClock:
@@ -142,10 +164,13 @@ class BotTestClient:
             ctx,
             strict_transitions=strict_transitions,
             clock=clock,
+            limiter=limiter,
         )
         try:
             dispatcher = build_dispatcher(definition.build_routers(nodes), nodes, languages)
-            watch_users(dispatcher, Recipients(client_redis, settings.state.state_key))
+            recipients = Recipients(client_redis, settings.state.state_key)
+            recipients.batch_with(nodes.run_script)  # as `App` does
+            watch_users(dispatcher, recipients)
             if limiter is not None:
                 dispatcher.update.outer_middleware(CountStepReplies())
             yield cls(
@@ -270,6 +295,55 @@ class TestUser:
     async def node(self) -> Node[Any, Any, int, Any] | None:
         """The node the user is on (with its data in `._data`), as botnodes stored it."""
         return await self.client.nodes.user(self.user_id).get_node()
+
+    async def pay(
+        self,
+        *,
+        currency: str | None = None,
+        total_amount: int | None = None,
+        payload: str | None = None,
+        invoice: Reply | None = None,
+    ) -> Payment:
+        """Pay the newest invoice (or `invoice`) as Telegram does: a `pre_checkout_query`
+        first, then, if the bot answered it ok, a `successful_payment` message.
+
+        `currency`, `total_amount` and `payload` change what the query claims, as a forged or
+        tampered payment would. The food API's answer is the test's stand-in's (make it refuse
+        there). Fails the test if the query is not answered exactly once.
+        """
+        telegram = self.client.telegram
+        if invoice is None:
+            _, params = telegram.last_invoice(self.user_id)
+        else:
+            params = telegram.invoices[invoice.message_id]
+        ids = (self.client.next_update_id(), self.client.next_update_id())
+        query, paid = telegram.pay_updates(
+            ids,
+            self.user_id,
+            params,
+            currency=currency,
+            total_amount=total_amount,
+            payload=payload,
+            **self._fields,
+        )
+        query_id = query["pre_checkout_query"]["id"]
+        before = len(self.client.telegram.delivered(self.user_id))
+        await self.client.feed(query)
+        answers = telegram.pre_checkout_answers[query_id]
+        if len(answers) != 1:
+            raise AssertionError(f"the pre-checkout query was answered {len(answers)} times")
+        asked, answered = telegram.pre_checkout_times[query_id]
+        ok = bool(answers[0]["ok"])
+        if ok:
+            await self.client.feed(paid)
+        return Payment(
+            ok=ok,
+            error=None if ok else str(answers[0].get("error_message")),
+            replies=self.replies()[before:],
+            charge_id=str(paid["message"]["successful_payment"]["telegram_payment_charge_id"]),
+            update=paid,
+            answered_in=(answered or asked) - asked,
+        )
 
     def replies(self) -> list[Reply]:
         """Every message the bot sent this user so far."""

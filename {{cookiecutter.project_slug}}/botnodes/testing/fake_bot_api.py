@@ -8,6 +8,13 @@ a message that does not exist or not changing it. `fail()` makes chosen calls an
 `enforce_rates()` makes it answer 429 the way Telegram's flood control does when a bot sends
 faster than its global or per-chat rate (off unless asked for).
 
+It also takes payments as Telegram does: `sendInvoice` is checked against Telegram's rules
+(title 1-32 characters, description 1-255, payload 1-128 bytes, positive whole amounts, exactly
+one price and no provider token for Stars, a provider token otherwise), `pay_updates` makes the
+`pre_checkout_query` and `successful_payment` updates a paying user causes,
+`answerPreCheckoutQuery` is taken once per query, and `refundStarPayment` refunds a charge once
+(a second refund answers CHARGE_ALREADY_REFUNDED).
+
 `FakeSession` plugs it into an aiogram `Bot` (no network, for `Dispatcher.feed_update`);
 `FakeBotAPIServer` serves it on 127.0.0.1 for a bot process started with TELEGRAM_API_URL,
 including the long-polling `getUpdates` that `push_message` and `push_press` feed.
@@ -43,6 +50,10 @@ BOT_USER = {"id": 4242, "is_bot": True, "first_name": "Food test bot", "username
 MAX_MESSAGE_LENGTH = 4096
 MAX_CALLBACK_DATA_BYTES = 64
 MAX_CALLBACK_ANSWER_LENGTH = 200
+MAX_INVOICE_TITLE = 32
+MAX_INVOICE_DESCRIPTION = 255
+MAX_INVOICE_PAYLOAD_BYTES = 128
+STARS = "XTR"
 
 Params = dict[str, Any]
 
@@ -67,11 +78,19 @@ class UnknownMethodError(Exception):
 class Refusal(Exception):
     """Telegram answered `{"ok": false, ...}`: the error code, description and parameters."""
 
-    def __init__(self, status: int, description: str, retry_after: int | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        description: str,
+        retry_after: int | None = None,
+        raw: str | None = None,
+    ) -> None:
         super().__init__(f"{status} {description}")
         self.status = status
         self.description = description
         self.retry_after = retry_after
+        #: A body that is not Telegram's JSON (a proxy's error page), sent as it is.
+        self.raw = raw
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -101,6 +120,8 @@ class _Failure:
     times: int
     match: Callable[[Params], bool] | None
     stall: bool = False
+    delivered: bool = False
+    body: str | None = None
 
     def applies(self, method: str, params: Params) -> bool:
         return (
@@ -124,7 +145,7 @@ class _Failure:
             502: "Bad Gateway",
             503: "Service Unavailable",
         }
-        raise Refusal(status, descriptions.get(status, "Server Error"))
+        raise Refusal(status, descriptions.get(status, "Server Error"), raw=self.body)
 
 
 #: The methods that put a message in a chat: what Telegram's rates count.
@@ -194,6 +215,16 @@ class FakeTelegram:
     texts: dict[int, list[str]] = field(default_factory=dict)
     #: Telegram's flood control, once `enforce_rates()` turned it on.
     rates: TelegramRates | None = None
+    #: Each invoice sent, by the id of its message: the sendInvoice parameters (payload too).
+    invoices: dict[int, Params] = field(default_factory=dict)
+    #: Each pre-checkout query handed out by `pay_updates`, with its answers (one, if right).
+    pre_checkout_answers: dict[str, list[Params]] = field(default_factory=dict)
+    #: When each pre-checkout query was handed out and answered (time.monotonic()).
+    pre_checkout_times: dict[str, tuple[float, float | None]] = field(default_factory=dict)
+    #: Each charge made by a payment: user id, currency and amount.
+    charges: dict[str, Params] = field(default_factory=dict)
+    #: Charges refunded through refundStarPayment, in order.
+    refunds: list[str] = field(default_factory=list)
     _failures: list[_Failure] = field(default_factory=list)
     _message_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _query_ids: itertools.count[int] = field(default_factory=unique_ids)
@@ -208,14 +239,21 @@ class FakeTelegram:
         stall: bool = False,
         times: int = 1,
         match: Callable[[Params], bool] | None = None,
+        delivered: bool = False,
+        body: str | None = None,
     ) -> None:
         """Make the next `times` calls of `method` (whose params satisfy `match`) fail.
 
         `status=429` answers "Too Many Requests: retry after N" with `retry_after`; another
         status (default 500) answers that server error; `drop=True` drops the connection;
         `stall=True` never answers (in process only: the HTTP server answers everything).
+        `delivered=True` carries the call out first and then fails its answer (a connection
+        reset or a proxy's 502 after Telegram delivered); `body` answers that text instead of
+        Telegram's JSON (e.g. an HTML error page).
         """
-        self._failures.append(_Failure(method, status, retry_after, drop, times, match, stall))
+        self._failures.append(
+            _Failure(method, status, retry_after, drop, times, match, stall, delivered, body)
+        )
 
     def enforce_rates(self, rates: TelegramRates | None = None) -> TelegramRates:
         """Answer 429 when messages come faster than `rates` (Telegram's, by default)."""
@@ -225,10 +263,10 @@ class FakeTelegram:
     def answer(self, method: str, params: Mapping[str, Any]) -> Any:
         """Carry out a call as Telegram would; raise Refusal or Dropped when it would not."""
         params = dict(params)
+        failure = next((f for f in self._failures if f.applies(method, params)), None)
         try:
-            for failure in self._failures:
-                if failure.applies(method, params):
-                    failure.trigger()
+            if failure is not None and not failure.delivered:
+                failure.trigger()
             if self.rates is not None and method in RATED_METHODS:
                 self.rates.take(int(params["chat_id"]), time.monotonic())
             result = self._carry_out(method, params)
@@ -236,6 +274,8 @@ class FakeTelegram:
             self.calls.append(ApiCall(method, params, error=str(error) or type(error).__name__))
             raise
         self.calls.append(ApiCall(method, params))
+        if failure is not None and failure.delivered:
+            failure.trigger()  # carried out (above), and then the answer is lost or garbled
         return result
 
     def _carry_out(self, method: str, params: Params) -> Any:
@@ -247,9 +287,138 @@ class FakeTelegram:
             return self._answer_callback_query(params)
         if method in {"editMessageText", "editMessageReplyMarkup"}:
             return self._edit_message(method, params)
+        if method == "sendInvoice":
+            return self._send_invoice(params)
+        if method == "answerPreCheckoutQuery":
+            return self._answer_pre_checkout(params)
+        if method == "refundStarPayment":
+            return self._refund_star_payment(params)
         if method in {"deleteWebhook", "setWebhook", "close", "logOut"}:
             return True
         raise UnknownMethodError(method)
+
+    def _send_invoice(self, params: Params) -> dict[str, Any]:
+        title, description = str(params.get("title", "")), str(params.get("description", ""))
+        payload, currency = str(params.get("payload", "")), str(params.get("currency", ""))
+        prices = params.get("prices")
+        prices = json.loads(prices) if isinstance(prices, str) else list(prices or [])
+        token = str(params.get("provider_token") or "")
+        if not 1 <= len(title) <= MAX_INVOICE_TITLE:
+            raise Refusal(400, "Bad Request: INVOICE_TITLE_INVALID")
+        if not 1 <= len(description) <= MAX_INVOICE_DESCRIPTION:
+            raise Refusal(400, "Bad Request: INVOICE_DESCRIPTION_INVALID")
+        if not 1 <= len(payload.encode()) <= MAX_INVOICE_PAYLOAD_BYTES:
+            raise Refusal(400, "Bad Request: INVOICE_PAYLOAD_INVALID")
+        if len(currency) != 3 or not currency.isupper():
+            raise Refusal(400, "Bad Request: CURRENCY_INVALID")
+        amounts = [price.get("amount") for price in prices]
+        if not amounts or any(type(amount) is not int or amount <= 0 for amount in amounts):
+            raise Refusal(400, "Bad Request: CURRENCY_TOTAL_AMOUNT_INVALID")
+        if currency == STARS and (len(amounts) != 1 or token):
+            raise Refusal(400, "Bad Request: STARS_INVOICE_INVALID")
+        if currency != STARS and not token:
+            raise Refusal(400, "Bad Request: PAYMENT_PROVIDER_INVALID")
+        message: dict[str, Any] = {
+            "message_id": next(self._message_ids),
+            "date": int(time.time()),
+            "chat": {"id": int(params["chat_id"]), "type": "private"},
+            "from": BOT_USER,
+            "invoice": {
+                "title": title,
+                "description": description,
+                "start_parameter": "",
+                "currency": currency,
+                "total_amount": sum(amounts),
+            },
+        }
+        self.messages[message["message_id"]] = message
+        self.invoices[message["message_id"]] = {**params, "prices": prices}
+        return message
+
+    def _answer_pre_checkout(self, params: Params) -> bool:
+        query_id = str(params.get("pre_checkout_query_id"))
+        if query_id not in self.pre_checkout_answers or self.pre_checkout_answers[query_id]:
+            raise Refusal(400, "Bad Request: QUERY_ID_INVALID")
+        ok = params.get("ok") in {True, "true", "True"}
+        if not ok and not str(params.get("error_message") or "").strip():
+            raise Refusal(400, "Bad Request: ERROR_MESSAGE_EMPTY")
+        self.pre_checkout_answers[query_id].append({**params, "ok": ok})
+        asked, _ = self.pre_checkout_times[query_id]
+        self.pre_checkout_times[query_id] = (asked, time.monotonic())
+        return True
+
+    def _refund_star_payment(self, params: Params) -> bool:
+        charge_id = str(params.get("telegram_payment_charge_id"))
+        charge = self.charges.get(charge_id)
+        if charge is None or charge["user_id"] != int(params.get("user_id", 0)):
+            raise Refusal(400, "Bad Request: CHARGE_ID_INVALID")
+        if charge["currency"] != STARS:
+            raise Refusal(400, "Bad Request: CHARGE_NOT_STARS")
+        if charge_id in self.refunds:
+            raise Refusal(400, "Bad Request: CHARGE_ALREADY_REFUNDED")
+        self.refunds.append(charge_id)
+        return True
+
+    def last_invoice(self, chat_id: int) -> tuple[int, Params]:
+        """The newest invoice sent to `chat_id`: its message id and sendInvoice parameters."""
+        for message_id in reversed(list(self.invoices)):
+            if int(self.invoices[message_id]["chat_id"]) == chat_id:
+                return message_id, self.invoices[message_id]
+        raise LookupError(f"no invoice was sent to {chat_id}")
+
+    def pay_updates(
+        self,
+        update_ids: tuple[int, int],
+        user_id: int,
+        invoice: Params,
+        *,
+        currency: str | None = None,
+        total_amount: int | None = None,
+        payload: str | None = None,
+        **user_fields: Any,
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The `pre_checkout_query` update a user paying `invoice` causes, and the
+        `successful_payment` update Telegram sends if it was answered ok (with a new charge).
+
+        `currency`, `total_amount` and `payload` change what the query claims (a forgery)."""
+        currency = currency or str(invoice["currency"])
+        amount = (
+            sum(p["amount"] for p in invoice["prices"]) if total_amount is None else total_amount
+        )
+        payload = str(invoice["payload"]) if payload is None else payload
+        query_id = f"p{next(self._query_ids)}"
+        self.pre_checkout_answers[query_id] = []
+        self.pre_checkout_times[query_id] = (time.monotonic(), None)
+        sender = _user(user_id, **_user_args(user_fields))
+        query = {
+            "update_id": update_ids[0],
+            "pre_checkout_query": {
+                "id": query_id,
+                "from": sender,
+                "currency": currency,
+                "total_amount": amount,
+                "invoice_payload": payload,
+            },
+        }
+        charge_id = f"tg-charge-{next(self._query_ids)}"
+        self.charges[charge_id] = {"user_id": user_id, "currency": currency, "amount": amount}
+        paid = {
+            "update_id": update_ids[1],
+            "message": {
+                "message_id": update_ids[1],
+                "date": int(time.time()),
+                "chat": {"id": user_id, "type": "private"},
+                "from": sender,
+                "successful_payment": {
+                    "currency": currency,
+                    "total_amount": amount,
+                    "invoice_payload": payload,
+                    "telegram_payment_charge_id": charge_id,
+                    "provider_payment_charge_id": "" if currency == STARS else f"pr-{charge_id}",
+                },
+            },
+        }
+        return query, paid
 
     def _send_message(self, params: Params) -> dict[str, Any]:
         text = str(params.get("text", ""))
@@ -403,6 +572,15 @@ def _user(
     return user
 
 
+def _user_args(fields: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "username": fields.get("username", "alice"),
+        "first_name": fields.get("first_name", "Alice"),
+        "last_name": fields.get("last_name"),
+        "language_code": fields.get("language_code"),
+    }
+
+
 def message_update(
     update_id: int,
     user_id: int,
@@ -494,7 +672,9 @@ class FakeSession(BaseSession):
             await asyncio.Event().wait()  # a Bot API that never answers: only a timeout ends it
         except Refusal as refusal:
             # aiogram turns the error body into TelegramBadRequest, TelegramRetryAfter, ...
-            self.check_response(bot, method, refusal.status, json.dumps(refusal.body()))
+            # (a body that is not JSON into ClientDecodeError, as from the network)
+            raw = refusal.raw if refusal.raw is not None else json.dumps(refusal.body())
+            self.check_response(bot, method, refusal.status, raw)
             raise AssertionError("check_response accepted an error") from None
         # Validated by aiogram's own response model, as an HTTP answer would be.
         response = _response_type(method.__returning__).model_validate(
@@ -650,6 +830,8 @@ class FakeBotAPIServer:
                 )
             except Refusal as refusal:
                 self._changed.notify_all()
+                if refusal.raw is not None:
+                    return web.Response(status=refusal.status, text=refusal.raw)
                 return web.json_response(refusal.body(), status=refusal.status)
             except Dropped:
                 self._changed.notify_all()

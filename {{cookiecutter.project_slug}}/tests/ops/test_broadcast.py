@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from botnodes.telegram.broadcast import CLAIMED, IN_FLIGHT
+from botnodes.telegram.broadcast import IN_FLIGHT
+from botnodes.telegram.broadcast_job import CLAIMED
 from botnodes.telegram.recipients import SHARDS, Recipients
 from botnodes.testing import FakeBotAPIServer, TelegramRates
 

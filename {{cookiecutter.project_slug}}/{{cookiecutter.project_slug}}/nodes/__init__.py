@@ -14,14 +14,16 @@ from typing import Any
 from botnodes import Node
 
 from ..nodes_types import Ctx, Event, UserId
+from .checkout import Checkout
 from .hold import Hold
 from .hungry import Hungry
 from .start import Start
 
-__all__ = ["Hold", "Hungry", "Start", "nodes_dict"]
+__all__ = ["Checkout", "Hold", "Hungry", "Start", "nodes_dict"]
 
 nodes_dict: dict[str, type[Node[Ctx, Event, UserId, Any]]] = {
     "start": Start,
     "hungry": Hungry,
     "hold": Hold,
+    "checkout": Checkout,
 }

@@ -11,10 +11,10 @@ from pydantic import BaseModel, Field
 from botnodes import ByTimer, Node, after_commit
 from botnodes.telegram import Text
 
-from ..food_api import FoodOrderError
+from ..food_api import FoodOrderError, FoodOrderRefused
 from ..nodes_types import Buttons, Ctx, Event, UserId, buttons, means, said, user_display_name
 from ..texts import CATALOG, TEXTS
-from . import start
+from . import checkout, start
 
 #: The most characters a cart takes in one message: a long cart shows its newest items.
 CART_TEXT_BUDGET = 1000
@@ -52,17 +52,20 @@ class Hungry(Node[Ctx, Event, UserId, HungryModel]):
 
     async def on_event(
         self, user_id: UserId, event: Event, ctx: Ctx
-    ) -> start.Start | Hungry | None:
+    ) -> start.Start | Hungry | checkout.Checkout | None:
         texts = ctx.texts
         text = said(event) or ""
         if means(text, texts.button_finish()):
             if not self._data.order:
                 await ctx.send_message(user_id, texts.hungry_finish_empty())
                 return Hungry([])
+            if ctx.payments is not None:  # PAYMENTS=provider|stars: priced, then paid
+                return await self._checkout(user_id, ctx)
             await ctx.send_message(user_id, texts.hungry_ordering(cart=cart(self._data.order)))
             # The order is irreversible, so it goes out only once the user is stored on the
             # main menu: if that step can't be stored, nothing was ordered and the user's
             # next Finish is the first. The key is new for every cart, for all time.
+            ctx.will_reply(user_id)  # _place_order's answer: its send turn taken with this step's
             await after_commit(
                 functools.partial(self._place_order, user_id, ctx, f"{user_id}:{self.visit}")
             )
@@ -105,6 +108,24 @@ class Hungry(Node[Ctx, Event, UserId, HungryModel]):
             reply_markup=self._finish_or_cancel(ctx),
         )
         return None
+
+    async def _checkout(self, user_id: UserId, ctx: Ctx) -> checkout.Checkout | None:
+        """The food API prices the cart; the user pays the invoice on `Checkout`.
+
+        A refusal or a price that can't be had keeps the user here with the cart as it was.
+        """
+        try:
+            lines = await ctx.food_api.quote(user_id, self._data.order)
+        except FoodOrderRefused as exc:
+            ctx.logger.warning("Quote for user %s refused: %s", user_id, exc)
+            await ctx.send_message(user_id, ctx.texts.checkout_quote_refused())
+            return None
+        except FoodOrderError as exc:
+            ctx.logger.error("Quote for user %s failed: %s", user_id, exc)
+            await ctx.send_message(user_id, ctx.texts.checkout_quote_failed())
+            return None
+        await ctx.send_message(user_id, ctx.texts.hungry_ordering(cart=cart(self._data.order)))
+        return checkout.Checkout(self._data.order, lines)
 
     def _finish_or_cancel(self, ctx: Ctx) -> Buttons:
         return buttons(self.visit, ctx.texts.button_finish(), ctx.texts.button_cancel())

@@ -25,6 +25,28 @@ hungry-cart-newest = { $count } items, the last { $shown }: …, { $items }
 hungry-order-failed = Error
 hungry-ordered = Ordered!
 
+## Checkout, with payments on (nodes/checkout.py)
+checkout-title = Your food order
+checkout-description = { $cart }
+checkout-pay = To pay { $total }, press Pay on the invoice above. { button-cancel } drops the order.
+checkout-cancelled = Order cancelled! The invoice above can no longer be paid.
+checkout-quote-refused = Sorry, we can't take this order. Your cart is kept: change it, or write { button-cancel }.
+checkout-quote-failed = Sorry, I couldn't get the price just now. Your cart is kept: write { button-finish } again in a moment.
+
+## Payments (answers to Telegram's payment updates)
+payment-stale = This invoice is out of date. Please order again.
+payment-mismatch = This invoice doesn't match your order.
+payment-already-paid = This invoice is already paid.
+payment-try-again = Sorry, I can't check this payment right now. Please try again in a moment.
+payment-unconfirmed = You paid, but the restaurant hasn't confirmed your order yet. Our staff will check it and get back to you.
+payment-refunded = The restaurant couldn't take your order, so your { $total } has been refunded.
+payment-refund-pending = The restaurant couldn't take your order. A refund of { $total } is on its way.
+payment-support = Trouble with a payment? Write to us here with what happened, and we'll sort it out. Refunds go back to how you paid.
+payment-terms = You pay for the food in your cart when you order. If the restaurant can't take a paid order, you get your money back.
+# The staff chat (STAFF_CHAT_ID) reads these in the default language.
+staff-paid = Paid order from { $user }: { $items }. Total { $total } (charge { $charge }).
+staff-refund = Refund to make: { $total } to { $user } (charge { $charge }). Reason: { $reason }
+
 ## Buttons: a typed word works like its button, in every language
 button-yes = Yes
 button-no = No

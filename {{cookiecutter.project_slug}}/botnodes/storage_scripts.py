@@ -1,0 +1,193 @@
+"""The Lua scripts of storage.py: taking a user's lock with their state, and the fenced commit.
+
+They are kept apart from the Python that calls them so each reads on its own; what every
+script takes and returns is said above it. storage.py registers them and names their answers.
+"""
+
+from __future__ import annotations
+
+from .budget import GCRA_FUNCTION
+
+# A lock value is a holder's token, `<hex>:<counter>`; a trailing `~` marks a holder whose step
+# is stored and whose replies are going out (see lease.py): waiters wait for it without
+# counting that time against their own deadline, since the holder is alive and finishing.
+
+# Take the lock if it is free (or dead) and return the state in the same trip; otherwise
+# return how long the lock has left, so the caller sleeps no longer than needed. The common
+# path is SET NX + GET; `pcall` turns a key of another type into an error value to report.
+# An event whose id is in the user's set of handled events (a re-delivered update) is a
+# duplicate: the lock is handed straight back and nothing is read.
+# KEYS: state, lock, handled events, [0.1.0 hash]. ARGV: token, lock TTL in ms, user id (the
+# 0.1.0 hash field), event id ('' = none).
+# Returns {status, value or ms left, source, repairs, now, replying}: status 1 = taken,
+# 0 = held by another, 2 = a duplicate event; source 1 = the state key, 2 = the 0.1.0 hash,
+# 0 = nothing readable; repairs is '' or what had to be fixed, for the log; now is the Redis
+# server's clock in microseconds when there was no readable value (a fresh start's first
+# visit), else 0; replying is 1 when the other holder is sending the replies of a stored step.
+# Holding the lock already counts as taking it, so a call retried after a lost reply succeeds.
+LOCK_AND_READ = """
+local repairs = {}
+if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  local holder = redis.pcall('GET', KEYS[2])
+  if type(holder) == 'table' then
+    table.insert(repairs, 'the lock key was a Redis ' .. redis.call('TYPE', KEYS[2]).ok)
+  elseif holder ~= ARGV[1] and holder ~= ARGV[1] .. '~' then
+    local left = redis.call('PTTL', KEYS[2])
+    if not string.match(holder, '^%x+:%d+~?$') then
+      table.insert(repairs, 'the lock held a value that is not a botnodes token')
+    elseif left < 0 then
+      table.insert(repairs, 'the lock had no expiry')
+    elseif left > tonumber(ARGV[2]) then
+      table.insert(repairs, 'the lock expired later than any holder sets it')
+    else
+      local replying = 0
+      if string.sub(holder, -1) == '~' then
+        replying = 1
+      end
+      return {0, left, 0, '', 0, replying}
+    end
+  end
+  redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+end
+if ARGV[4] ~= '' then
+  local seen = redis.pcall('ZSCORE', KEYS[3], ARGV[4])
+  if type(seen) == 'table' then
+    table.insert(repairs, 'the handled-events key was a Redis ' .. redis.call('TYPE', KEYS[3]).ok)
+    redis.call('DEL', KEYS[3])
+  elseif seen then
+    redis.call('DEL', KEYS[2])
+    return {2, false, 0, table.concat(repairs, '; '), 0, 0}
+  end
+end
+local value = redis.pcall('GET', KEYS[1])
+if value and type(value) ~= 'table' then
+  return {1, value, 1, table.concat(repairs, '; '), 0, 0}
+end
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+if type(value) == 'table' then
+  table.insert(repairs, 'the state key was a Redis ' .. redis.call('TYPE', KEYS[1]).ok)
+  return {1, false, 0, table.concat(repairs, '; '), now, 0}
+end
+if KEYS[4] then
+  local legacy = redis.pcall('HGET', KEYS[4], ARGV[3])
+  if type(legacy) == 'string' then
+    return {1, legacy, 2, table.concat(repairs, '; '), now, 0}
+  end
+end
+return {1, false, 0, table.concat(repairs, '; '), now, 0}
+"""
+
+# Store the new value only if the stored one is still what the caller read (compared by
+# SHA-1, '' = nothing readable was read), record the event as handled, then release the lock
+# if it is still ours, or keep it in the reply phase (`~`) while the step's replies go out.
+# Fencing by what was read, not by who holds the lock, means a handler that outlived its lock
+# still commits when nobody wrote since, and can never overwrite a newer state.
+# KEYS: state, lock, handled events, reply budget, the user's timer schedule shard (each the
+# state key again when there is none), [0.1.0 hash]. ARGV: token, value ('' = a release that
+# keeps the stored value), state TTL in ms ('0' = none), user id, SHA-1 of what was read,
+# event id ('' = none), how long handled events are remembered in ms, how long to keep the
+# lock for the replies in ms ('0' = release), the caller's clock in ms (orders handled
+# events), then the reply budget's interval ms, burst and count ('' = nothing to reserve;
+# see budget.py), then the user's member in the timer schedule ('' = leave it) and their
+# earliest due ms ('' = none: removed). The schedule shard is in another Redis Cluster slot,
+# so only a single Redis gets it here (timers.py sends it beside the commit on a cluster).
+# Returns {status, wait ms of each reserved reply...}: status 1 stored (lock released or
+# kept), 2 stored but the lock had been lost meanwhile, 0 refused: someone else wrote since
+# (the lock is released if ours; nothing reserved). A retry after a lost reply finds its own
+# value stored and reports success (and reserves again: its first answer was lost). `pcall`
+# turns a key of another type into an error value.
+# The handled-events set keeps the newest 128 ids and expires a window after the user's last
+# stored step, so a user who has been quiet that long costs nothing for it.
+WRITE_AND_UNLOCK = (
+    GCRA_FUNCTION
+    + """
+local function stored(status)
+  if ARGV[10] == nil or ARGV[10] == '' then
+    return {status}
+  end
+  local waits = gcra(KEYS[4], tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12]))
+  table.insert(waits, 1, status)
+  return waits
+end
+local holder = redis.pcall('GET', KEYS[2])
+local ours = holder == ARGV[1] or holder == ARGV[1] .. '~'
+local current = redis.pcall('GET', KEYS[1])
+if type(current) ~= 'string' then
+  current = false
+end
+if ARGV[2] ~= '' then
+  if current ~= ARGV[2] then
+    local digest = ''
+    if current then
+      digest = redis.sha1hex(current)
+    end
+    if digest ~= ARGV[5] then
+      if ours then
+        redis.call('DEL', KEYS[2])
+      end
+      return {0}
+    end
+    if ARGV[3] ~= '0' then
+      redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+    else
+      redis.call('SET', KEYS[1], ARGV[2])
+    end
+    if KEYS[6] then
+      redis.pcall('HDEL', KEYS[6], ARGV[4])
+    end
+  elseif ARGV[3] ~= '0' then
+    redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  end
+  if ARGV[6] ~= '' then
+    if type(redis.pcall('ZADD', KEYS[3], ARGV[9], ARGV[6])) == 'table' then
+      redis.call('DEL', KEYS[3])
+      redis.call('ZADD', KEYS[3], ARGV[9], ARGV[6])
+    end
+    if redis.call('ZCARD', KEYS[3]) > 128 then
+      redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -129)
+    end
+    redis.call('PEXPIRE', KEYS[3], ARGV[7])
+  end
+  if ARGV[13] and ARGV[13] ~= '' then
+    if ARGV[14] == '' then
+      redis.call('ZREM', KEYS[5], ARGV[13])
+    else
+      redis.call('ZADD', KEYS[5], ARGV[14], ARGV[13])
+    end
+  end
+  if ARGV[8] ~= '0' then
+    if ours then
+      redis.call('SET', KEYS[2], ARGV[1] .. '~', 'PX', ARGV[8])
+      return stored(1)
+    end
+    redis.call('SET', KEYS[2], ARGV[1] .. '~', 'NX', 'PX', ARGV[8])
+  end
+elseif current and ARGV[3] ~= '0' and ours then
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+end
+if ours then
+  if ARGV[8] == '0' then
+    redis.call('DEL', KEYS[2])
+  end
+  if ARGV[2] == '' then
+    return {1}
+  end
+  return stored(1)
+end
+if ARGV[2] == '' then
+  return {1}
+end
+return stored(2)
+"""
+)
+
+# Push the lock's expiry back while a handler (or its replies) still runs, if the lock is
+# still ours. ARGV: token, lock TTL in ms. Returns 1 if extended, 0 if the lock was lost.
+EXTEND_LOCK = """
+local holder = redis.pcall('GET', KEYS[1])
+if holder == ARGV[1] or holder == ARGV[1] .. '~' then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
