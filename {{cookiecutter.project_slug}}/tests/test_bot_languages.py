@@ -240,7 +240,13 @@ async def test_the_language_is_read_in_the_same_round_trip_as_the_state(
                 with_language = [batch for batch in redis.batches if language in batch]
                 assert len(with_language) == 1, redis.batches
                 state = f"{settings.state.state_key}:" + "{2001}"
-                assert with_language[0] == [state, language]  # the lock-and-read script's
+                # The lock-and-read script's keys; a user's first update also registers them
+                # for broadcasts in the same batch (one shard of the registry, once a process).
+                assert with_language[0][0] == state
+                assert with_language[0][-1] == language
+                registry = [key for key in with_language[0][1:-1] if ":users:" in key]
+                assert registry == with_language[0][1:-1]
+                assert len(registry) == (1 if text == "hi" else 0), with_language[0]
     finally:
         await redis.aclose(close_connection_pool=True)
 
