@@ -189,7 +189,7 @@ async def test_a_claim_left_by_a_crash_expires_and_the_redelivery_orders_with_th
     query, paid = payment_updates(stars, ALICE)
     await stars.feed(query)
     charge = charge_of(paid)
-    claim = f"{state_key}:{{{ALICE}}}:charge:{charge}"
+    claim = state_key + ":{" + str(ALICE) + "}:charge:" + charge
     # A replica claimed the charge and died before ordering: its claim is all that is left.
     await redis_client.set(claim, "claimed", px=300_000)
     await stars.feed(paid)
