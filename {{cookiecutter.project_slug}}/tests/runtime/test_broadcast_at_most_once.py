@@ -68,7 +68,8 @@ async def claimed_users(redis: Redis, recipients: Recipients, job_id: str) -> in
     count = 0
     for shard in range(SHARDS):
         fields = await redis.hkeys(recipients.job_key(shard, job_id))
-        count += sum(1 for field in fields if bytes(field)[:1] not in {b"#", b"!"})
+        names = [f.decode() if isinstance(f, bytes) else str(f) for f in fields]
+        count += len([name for name in names if not name.startswith(("#", "!"))])
     return count
 
 
