@@ -43,6 +43,7 @@ from pydantic_settings import BaseSettings
 from redis.exceptions import RedisError
 
 from ..codec import VISIT_FIELD
+from .events import event_id
 from .i18n import Text
 from .language import Languages
 from .settings import settings_config
@@ -526,6 +527,12 @@ class PaymentDesk:
         except TelegramAPIError as exc:
             logger.warning("Payment news for user %s not sent: %s", user_id, exc)
 
+    async def _first_delivery(self, message: Message) -> bool:
+        """False for a re-delivered command (`Nodes.mark_handled`, handled.py)."""
+        if self._nodes is None:
+            raise RuntimeError("PaymentDesk.bind(nodes, ...) was not called")
+        return await self._nodes.mark_handled(message.chat.id, event_id(message))
+
     async def _staff(self, text: Text) -> None:
         chat = self.settings.staff_chat_id
         if chat is None:
@@ -546,13 +553,16 @@ class PaymentDesk:
         async def successful_payment(message: Message) -> None:
             await self.successful_payment(message)
 
+        # They store no step: marked handled first, so a re-delivery is not answered again.
         @router.message(Command("paysupport"))
         async def paysupport(message: Message) -> None:
-            await self._tell(message.chat.id, self.texts.payment_support())
+            if await self._first_delivery(message):
+                await self._tell(message.chat.id, self.texts.payment_support())
 
         @router.message(Command("terms"))
         async def terms(message: Message) -> None:
-            await self._tell(message.chat.id, self.texts.payment_terms())
+            if await self._first_delivery(message):
+                await self._tell(message.chat.id, self.texts.payment_terms())
 
         return router
 

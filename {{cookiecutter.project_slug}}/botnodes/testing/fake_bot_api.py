@@ -65,6 +65,8 @@ class ApiCall:
     method: str
     params: Params
     error: str | None = None
+    #: When the stand-in took the call (time.monotonic()), e.g. to count sends in a window.
+    at: float = field(default_factory=time.monotonic, compare=False)
 
     @property
     def ok(self) -> bool:

@@ -79,6 +79,32 @@ async def test_handled_events_are_bounded_and_expire(redis_client: Redis, state_
     assert await nodes.route(Msg(1, "x", event_id="m199")) == Outcome.DUPLICATE
 
 
+async def test_updates_marked_outside_the_nodes_share_the_bounded_window(
+    redis_client: Redis, state_key: str
+) -> None:
+    """`mark_handled` (a /language, a sticker's hint) and a stored step's record are one set:
+    a re-delivery of either is found by both, in any process, for the newest 128 ids and
+    `dedupe_window` after the last mark."""
+    first = make_nodes(redis_client, state_key, dedupe_window=0.5)
+    second = make_nodes(redis_client, state_key, dedupe_window=0.5)  # another replica
+    assert await first.mark_handled(1, "m1") is True
+    assert await second.mark_handled(1, "m1") is False
+    assert await first.mark_handled(2, "m1") is True  # per user
+    assert await second.route(Msg(1, "hi", event_id="m1")) == Outcome.DUPLICATE
+    assert await first.route(Msg(1, "hi", event_id="m2")) != Outcome.DUPLICATE
+    assert await second.mark_handled(1, "m2") is False
+    for n in range(200):
+        await first.mark_handled(1, f"k{n}")
+    seen = f"{state_key}:{{1}}:seen"
+    assert await redis_client.zcard(seen) == 128  # the newest 128 only
+    assert 0 < await redis_client.pttl(seen) <= 500
+    assert await second.mark_handled(1, "k199") is False
+    assert await second.mark_handled(1, "k0") is True  # pushed out: handled again (the limit)
+    await asyncio.sleep(0.6)  # past the window, however late the wake-up
+    assert await redis_client.exists(seen) == 0
+    assert await first.mark_handled(1, "k199") is True
+
+
 async def test_visits_never_repeat_across_expiry_and_resets(
     redis_client: Redis, state_key: str
 ) -> None:
