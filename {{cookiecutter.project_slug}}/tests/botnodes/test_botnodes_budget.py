@@ -151,3 +151,19 @@ async def test_a_handled_key_of_another_type_is_replaced_not_fatal(
     assert await nodes.mark_handled(1, "m1") is False
     await nodes.user(1).to(Menu())
     assert await nodes.route(Msg(1, "hi", event_id="m1")) == Outcome.DUPLICATE
+
+
+async def test_a_sorted_set_of_handled_ids_from_the_version_before_is_still_honoured(
+    redis_client: Redis, state_key: str
+) -> None:
+    nodes = make_nodes(redis_client, state_key)
+    await nodes.user(1).to(Cart())
+    seen = f"{state_key}:{{1}}:seen"
+    await redis_client.delete(seen)
+    await redis_client.zadd(seen, {"m1": 1, "m2": 2})  # as the version before kept them
+    assert await nodes.route(Msg(1, "tea", event_id="m2")) == Outcome.DUPLICATE
+    assert await nodes.mark_handled(1, "m1") is False
+    assert await nodes.route(Msg(1, "tea", event_id="m3")) == Outcome.STAYED
+    # The first write replaced the set with the record; the new id is in it.
+    assert await redis_client.get(seen) == b"\nm3\n"
+    assert await nodes.route(Msg(1, "tea", event_id="m3")) == Outcome.DUPLICATE
