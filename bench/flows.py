@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime
 import importlib
 import importlib.util
+import inspect
 import itertools
 import json
 import logging
@@ -523,9 +524,13 @@ def build_botnodes(redis: Redis, prefix: str, package: str, **nodes_options: Any
     ctx = nodes_types.Ctx(
         bot=bot, settings=settings, food_api=food_api, logger=logging.getLogger(package), **parts
     )
+    limiter = send_limiter(package, redis, prefix)
+    if limiter is not None and "limiter" in inspect.signature(app.create_nodes).parameters:
+        # As `App` does since the commit script reserves a step's turns (`StepTurns`).
+        nodes_options = {**nodes_options, "limiter": limiter}
     nodes = app.create_nodes(*definition, settings, redis, ctx, **nodes_options)
     dispatcher = bot_dispatcher(package, nodes, parts.get("languages"))
-    limits = add_send_limits(package, dispatcher, session, redis, prefix)
+    limits = add_send_limits(package, dispatcher, session, redis, prefix, limiter, nodes)
     info = {
         "isolation": "botnodes lock (local FIFO + Redis lock in the same scripts)",
         "lock_ttl": settings.state.lock_ttl,
@@ -560,28 +565,45 @@ def build_botnodes(redis: Redis, prefix: str, package: str, **nodes_options: Any
     )
 
 
-def add_send_limits(
-    package: str, dispatcher: Dispatcher, session: Any, redis: Redis, prefix: str
-) -> str:
-    """What `App` adds around the nodes since issue 19, if the bake has it: the shared send
-    budgets (one script call per update that replies) and the registry of users (one SADD
-    per user per process).
+def send_limiter(package: str, redis: Redis, prefix: str) -> Any:
+    """The shared send budgets `App` makes (None if the bake predates them).
 
-    The budgets are made so large that no reply ever waits: the run measures what the
-    limiter's call costs, not Telegram's pace (1 message/s per chat would be the whole
-    figure otherwise).
+    The budgets are made so large that no reply ever waits: the run measures what taking the
+    turns costs, not Telegram's pace (1 message/s per chat would be the whole figure otherwise).
     """
     if not runtime_has(package, "send_limits"):
-        return "none (this bake predates them)"
+        return None
     send_limits = runtime_module(package, "send_limits")
-    recipients = runtime_module(package, "recipients")
     never_waits = runtime_module(package, "settings").SendLimitSettings.model_construct(
         send_limits=True, chat_rate=1e6, group_rate=1e8, chat_burst=1000, broadcast_rate=1e6
     )
-    limiter = send_limits.SendLimiter(redis, prefix, never_waits)
+    return send_limits.SendLimiter(redis, prefix, never_waits)
+
+
+def add_send_limits(
+    package: str,
+    dispatcher: Dispatcher,
+    session: Any,
+    redis: Redis,
+    prefix: str,
+    limiter: Any,
+    nodes: Any,
+) -> str:
+    """What `App` adds around the nodes since issue 19, if the bake has it: the shared send
+    budgets and the registry of users (one SADD per user per process), each riding in
+    botnodes' batches where the bake does that (the step's turns in the commit script, the
+    registration beside the lock script), else one script call of their own.
+    """
+    if limiter is None:
+        return "none (this bake predates them)"
+    send_limits = runtime_module(package, "send_limits")
+    recipients = runtime_module(package, "recipients")
     session.middleware(send_limits.KeepSendRate(limiter))
     dispatcher.update.outer_middleware(send_limits.CountStepReplies())
-    recipients.watch_users(dispatcher, recipients.Recipients(redis, prefix))
+    registry = recipients.Recipients(redis, prefix)
+    if hasattr(registry, "batch_with"):
+        registry.batch_with(nodes.run_script)
+    recipients.watch_users(dispatcher, registry)
     return "per-chat budget (never waits) + registry"
 
 

@@ -3,7 +3,8 @@
 * throughput: many users, each walking the flow one update at a time, with at most
   `in_flight` updates inside `Dispatcher.feed_update` at once (what aiogram's polling
   `tasks_concurrency_limit` does); Redis counters are reset right before it.
-* latency: one user sending sequentially; every `feed_update` is timed.
+* latency: one user sending sequentially; every `feed_update` is timed, and the round trips
+  and Redis commands of that lone user are counted (Redis counters reset right before).
 * burst: one user sends 50 items at once; how long until all are handled, and how many
   of them are in the cart afterwards (a missing item is a lost update).
 """
@@ -109,6 +110,10 @@ async def latency(variant: Variant, user_id: int, flows: int) -> dict[str, Any]:
     """p50/p99 of single updates of one user who always waits for the previous one."""
     errors: list[str] = []
     await _walk(variant, user_id, errors, None)  # first contact; the repeats start from the menu
+    # One user alone shares no batch with anybody: what their updates cost in round trips
+    # (the "2 per update, lock included" promise) and in commands, without concurrency.
+    await reset_commandstats(variant.redis)
+    WIRE.reset()
     samples: list[float] = []
     for _ in range(flows):
         for text in FLOW:
@@ -116,10 +121,15 @@ async def latency(variant: Variant, user_id: int, flows: int) -> dict[str, Any]:
             started = time.perf_counter()
             await _feed_checked(variant, update, errors)
             samples.append(time.perf_counter() - started)
+    round_trips = WIRE.round_trips
+    stats = await read_commandstats(variant.redis)
     variant.session.telegram.forget()
     cuts = statistics.quantiles(samples, n=100, method="inclusive")
     return {
         "samples": len(samples),
+        "round_trips_per_update": round_trips / len(samples),
+        "server_commands_per_update": sum(stats.values()) / len(samples),
+        "commandstats": stats,
         "errors": len(errors),
         "p50_ms": cuts[49] * 1000,
         "p99_ms": cuts[98] * 1000,

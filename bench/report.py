@@ -57,6 +57,20 @@ METRICS: tuple[Metric, ...] = (
         "{:.2f}",
         False,
     ),
+    Metric(
+        "lone_round_trips",
+        "Redis round trips / update (client), one user alone",
+        lambda r: r["latency"].get("round_trips_per_update", float("nan")),
+        "{:.2f}",
+        False,
+    ),
+    Metric(
+        "lone_commands",
+        "Redis commands / update (commandstats, incl. inside Lua), one user alone",
+        lambda r: r["latency"].get("server_commands_per_update", float("nan")),
+        "{:.2f}",
+        False,
+    ),
     Metric("peak_rss_mb", "peak RSS (MiB)", lambda r: r["peak_rss_mb"], "{:.0f}", False),
     Metric(
         "lost",
@@ -89,6 +103,23 @@ def worst(results: Sequence[Result], variant: str, key: str) -> float:
     return max(METRIC_BY_KEY[key].get(r) for r in results if r["variant"] == variant)
 
 
+#: The run each command count comes from, as the report names it.
+COST_SCOPE = {"server_commands": "throughput run", "lone_commands": "one user alone"}
+
+
+def redis_cost(table: dict[str, dict[str, float]]) -> list[str]:
+    """Commands and round trips per update, botnodes and aiogram's FSM side by side."""
+    if not {"botnodes", "fsm"} <= table.keys():
+        return []
+    bn, fsm = table["botnodes"], table["fsm"]
+    out = ["Redis cost per update, botnodes vs aiogram FSM + RedisEventIsolation:"]
+    for key in ("server_commands", "lone_commands", "round_trips", "lone_round_trips"):
+        label = METRIC_BY_KEY[key].label
+        ratio = f", botnodes/fsm {bn[key] / fsm[key]:.2f}x" if fsm[key] else ""
+        out.append(f"- {label}: botnodes {bn[key]:.2f}, fsm {fsm[key]:.2f}{ratio}")
+    return out
+
+
 def ratios(table: dict[str, dict[str, float]]) -> dict[str, float]:
     """botnodes / FSM and botnodes / floor for throughput, plus the burst drain speed-up."""
     out: dict[str, float] = {}
@@ -99,6 +130,12 @@ def ratios(table: dict[str, dict[str, float]]) -> dict[str, float]:
         if other in table:
             out[f"updates/s botnodes/{other}"] = bn["updates_per_s"] / table[other]["updates_per_s"]
             out[f"p50 botnodes/{other}"] = bn["p50_ms"] / table[other]["p50_ms"]
+    if "fsm" in table:
+        for key in ("server_commands", "lone_commands"):
+            if table["fsm"][key]:
+                out[f"Redis commands / update botnodes/fsm ({COST_SCOPE[key]})"] = (
+                    bn[key] / table["fsm"][key]
+                )
     if "fsm" in table and bn["drain_s"] > 0:
         out["burst drain speed-up vs fsm"] = table["fsm"]["drain_s"] / bn["drain_s"]
     return out
@@ -116,6 +153,12 @@ def targets(
     speed_up = fsm["drain_s"] / bn["drain_s"] if bn["drain_s"] else float("inf")
     lost_bn, lost_fsm = worst(results, "botnodes", "lost"), worst(results, "fsm", "lost")
     rt = max(METRIC_BY_KEY["round_trips"].get(r) for r in results if r["variant"] == "botnodes")
+    lone_rt = max(
+        METRIC_BY_KEY["lone_round_trips"].get(r) for r in results if r["variant"] == "botnodes"
+    )
+    commands = max(
+        METRIC_BY_KEY["server_commands"].get(r) for r in results if r["variant"] == "botnodes"
+    )
     vs_ceiling = (
         [
             (
@@ -132,6 +175,16 @@ def targets(
         ("botnodes >= 2x the FSM's updates/s", vs_fsm >= 2, f"{vs_fsm:.2f}x"),
         ("botnodes >= 0.8x the floor's updates/s", vs_floor >= 0.8, f"{vs_floor:.2f}x"),
         ("botnodes <= 2 Redis round trips per update, lock included", rt <= 2, f"{rt:.2f}"),
+        (
+            "botnodes: 2 Redis round trips per update for one user alone (issue 28)",
+            lone_rt <= 2,
+            f"{lone_rt:.2f}",
+        ),
+        (
+            "botnodes <= 10 Redis commands per update, incl. inside Lua (issue 28)",
+            commands <= 10,
+            f"{commands:.2f}",
+        ),
         (
             "0 lost updates: botnodes and FSM with isolation (every run)",
             lost_bn == 0 and lost_fsm == 0,
@@ -187,6 +240,9 @@ def render(results: Sequence[Result], meta: dict[str, Any]) -> str:
     ]
     out.append("Ratios (medians):")
     out += [f"- {name}: {value:.2f}x" for name, value in ratios(table).items()]
+    cost = redis_cost(table)
+    if cost:
+        out += ["", *cost]
     out += ["", "Targets:"]
     out += [
         f"- [{'x' if ok else ' '}] {name}: {figure}" for name, ok, figure in targets(results, table)

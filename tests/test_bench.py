@@ -99,6 +99,58 @@ def test_every_figure_is_reported(bench_run: tuple[dict[str, Any], str]) -> None
         assert needle in text, f"{needle!r} missing from the report"
 
 
+def table_row(text: str, label: str) -> dict[str, str]:
+    """The report's table row named `label`, as {variant label: cell}."""
+    lines = text.splitlines()
+    header = next(line for line in lines if line.startswith("| median of runs |"))
+    [row] = [line for line in lines if line.startswith(f"| {label} |")]
+    names = [cell.strip() for cell in header.strip("|").split("|")][1:]
+    cells = [cell.strip() for cell in row.strip("|").split("|")][1:]
+    return dict(zip(names, cells, strict=True))
+
+
+def test_a_lone_users_update_costs_botnodes_two_round_trips(
+    bench_run: tuple[dict[str, Any], str],
+) -> None:
+    data, text = bench_run
+    [botnodes] = [run for run in data["runs"] if run["variant"] == "botnodes"]
+    assert botnodes["latency"]["round_trips_per_update"] == 2  # lock and read, then commit
+    row = table_row(text, "Redis round trips / update (client), one user alone")
+    assert row["botnodes (generated bot)"] == "2.00", row
+    assert "- [x] botnodes: 2 Redis round trips per update for one user alone" in text
+
+
+def test_the_report_sets_botnodes_commands_beside_the_fsms_with_the_ratio(
+    bench_run: tuple[dict[str, Any], str],
+) -> None:
+    data, text = bench_run
+    figures = {
+        run["variant"]: (
+            run["throughput"]["server_commands_per_update"],
+            run["latency"]["server_commands_per_update"],
+        )
+        for run in data["runs"]
+    }
+    lines = text.splitlines()
+    for scope, label in enumerate(
+        (
+            "Redis commands / update (commandstats, incl. inside Lua)",
+            "Redis commands / update (commandstats, incl. inside Lua), one user alone",
+        )
+    ):
+        botnodes, fsm = figures["botnodes"][scope], figures["fsm"][scope]
+        assert botnodes > 0
+        assert fsm > 0
+        line = (
+            f"- {label}: botnodes {botnodes:.2f}, fsm {fsm:.2f}, botnodes/fsm {botnodes / fsm:.2f}x"
+        )
+        assert line in lines, f"{line!r} missing from the report"
+        row = table_row(text, label)
+        assert row["botnodes (generated bot)"] == f"{botnodes:.2f}", row
+        assert row["aiogram FSM + RedisEventIsolation"] == f"{fsm:.2f}", row
+    assert "] botnodes <= 10 Redis commands per update, incl. inside Lua (issue 28): " in text
+
+
 def test_every_conversation_was_right(bench_run: tuple[dict[str, Any], str]) -> None:
     data, text = bench_run
     for run in data["runs"]:

@@ -20,12 +20,13 @@ from typing import Any, Protocol
 #: `gcra(key, interval_ms, burst, count)`: each of `count` messages' wait in ms from now.
 #: The key holds the theoretical arrival time (ms) of the budget's next message; a key of
 #: another type (a bug, a hand-made value) counts as an idle budget and is overwritten.
+#: `gcra_after_read(key, stored, ...)` is the same for a script that already read the key
+#: (the commit script's one MGET): `stored` is what it gave, false when missing.
 GCRA_FUNCTION = """
-local function gcra(key, interval, burst, count)
+local function gcra_after_read(key, stored, interval, burst, count)
   local clock = redis.call('TIME')
   local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
   local tolerance = interval * (burst - 1)
-  local stored = redis.pcall('GET', key)
   local tat = 0
   if type(stored) == 'string' then tat = tonumber(stored) or 0 end
   if tat < now then tat = now end
@@ -38,6 +39,9 @@ local function gcra(key, interval, burst, count)
   end
   redis.call('SET', key, string.format('%d', tat), 'PX', tat - now + 1)
   return waits
+end
+local function gcra(key, interval, burst, count)
+  return gcra_after_read(key, redis.pcall('GET', key), interval, burst, count)
 end
 """
 

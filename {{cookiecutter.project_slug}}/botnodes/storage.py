@@ -1,10 +1,10 @@
 """The Redis layout, and the calls that make one routed event cost two round trips.
 
 Every user has a string key `<prefix>:{<user_id>}` holding the node JSON, a lock key
-`<prefix>:{<user_id>}:lock`, and while they are active a sorted set `<prefix>:{<user_id>}:seen`
-of the events already handled (so a re-delivered update runs once). The braces are a Redis
-Cluster hash tag: a user's keys share a slot (so one script may touch them all) while
-different users spread over the cluster.
+`<prefix>:{<user_id>}:lock`, and while they are active a record `<prefix>:{<user_id>}:seen`
+of the events already handled (so a re-delivered update runs once; see handled.py). The
+braces are a Redis Cluster hash tag: a user's keys share a slot (so one script may touch
+them all) while different users spread over the cluster.
 
 Anything at all may sit at those keys: a value written by hand, by a bug, by a restore of an
 old dump. The scripts never fail on it. A key of another type at the state key reads as "no
@@ -31,7 +31,7 @@ from redis.asyncio import Redis, RedisCluster
 from redis.commands.core import AsyncScript
 
 from .budget import Reservation
-from .handled import MARK_HANDLED
+from .handled import MARK_HANDLED, as_handled_id
 from .pipelining import ScriptPipeline
 from .storage_scripts import EXTEND_LOCK, LOCK_AND_READ, WRITE_AND_UNLOCK
 
@@ -176,7 +176,7 @@ class StateStore:
         status, value, source, repairs, now_us, replying = await self._run(
             self._lock_and_read,
             self._keys(user_id),
-            [token, self._lock_ttl, str(user_id), event_id],
+            [token, self._lock_ttl, str(user_id), as_handled_id(event_id)],
             orphaned=orphaned,
         )
         repairs = _as_str(repairs)
@@ -235,7 +235,7 @@ class StateStore:
             self._state_ttl,
             str(user_id),
             read_digest,
-            event_id if value else "",
+            as_handled_id(event_id) if value else "",
             self._dedupe_window,
             str(keep_lock_ms if value else 0),
             str(time.time_ns() // 1_000_000),
@@ -265,7 +265,7 @@ class StateStore:
 
     async def mark_handled(self, user_id: int | str, event_id: str) -> bool:
         """Record `event_id` as handled without a step (handled.py); False if it was before."""
-        args = [event_id, self._dedupe_window, str(time.time_ns() // 1_000_000)]
+        args = [as_handled_id(event_id), self._dedupe_window]
         return bool(await self._run(self._mark_handled, [self.seen_key(user_id)], args))
 
     async def run_script(self, script: AsyncScript, keys: list[str], args: list[str]) -> Any:

@@ -7,6 +7,7 @@ script takes and returns is said above it. storage.py registers them and names t
 from __future__ import annotations
 
 from .budget import GCRA_FUNCTION
+from .handled import HANDLED_FUNCTIONS
 
 # A lock value is a holder's token, `<hex>:<counter>`; a trailing `~` marks a holder whose step
 # is stored and whose replies are going out (see lease.py): waiters wait for it without
@@ -14,9 +15,10 @@ from .budget import GCRA_FUNCTION
 
 # Take the lock if it is free (or dead) and return the state in the same trip; otherwise
 # return how long the lock has left, so the caller sleeps no longer than needed. The common
-# path is SET NX + GET; `pcall` turns a key of another type into an error value to report.
-# An event whose id is in the user's set of handled events (a re-delivered update) is a
-# duplicate: the lock is handed straight back and nothing is read.
+# path is SET NX + one MGET of the state and the user's record of handled events (handled.py);
+# MGET answers nil for a key of another type, so only when it finds no state does a TYPE tell
+# a missing key from one to report. An event whose id is in the record (a re-delivered
+# update) is a duplicate: the lock is handed straight back.
 # KEYS: state, lock, handled events, [0.1.0 hash]. ARGV: token, lock TTL in ms, user id (the
 # 0.1.0 hash field), event id ('' = none).
 # Returns {status, value or ms left, source, repairs, now, replying}: status 1 = taken,
@@ -25,7 +27,9 @@ from .budget import GCRA_FUNCTION
 # server's clock in microseconds when there was no readable value (a fresh start's first
 # visit), else 0; replying is 1 when the other holder is sending the replies of a stored step.
 # Holding the lock already counts as taking it, so a call retried after a lost reply succeeds.
-LOCK_AND_READ = """
+LOCK_AND_READ = (
+    HANDLED_FUNCTIONS
+    + """
 local repairs = {}
 if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
   local holder = redis.pcall('GET', KEYS[2])
@@ -49,24 +53,26 @@ if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
   end
   redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 end
+local found = redis.call('MGET', KEYS[1], KEYS[3])
+local value, record = found[1], found[2]
 if ARGV[4] ~= '' then
-  local seen = redis.pcall('ZSCORE', KEYS[3], ARGV[4])
-  if type(seen) == 'table' then
-    table.insert(repairs, 'the handled-events key was a Redis ' .. redis.call('TYPE', KEYS[3]).ok)
-    redis.call('DEL', KEYS[3])
-  elseif seen then
+  local before, repair = handled_before(record, KEYS[3], ARGV[4])
+  if repair ~= '' then
+    table.insert(repairs, repair)
+  end
+  if before then
     redis.call('DEL', KEYS[2])
     return {2, false, 0, table.concat(repairs, '; '), 0, 0}
   end
 end
-local value = redis.pcall('GET', KEYS[1])
-if value and type(value) ~= 'table' then
+if value then
   return {1, value, 1, table.concat(repairs, '; '), 0, 0}
 end
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
-if type(value) == 'table' then
-  table.insert(repairs, 'the state key was a Redis ' .. redis.call('TYPE', KEYS[1]).ok)
+local kind = redis.call('TYPE', KEYS[1]).ok
+if kind ~= 'none' then
+  table.insert(repairs, 'the state key was a Redis ' .. kind)
   return {1, false, 0, table.concat(repairs, '; '), now, 0}
 end
 if KEYS[4] then
@@ -77,6 +83,7 @@ if KEYS[4] then
 end
 return {1, false, 0, table.concat(repairs, '; '), now, 0}
 """
+)
 
 # Store the new value only if the stored one is still what the caller read (compared by
 # SHA-1, '' = nothing readable was read), record the event as handled, then release the lock
@@ -87,34 +94,36 @@ return {1, false, 0, table.concat(repairs, '; '), now, 0}
 # state key again when there is none), [0.1.0 hash]. ARGV: token, value ('' = a release that
 # keeps the stored value), state TTL in ms ('0' = none), user id, SHA-1 of what was read,
 # event id ('' = none), how long handled events are remembered in ms, how long to keep the
-# lock for the replies in ms ('0' = release), the caller's clock in ms (orders handled
-# events), then the reply budget's interval ms, burst and count ('' = nothing to reserve;
+# lock for the replies in ms ('0' = release), the caller's clock in ms (unused since the
+# handled record keeps ids in arrival order; still sent, so the arguments after it keep their
+# places), then the reply budget's interval ms, burst and count ('' = nothing to reserve;
 # see budget.py), then the user's member in the timer schedule ('' = leave it) and their
 # earliest due ms ('' = none: removed). The schedule shard is in another Redis Cluster slot,
 # so only a single Redis gets it here (timers.py sends it beside the commit on a cluster).
 # Returns {status, wait ms of each reserved reply...}: status 1 stored (lock released or
 # kept), 2 stored but the lock had been lost meanwhile, 0 refused: someone else wrote since
 # (the lock is released if ours; nothing reserved). A retry after a lost reply finds its own
-# value stored and reports success (and reserves again: its first answer was lost). `pcall`
-# turns a key of another type into an error value.
-# The handled-events set keeps the newest 128 ids and expires a window after the user's last
-# stored step, so a user who has been quiet that long costs nothing for it.
+# value stored and reports success (and reserves again: its first answer was lost).
+# Everything the script decides on is read by one MGET: the lock, the state, the handled
+# record and the reply budget. MGET answers nil for a key of another type: for each of them
+# that reads as "nothing there", and the SET that writes it replaces the foreign value.
+# The handled record (handled.py) is rewritten whole with its expiry: a window after the
+# user's last stored step, so a user who has been quiet that long costs nothing for it.
 WRITE_AND_UNLOCK = (
     GCRA_FUNCTION
+    + HANDLED_FUNCTIONS
     + """
+local found = redis.call('MGET', KEYS[2], KEYS[1], KEYS[3], KEYS[4])
+local holder, current, record, budget = found[1], found[2], found[3], found[4]
+local ours = holder == ARGV[1] or holder == ARGV[1] .. '~'
 local function stored(status)
   if ARGV[10] == nil or ARGV[10] == '' then
     return {status}
   end
-  local waits = gcra(KEYS[4], tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12]))
+  local waits = gcra_after_read(
+    KEYS[4], budget, tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12]))
   table.insert(waits, 1, status)
   return waits
-end
-local holder = redis.pcall('GET', KEYS[2])
-local ours = holder == ARGV[1] or holder == ARGV[1] .. '~'
-local current = redis.pcall('GET', KEYS[1])
-if type(current) ~= 'string' then
-  current = false
 end
 if ARGV[2] ~= '' then
   if current ~= ARGV[2] then
@@ -140,14 +149,7 @@ if ARGV[2] ~= '' then
     redis.call('PEXPIRE', KEYS[1], ARGV[3])
   end
   if ARGV[6] ~= '' then
-    if type(redis.pcall('ZADD', KEYS[3], ARGV[9], ARGV[6])) == 'table' then
-      redis.call('DEL', KEYS[3])
-      redis.call('ZADD', KEYS[3], ARGV[9], ARGV[6])
-    end
-    if redis.call('ZCARD', KEYS[3]) > 128 then
-      redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -129)
-    end
-    redis.call('PEXPIRE', KEYS[3], ARGV[7])
+    redis.call('SET', KEYS[3], remembered(record, ARGV[6]), 'PX', ARGV[7])
   end
   if ARGV[13] and ARGV[13] ~= '' then
     if ARGV[14] == '' then
