@@ -266,7 +266,7 @@ async def measure(variant: Variant, texts: Any, args: argparse.Namespace) -> dic
     expected_keys = {f"{c.user_id}:paid:{c.charge}" for c in customers if c.charge}
     paid = sum(bool(c.answers) and bool(c.answers[0]["ok"]) for c in customers)
     answer_s = [c.answer_s for c in customers if c.answer_s is not None]
-    updates = len(users) * (len(CART) + 3 + args.chatter) + paid
+    updates = len(users) * (len(CART) + 4 + args.chatter) + paid
     errors = [error for c in customers for error in c.errors]
     return {
         "users": args.users,
