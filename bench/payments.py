@@ -368,9 +368,10 @@ def render(result: dict[str, Any], meta: dict[str, str]) -> str:
         *(f"| {name} | {value} |" for name, value in rows),
         "",
     ]
-    if answer[1] == answer[1] and idle[0] > 0 and message[1] > 0:  # not NaN
+    if answer[1] == answer[1] and idle[0] > 0 and idle[1] > 0 and message[1] > 0:  # not NaN
         lines += [
-            f"- pre-checkout p99 under load / p50 idle: {answer[1] / idle[0]:.1f}x",
+            f"- pre-checkout under load / idle: p50 {answer[0] / idle[0]:.0f}x,"
+            f" p99 {answer[1] / idle[1]:.0f}x",
             f"- pre-checkout p99 / ordinary message p99, same load: {answer[1] / message[1]:.2f}",
             f"- worst answer / Telegram's 10 s: {answer[2] / (TELEGRAM_DEADLINE_S * 1000):.3f}",
         ]
