@@ -301,6 +301,8 @@ async def measure(variant: Variant, texts: Any, args: argparse.Namespace) -> dic
 
 
 def _ms(cuts: tuple[float, float, float]) -> str:
+    if any(value != value for value in cuts):  # NaN: nothing measured (e.g. --chatter 0)
+        return "n/a"
     return " / ".join(f"{value:,.2f}" for value in cuts)
 
 
