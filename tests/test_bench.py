@@ -268,3 +268,44 @@ def test_the_broadcast_run_reaches_everyone_once_without_429() -> None:
     [line] = [line for line in done.stdout.splitlines() if line.startswith("delivered ")]
     assert " 429s 0, duplicates 0," in line, line
     assert "of the limit" in line
+
+
+def test_the_payments_run_answers_every_pre_checkout_and_orders_once_per_payment() -> None:
+    command = [
+        sys.executable, "bench/payments.py", "--users", "12", "--chatter", "3", "--idle-users", "3"
+    ]  # fmt: skip
+    if os.environ.get("REDIS_URL"):
+        command += ["--redis-url", os.environ["REDIS_URL"]]
+    done = subprocess.run(
+        command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = done.stdout
+    assert "## Payments: pre-checkout answer time, 12 users in flight (PAYMENTS=stars)" in report
+    cells = {
+        row.split(" | ")[0].strip("| *"): row.rsplit(" | ", 1)[1].strip(" |*")
+        for row in report.splitlines()
+        if row.startswith("| ") and row.count(" | ") >= 1
+    }
+    # Every pre-checkout answered once and ok, and within Telegram's deadline.
+    assert cells["pre-checkout queries answered once / ok"] == "12 / 12"
+    assert cells["answered within Telegram's 10 s"] == "12"
+    # Each query came while that user's own messages were queued in the bot.
+    queued = "queries fed while the user's own messages were queued in botnodes (mean queue)"
+    assert cells[queued].split()[0] == "12"
+    # One order per payment, under its charge's key, with the payment; nothing refunded.
+    assert cells["payments / orders placed / distinct orders"] == "12 / 12 / 12"
+    assert cells["orders under their charge's idempotency key / with the payment"] == "12 / 12"
+    assert cells["refunds"] == "0"
+    assert cells["users told their paid order was placed, once"] == "12"
+    assert cells["users back on Start"] == "12"
+    for figure in (
+        "pre-checkout answer time p50 / p99 / max (ms)",
+        "the same, one user at a time on an idle bot, p50 / p99 / max (ms)",
+        "an ordinary message of the same users meanwhile, p50 / p99 / max (ms)",
+    ):
+        p50, p99, worst = (float(v.replace(",", "")) for v in cells[figure].split("/"))
+        assert 0 < p50 <= p99 <= worst, figure
+    for needle in ("Machine:", "Versions:", "Load:", "pre-checkout p99 / ordinary message p99"):
+        assert needle in report, f"{needle!r} missing from the payments report"
+    assert "PROBLEMS" not in report
