@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -42,6 +42,32 @@ async def in_cart(user: TestUser, *items: str) -> None:
     await user.click("Yes")
     for item in items:
         await user.send(item)
+
+
+# 1. One event per user at a time, in arrival order ---------------------------------------------
+
+
+async def test_a_brand_new_users_burst_keeps_its_arrival_order(client: BotTestClient) -> None:
+    # Nothing is awaited ahead of the user's queue (their registration for broadcasts and
+    # their language read run beside the update), so a user nobody has seen yet keeps the
+    # order their first updates arrived in.
+    items = [f"dish{n}" for n in range(18)]
+    burst = [message_update(client.next_update_id(), ALICE, t) for t in ["hi", "Yes", *items]]
+    await asyncio.gather(*(client.feed(update) for update in burst))
+    node = await client.nodes.user(ALICE).get_node()
+    assert isinstance(node, Hungry)
+    assert node._data.order == items
+    added = [
+        reply
+        for n, item in enumerate(items, 1)
+        for reply in (f"Added {item}", f"What are you gonna order? Cart: {cart_text(items[:n])}")
+    ]
+    assert client.telegram.sent_texts(ALICE) == [
+        "Hello, alice! Are you hungry?",
+        "No worries, I've got you back!",
+        "What are you gonna order? Cart: Empty",
+        *added,
+    ]
 
 
 # 2. A re-delivered update runs once ----------------------------------------------------------
@@ -293,6 +319,75 @@ async def test_flood_control_in_two_chats_holds_up_neither_a_third_user_nor_thei
             "Added Cola",
             "What are you gonna order? Cart: Pizza, Cola",
         ]
+
+
+@dataclasses.dataclass
+class WatchedTelegram(FakeTelegram):
+    """The stand-in, and an event set whenever it was called: a test awaits what it waits for."""
+
+    called: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+
+    def answer(self, method: str, params: Mapping[str, Any]) -> Any:
+        try:
+            return super().answer(method, params)
+        finally:
+            self.called.set()
+
+    async def until(self, condition: Callable[[], bool], timeout: float = 10.0) -> None:
+        async with asyncio.timeout(timeout):
+            while not condition():
+                self.called.clear()
+                await self.called.wait()
+
+
+async def test_a_timer_reply_in_flood_control_holds_up_no_other_users_timer(
+    settings: Settings, redis_client: Redis, food_api: RecordingFoodAPI
+) -> None:
+    telegram = WatchedTelegram()
+    async with BotTestClient.start(
+        BOT, settings, redis=redis_client, food_api=food_api, telegram=telegram
+    ) as client:
+        slow, *others = (client.user(uid) for uid in range(ALICE, ALICE + 6))
+        await in_cart(slow, "Pizza")
+        client.clock.now += 10  # the others' reminders fall due 10 s after the slow one's
+        for user in others:
+            await in_cart(user, "Soup")
+        reminder_after = client.nodes._ctx.settings.cart.cart_reminder_after.total_seconds()
+        slow_reminder = "Still hungry? Your cart: Pizza"
+        telegram.fail(
+            "sendMessage",
+            status=429,
+            retry_after=20,
+            match=lambda params: params["text"] == slow_reminder,
+        )
+
+        def reminded() -> list[int]:
+            return [
+                telegram.sent_texts(user.user_id).count("Still hungry? Your cart: Soup")
+                for user in others
+            ]
+
+        timers = asyncio.create_task(client.nodes.run_timers())
+        try:
+            client.clock.now += reminder_after - 10 + 1  # only the slow chat's reminder is due
+            await telegram.until(lambda: any(not c.ok for c in telegram.attempts("sendMessage")))
+            client.clock.now += 10  # now the others' fall due, while the slow one waits 20 s
+            await telegram.until(lambda: 0 not in reminded())
+            # Every other user was reminded while the slow chat's firing still ran.
+            assert slow_reminder not in telegram.sent_texts(slow.user_id)
+            assert client.nodes.timer_firings >= 1
+            await asyncio.sleep(3 * client.nodes.settings.timer_poll_interval)  # more looks
+            assert reminded() == [1] * len(others)
+            assert client.nodes.timer_firings == 1  # the slow chat's, still waiting
+        finally:
+            timers.cancel()
+            await client.nodes.abandon_timers()  # as a shutdown cuts the 20 s wait
+        # The slow user's timer fired once too: stored as reminded, its reply tried once.
+        node = await slow.node()
+        assert isinstance(node, Hungry)
+        assert node._data.reminded
+        tried = [call.params["text"] for call in telegram.attempts("sendMessage")]
+        assert tried.count(slow_reminder) == 1
 
 
 @pytest.mark.ops  # waits out real seconds of flood control, timeouts or TTL
