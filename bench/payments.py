@@ -126,9 +126,11 @@ def build_paying_bot(redis: Any, prefix: str, package: str) -> tuple[Variant, An
     food_api = CountingFoodAPI(food_module.STAND_IN_PRICE)
     built = definition.create_ctx(bot, languages, settings)
     ctx = dataclasses.replace(built, food_api=food_api)
-    nodes = app.create_nodes(definition, settings, redis, ctx)
+    # As `App` builds it: the step's sends reserved by the commit script (`limiter`).
+    limiter = flows.send_limiter(package, redis, prefix)
+    nodes = app.create_nodes(definition, settings, redis, ctx, limiter=limiter)
     dispatcher = flows.bot_dispatcher(package, nodes, languages)
-    limits = flows.add_send_limits(package, dispatcher, session, redis, prefix)
+    limits = flows.add_send_limits(package, dispatcher, session, redis, prefix, limiter, nodes)
 
     async def close_ctx() -> None:
         await ctx.aclose()
