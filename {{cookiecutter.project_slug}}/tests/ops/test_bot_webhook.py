@@ -459,3 +459,26 @@ async def test_past_max_pending_updates_deliveries_get_503_and_memory_stays_flat
     assert await asyncio.gather(*held) == [200] * 5
     assert all(bot_api.sent_texts(3000 + n) == [GREETING] for n in range(5))
     assert await replica.process.stop(signal.SIGTERM) == 0
+
+
+async def test_a_webhook_bot_with_payments_asks_for_pre_checkout_and_answers_it(
+    bot_api: FakeBotAPIServer, start_replica: StartReplica
+) -> None:
+    replica = await start_replica(PAYMENTS="stars")
+    [set_webhook] = bot_api.calls("setWebhook")
+    assert sorted(json.loads(set_webhook.params["allowed_updates"])) == [
+        "callback_query",
+        "message",
+        "my_chat_member",
+        "pre_checkout_query",
+    ]
+    # A query for an invoice the bot never sent: posted here, answered no, in time.
+    forged = {"payload": f"{ALICE}.{'A' * 22}", "currency": "XTR", "prices": [{"amount": 5}]}
+    query, _ = bot_api.telegram.pay_updates((next(_update_ids), next(_update_ids)), ALICE, forged)
+    answers = bot_api.telegram.pre_checkout_answers[query["pre_checkout_query"]["id"]]
+    assert await replica.post(query) == 200
+    await bot_api.wait_for(lambda: bool(answers), 15, "the pre-checkout answer")
+    assert [(a["ok"], a["error_message"]) for a in answers] == [
+        (False, "This invoice doesn't match your order.")
+    ]
+    assert await replica.process.stop(signal.SIGTERM) == 0
