@@ -187,7 +187,8 @@ def check_invoice(
         raise ValueError(f"invoice description must be 1-{MAX_DESCRIPTION} characters")
     if not 1 <= len(payload.encode()) <= MAX_PAYLOAD_BYTES:
         raise ValueError(f"invoice payload must be 1-{MAX_PAYLOAD_BYTES} bytes")
-    if not amounts or any(not isinstance(a, int) or a <= 0 for a in amounts):
+    # `type(a) is int`: a bool is an int to Python, never an amount to Telegram.
+    if not amounts or any(type(a) is not int or a <= 0 for a in amounts):
         raise ValueError("invoice amounts must be positive whole numbers of the smallest unit")
     if currency == STARS and len(amounts) != 1:
         raise ValueError("an invoice in Telegram Stars has exactly one price")

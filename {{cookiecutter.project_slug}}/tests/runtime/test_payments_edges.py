@@ -181,6 +181,7 @@ GOOD_INVOICE: dict[str, Any] = {
         ({"prices": [{"label": "Pizza", "amount": 0}]}, "CURRENCY_TOTAL_AMOUNT_INVALID"),
         ({"prices": [{"label": "Pizza", "amount": -5}]}, "CURRENCY_TOTAL_AMOUNT_INVALID"),
         ({"prices": [{"label": "Pizza", "amount": 12.5}]}, "CURRENCY_TOTAL_AMOUNT_INVALID"),
+        ({"prices": [{"label": "Pizza", "amount": True}]}, "CURRENCY_TOTAL_AMOUNT_INVALID"),
         (
             {"currency": STARS, "provider_token": ""},  # two prices in Stars
             "STARS_INVOICE_INVALID",
