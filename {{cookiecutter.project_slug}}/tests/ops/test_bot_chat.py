@@ -313,3 +313,31 @@ def test_each_chat_starts_its_own_log(talk: Talk, tmp_path: Path) -> None:
     result = talk("hi\n", "--log", str(log), LOG_LEVEL="INFO")
     assert result.returncode == 0, result.stderr
     assert "an earlier chat's line" not in log.read_text(encoding="utf-8")
+
+
+def test_a_piped_chat_with_payments_in_the_environment_shows_the_invoice_and_pays_it(
+    talk: Talk,
+) -> None:
+    token = "284685063:TEST:chat-provider-token-never-shown"
+    result = talk(
+        "hi\n:1\nPizza\n:1\n:pay\n:pay\n",
+        PAYMENTS="provider",
+        PAYMENT_PROVIDER_TOKEN=token,
+        PAYMENT_CURRENCY="EUR",
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    finished = lines.index("you> :1", lines.index("you> Pizza"))
+    assert lines[finished + 1 :] == [
+        "bot> Ordering Pizza",
+        "bot> Invoice: Your food order (100 EUR)",
+        "bot> To pay 1.00 EUR, press Pay on the invoice above. Cancel drops the order.",
+        "     [1] Cancel",
+        "you> :pay",
+        "bot> Ordered!",
+        "bot> Again main menu! Are you hungry?",
+        "     [1] Yes  [2] No",
+        "you> :pay",
+        "(Telegram shows: This invoice is already paid.)",
+    ]
+    assert token not in result.stdout + result.stderr

@@ -399,6 +399,18 @@ async def test_a_quote_not_answered_in_time_is_reported_and_the_cart_kept(
         await assert_cart_kept(client, "Pizza", "Sushi")
 
 
+async def test_a_quote_not_answered_in_time_is_asked_again_within_retry_for(
+    settings: Settings, redis_client: Redis, quote_server: QuoteServer
+) -> None:
+    quote_server.stalls = 1
+    async with quoting_bot(
+        settings, redis_client, quote_server, timeout=0.2, retry_for=30
+    ) as client:
+        replies = await checkout(client.user(ALICE), "Pizza")
+        assert texts(replies)[:2] == ["Ordering Pizza", "Invoice: Your food order (1250 XTR)"]
+    assert len(quote_server.quotes) == 2
+
+
 async def test_without_a_quote_url_each_item_costs_100_and_nothing_is_asked(
     settings: Settings, redis_client: Redis, quote_server: QuoteServer
 ) -> None:
