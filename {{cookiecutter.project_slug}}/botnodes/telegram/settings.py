@@ -312,8 +312,30 @@ def _env_name(settings_class: type[BaseSettings], error: Any) -> str:
 def _rule(error: Any) -> str:
     if error["type"] == "missing":
         return "is required (set it in the environment or in .env)"
-    # pydantic's message never contains the input; the input itself is deliberately unused.
     return str(error["msg"]).removeprefix("Value error, ")
+
+
+#: How much of a refused value the error line shows.
+SHOWN_VALUE_CHARS = 60
+
+
+def _shown_value(settings_class: type[BaseSettings], error: Any) -> str:
+    """` (got 'value')` for a refused value that is not a secret, else nothing.
+
+    Seeing what was typed finds a typo at once; a `SecretStr` (the token, Redis's URL, the
+    webhook secret, a payment token) is never shown. `repr` escapes line breaks and control
+    characters, so the line stays one line and cannot forge a log line.
+    """
+    field_info = settings_class.model_fields.get(str(error["loc"][0]))
+    if field_info is None or error["type"] == "missing" or "input" not in error:
+        return ""
+    if SecretStr in (field_info.annotation, *typing.get_args(field_info.annotation)):
+        return ""
+    value = error["input"]
+    if not isinstance(value, str):
+        return ""
+    shown = value if len(value) <= SHOWN_VALUE_CHARS else value[:SHOWN_VALUE_CHARS] + "..."
+    return f" (got {shown!r})"
 
 
 def _load_without_token(env_file: Path | None) -> TelegramSettings:
@@ -329,10 +351,11 @@ def _load(settings_class: type[S], env_file: Path | None) -> S:
     try:
         return settings_class(_env_file=env_file)
     except ValidationError as exc:
-        first = exc.errors(include_input=False, include_url=False)[0]
+        first = exc.errors(include_url=False)[0]
         if not first["loc"]:  # a rule across settings names them itself
             raise ConfigError(_rule(first)) from None
-        raise ConfigError(f"{_env_name(settings_class, first)}: {_rule(first)}") from None
+        name, rule = _env_name(settings_class, first), _rule(first)
+        raise ConfigError(f"{name}: {rule}{_shown_value(settings_class, first)}") from None
 
 
 #: The token of `chat`, which never talks to Telegram: it only has to look like one.

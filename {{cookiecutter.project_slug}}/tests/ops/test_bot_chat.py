@@ -131,7 +131,7 @@ def test_a_bad_setting_stops_chat_with_the_line_run_prints(tmp_path: Path) -> No
         check=False,
     )
     line = "Configuration error: STATE_TTL: Input should be a valid number, unable to parse string "
-    assert ran.stderr == chatted.stderr == f"{line}as a number\n"
+    assert ran.stderr == chatted.stderr == f"{line}as a number (got 'abc')\n"
     assert (chatted.returncode, chatted.stdout) == (ran.returncode, "") == (2, "")
 
 

@@ -3,8 +3,8 @@
 With PAYMENTS=stars or provider: Finish sends an invoice at the quoted price, a payment
 places the order exactly once (re-delivered, on two replicas, after a crash), and a payment
 that can't become an order is refunded once. Pre-checkout is in test_payments_pre_checkout.py;
-settings, the stand-in's invoice rules, the quote over HTTP, PAYMENTS=off and `chat`'s `:pay`
-in test_payments_edges.py.
+settings and the invoice rules in test_payments_rules.py, the quote over HTTP in
+test_payments_quote.py, PAYMENTS=off, /paysupport and `chat`'s `:pay` in test_payments_edges.py.
 """
 
 from __future__ import annotations
