@@ -27,6 +27,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -266,14 +267,20 @@ def _name(message: Message) -> str:
     return user.username or user.full_name
 
 
-#: The baked project's Bot API stand-in (`botnodes/testing/fake_bot_api.py`), loaded from its
-#: file by the worker, so a `--baseline` bake without one is measured on the same stand-in.
+#: The baked project's Bot API stand-in (the package `botnodes/testing/fake_bot_api/`), loaded
+#: from its files by the worker, so a `--baseline` bake without one is measured on the same
+#: stand-in.
 FAKE_BOT_API: Any = None
 
 
 def load_fake_bot_api(path: str) -> None:
     global FAKE_BOT_API
-    spec = importlib.util.spec_from_file_location("bench_fake_bot_api", path)
+    package = Path(path)
+    spec = importlib.util.spec_from_file_location(
+        "bench_fake_bot_api",
+        package / "__init__.py",
+        submodule_search_locations=[str(package)],  # its modules import each other relatively
+    )
     if spec is None or spec.loader is None:
         raise ImportError(f"no Bot API stand-in at {path}")
     module = importlib.util.module_from_spec(spec)

@@ -4,7 +4,7 @@ Bakes the template (as `run.py` does), starts a private `redis-server`, and buil
 bot in this process with `PAYMENTS=stars`, the way `flows.build_botnodes` builds the botnodes
 variant: the bot's own `BOT`, settings (`load_settings`), context (`create_ctx`, so its own
 `PaymentDesk`), `create_nodes`, dispatcher and send limits, replying through the bake's Bot
-API stand-in (`botnodes/testing/fake_bot_api.py`), which takes invoices, pre-checkout answers
+API stand-in (`botnodes/testing/fake_bot_api/`), which takes invoices, pre-checkout answers
 and refunds as Telegram does. Only the food API (an external service) is replaced, by one that
 quotes every item at the bot's stand-in price and counts the orders.
 

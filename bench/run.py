@@ -189,7 +189,7 @@ def redis_server(executable: str, workdir: Path) -> Iterator[str]:
 
 def fake_bot_api(project: Path) -> Path:
     """The bake's Bot API stand-in, which every variant (and a baseline) replies through."""
-    return project / "botnodes" / "testing" / "fake_bot_api.py"
+    return project / "botnodes" / "testing" / "fake_bot_api"
 
 
 def worker_command(

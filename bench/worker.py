@@ -32,7 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--package", required=True, help="the baked bot's package name")
     parser.add_argument("--prefix", required=True, help="key prefix, unique per run")
     parser.add_argument(
-        "--fake-bot-api", required=True, help="path of the bake's botnodes/testing/fake_bot_api.py"
+        "--fake-bot-api", required=True, help="path of the bake's botnodes/testing/fake_bot_api/"
     )
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--in-flight", type=int, default=100)

@@ -204,10 +204,14 @@ class LoopThread:
 
 
 def load_fake_telegram(project: BakedProject) -> ModuleType:
-    """The baked project's own Bot API stand-in (`botnodes/testing/fake_bot_api.py`), loaded
-    from its file: this test process does not have the baked project installed."""
-    source = project.path / "botnodes" / "testing" / "fake_bot_api.py"
-    spec = importlib.util.spec_from_file_location("compose_tier_fake_telegram", source)
+    """The baked project's own Bot API stand-in (the package `botnodes/testing/fake_bot_api/`),
+    loaded from its files: this test process does not have the baked project installed."""
+    package = project.path / "botnodes" / "testing" / "fake_bot_api"
+    spec = importlib.util.spec_from_file_location(
+        "compose_tier_fake_telegram",
+        package / "__init__.py",
+        submodule_search_locations=[str(package)],  # its modules import each other relatively
+    )
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)

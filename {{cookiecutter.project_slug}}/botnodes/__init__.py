@@ -14,7 +14,8 @@ from .errors import (
 )
 from .graph import ByTimer, FlowGraph
 from .node import Node
-from .nodes import Nodes, NodesUser
+from .nodes import Nodes
+from .nodes_user import NodesUser
 from .observer import NodesObserver
 from .outbox import after_commit, watch_stored
 from .settings import NodesSettings

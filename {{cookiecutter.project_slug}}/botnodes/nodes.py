@@ -3,7 +3,9 @@
 Each way of changing a user tells the same story, one named step a module: take the user's
 turn (queue.py, lease.py), load their node (load.py), run the node (step.py), commit what it
 returned (commit.py), then send the replies it held back (outbox.py). This file only wires
-the steps together, so a reader sees the order, and each rule lives with its own step.
+the steps together, so a reader sees the order, and each rule lives with its own step. Here an
+event and a timer tell it; a move from outside an event (`NodesUser.to`) tells it in
+nodes_user.py.
 """
 
 from __future__ import annotations
@@ -22,16 +24,17 @@ from redis.exceptions import RedisError
 from .budget import ReplyBudget
 from .codec import Decoded, NodeCodec
 from .commit import Commit
-from .errors import ConfigurationError, CorruptStateError, StateUnavailableError
+from .errors import ConfigurationError, StateUnavailableError
 from .graph import FlowGraph
 from .lease import Lease, UserLocks
 from .load import load
 from .node import CtxT, EventT, Node, UserIdT
+from .nodes_user import NodesUser
 from .observer import NodesObserver, Notify
 from .outbox import Outbox, collecting
 from .queue import Turns
 from .settings import NodesSettings, NodesTuning, settings_from
-from .step import AnyNode, NodeSteps, Outcome, first_visit
+from .step import AnyNode, NodeSteps, Outcome
 from .storage import RedisClient, StateStore
 from .timers import PendingTimers, TimerLoop, TimerSchedule
 
@@ -335,25 +338,6 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
             await outbox.flush(user_id)
         return Outcome.TIMED_OUT
 
-    async def _put(
-        self, user_id: UserIdT, node: AnyNode[CtxT, EventT, UserIdT], event_id: str
-    ) -> bool:
-        """`NodesUser.to`: False if `event_id` was handled before (nothing done)."""
-        self._codec.key_of(node)
-        outbox = Outbox()
-        async with self._turns.turn(user_id, event_id) as lease:
-            if lease.locked.duplicate:
-                self._duplicate(user_id, event_id)
-                return False
-            async with self._turns.slot():
-                current = load(lease, self._codec, self._notify, quiet=True)
-                visit = current.visit + 1 if current else first_visit(lease)
-                with collecting(outbox):
-                    await self._steps.enter(node, user_id, visit=visit)
-                await self._commit_event(lease, node, event_id, outbox, current)
-            await outbox.flush(user_id)
-        return True
-
     async def _commit_event(
         self,
         lease: Lease,
@@ -372,24 +356,6 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
             before=before,
         )
 
-    async def _get(self, user_id: UserIdT) -> AnyNode[CtxT, EventT, UserIdT] | None:
-        try:
-            raw = await self._store.read(user_id)
-        except RedisError as error:
-            raise self._unavailable(user_id, error) from error
-        if raw is None:
-            return None
-        try:
-            return self._codec.decode(raw).node
-        except CorruptStateError as error:
-            logger.warning(
-                "stored state of user %s can't be read (%s); get_node() returns None",
-                user_id,
-                error.reason,
-                extra={"user_id": user_id},
-            )
-            return None
-
     def _duplicate(self, user_id: UserIdT, event_id: str) -> Outcome:
         logger.info(
             "user %s: event %s was handled before (a re-delivery); not handled again",
@@ -406,31 +372,3 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
             "Redis unavailable for user %s: %s", user_id, error, extra={"user_id": user_id}
         )
         return StateUnavailableError(f"state of user {user_id} is unavailable: {error}")
-
-
-class NodesUser(Generic[CtxT, EventT, UserIdT]):
-    """One user's handle, for moving them or looking at their node from outside an event."""
-
-    def __init__(self, nodes: Nodes[CtxT, EventT, UserIdT], user_id: UserIdT) -> None:
-        self._nodes = nodes
-        self._user_id = user_id
-
-    async def to(self, node: Node[CtxT, EventT, UserIdT, Any], *, event_id: str = "") -> bool:
-        """Put the user on `node`, running its on_enter, under the same lock as routing.
-
-        Pass the `event_id` of the update that asked for it (e.g. a /start command) and a
-        re-delivery of that update does nothing: then this returns False.
-        """
-        return await self._nodes._put(self._user_id, node, event_id)
-
-    async def forget(self) -> None:
-        """Delete the user's stored node, under their lock: their next event starts over."""
-        async with self._nodes._turns.turn(self._user_id, ""):
-            try:
-                await self._nodes._store.forget(self._user_id)
-            except RedisError as error:
-                raise self._nodes._unavailable(self._user_id, error) from error
-
-    async def get_node(self) -> Node[CtxT, EventT, UserIdT, Any] | None:
-        """The user's current node, or None if they have none (or it can't be read)."""
-        return await self._nodes._get(self._user_id)

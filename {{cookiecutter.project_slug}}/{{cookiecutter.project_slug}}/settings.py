@@ -15,7 +15,7 @@ from datetime import timedelta
 from pydantic import Field, HttpUrl
 from pydantic_settings import BaseSettings
 
-from botnodes.telegram.payments import PaymentSettings
+from botnodes.telegram.invoices import PaymentSettings
 from botnodes.telegram.settings import BotSettings, Duration, settings_config
 
 

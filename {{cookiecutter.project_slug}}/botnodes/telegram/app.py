@@ -26,10 +26,10 @@ from botnodes import Nodes, NodesObserver, NodesSettings
 from .definition import BotDefinition, CtxT, SettingsT
 from .dispatcher import build_dispatcher
 from .events import Event, UserId, event_id, event_to_user_id, event_visit
+from .invoices import PaymentSettings
 from .language import Languages
 from .metrics import BotMetrics, CountUpdates
 from .middlewares import InFlightUpdates
-from .payments import PaymentSettings
 from .recipients import Recipients, watch_users
 from .redis_connection import RedisClient, create_redis
 from .send_limits import CountStepReplies, KeepSendRate, SendLimiter, StepTurns

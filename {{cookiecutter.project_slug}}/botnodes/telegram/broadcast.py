@@ -32,21 +32,20 @@
   to REDIS_PATIENCE); a send Telegram confirmed is recorded once Redis is back, so its user
   is never left unconfirmed by the job's own bookkeeping. A claim is idempotent (a token per
   call), so a claim whose answer was lost is not lost with its users.
+
+This module is the job (`Broadcast`); broadcast_command.py runs it as the command (progress,
+signals, summary), broadcast_job.py keeps its record in Redis, broadcast_report.py counts it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import os
 import random
-import signal
-import sys
-import time
 from collections.abc import Mapping
-from typing import Any, TextIO
+from typing import Any
 
 from aiogram import Bot
 from aiogram.exceptions import (
@@ -59,7 +58,6 @@ from aiogram.exceptions import (
 )
 from redis.exceptions import RedisError
 
-from .app import App
 from .broadcast_job import (
     BLOCKED,
     CLAIM_SCRIPT,
@@ -68,19 +66,15 @@ from .broadcast_job import (
     FINISH_SCRIPT,
     JOB_TTL_SECONDS,
     PAUSE_SCRIPT,
-    REDIS_PATIENCE,
     SENT,
     UNKNOWN,
     patiently,
 )
-from .broadcast_report import Counts, Progress
-from .definition import BotDefinition
+from .broadcast_report import Counts
 from .language import Languages
 from .metrics import BotMetrics
-from .polling import serve_metrics
 from .recipients import SHARDS, Recipients
 from .send_limits import SendLimiter
-from .settings import BotSettings
 from .telegram_limits import send_at_most_once
 
 logger = logging.getLogger(__name__)
@@ -91,8 +85,6 @@ CLAIM_BATCH = 10
 IN_FLIGHT = 2 * CLAIM_BATCH
 #: Tries of one message that Telegram answers 429 (each after its retry_after and a new turn).
 FLOOD_TRIES = 5
-#: Seconds without news after which claims of other processes count as unconfirmed.
-SETTLE_SECONDS = 5.0
 
 
 class Broadcast:
@@ -337,99 +329,3 @@ class Broadcast:
             reason,
         )
         return UNKNOWN
-
-
-async def settled(job: Broadcast, progress: Progress) -> Counts:
-    """The job's counts once other processes' sends are confirmed too, or stopped moving.
-
-    Claims that stay unconfirmed for `SETTLE_SECONDS` belong to a process that died (or
-    to one still waiting out a long flood control): they are reported as unconfirmed.
-    """
-    counts = await patiently(job.counts)
-    still = time.monotonic()
-    while counts.claimed and time.monotonic() - still < SETTLE_SECONDS:
-        await asyncio.sleep(0.2)
-        latest = await patiently(job.counts)
-        if latest != counts:
-            counts, still = latest, time.monotonic()
-            progress.show(counts)
-    return counts
-
-
-async def run_job(job: Broadcast, job_id: str, *, dry_run: bool, out: TextIO) -> int:
-    """Run (or count) the job until done or stopped; print the summary line. Exit status."""
-    if dry_run:
-        reachable = await job.reachable()
-        print(f"Broadcast {job_id} (dry run): would send to {reachable} users", file=out)
-        return 0
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, job.stop)
-    try:
-        progress = Progress(job_id, await patiently(job.total))
-        worker = asyncio.create_task(job.run())
-        while not worker.done():
-            with contextlib.suppress(RedisError, OSError):  # Redis away: no line this time
-                async with asyncio.timeout(1.0):
-                    progress.show(await job.counts())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(worker), 1.0)
-        await worker
-    except (RedisError, OSError) as error:  # away longer than REDIS_PATIENCE: one line
-        print(
-            f"Broadcast {job_id}: stopped, Redis did not answer for {REDIS_PATIENCE:g}s "
-            f"({error}); run the same command again to resume",
-            file=out,
-        )
-        return 1
-    finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(signum)
-    try:
-        counts = await settled(job, progress)
-    except (RedisError, OSError) as error:
-        print(f"Broadcast {job_id}: no summary, Redis does not answer ({error})", file=out)
-        return 1
-    progress.show(counts, final=True)
-    print(counts.summary(job_id), file=out)
-    if job.stopped:
-        print(f"Stopped: run the same command again to resume {job_id}", file=out)
-        return 1
-    return 0
-
-
-async def broadcast(
-    definition: BotDefinition[Any, Any],
-    settings: BotSettings,
-    job_id: str,
-    text: str,
-    *,
-    dry_run: bool,
-    translations: Mapping[str, str] | None = None,
-) -> int:
-    """Build the bot's parts (its Bot with the limits, Redis, metrics) and run the job."""
-    app = App(definition, settings)
-    metrics_runner = None
-    try:
-        await app.check_dependencies()
-        if settings.metrics.port:
-            metrics_runner = await serve_metrics(app)
-        # The bulk budget paces a broadcast even with SEND_LIMITS off (then per-chat isn't).
-        limiter = app.limiter or SendLimiter(
-            app.redis, settings.state.state_key, settings.send_limits, app.metrics.send_limit_wait
-        )
-        job = Broadcast(
-            app.bot,
-            app.recipients,
-            limiter,
-            job_id=job_id,
-            text=text,
-            translations=translations,
-            languages=app.ctx.languages,
-            metrics=app.metrics,
-        )
-        return await run_job(job, job_id, dry_run=dry_run, out=sys.stdout)
-    finally:
-        if metrics_runner is not None:
-            await metrics_runner.cleanup()
-        await app.close()

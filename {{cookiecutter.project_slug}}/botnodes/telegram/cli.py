@@ -20,7 +20,7 @@ from ..devtools import diagram
 from ..devtools.chat import default_log_path, run_chat
 from ..devtools.scaffold import run_new_node
 from .app import App, StartupError, secrets_of
-from .broadcast import broadcast
+from .broadcast_command import broadcast
 from .broadcast_job import BroadcastError, check_job
 from .definition import BotDefinition
 from .healthcheck import EXIT_UNHEALTHY, run_healthcheck

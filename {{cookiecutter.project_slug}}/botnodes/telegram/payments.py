@@ -19,34 +19,45 @@ makes it exact, whatever node the user is on by then:
   (`PaymentRefused`), is refunded once: `refundStarPayment` for Stars (an answer of
   CHARGE_ALREADY_REFUNDED counts as done); a provider payment is refunded by the staff, who
   hear of it in STAFF_CHAT_ID, and the user is told a refund is on its way.
+
+The invoice itself (settings, records, the rules Telegram checks) is invoices.py; the records in
+Redis and their scripts are payment_ledger.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from aiogram import F, Router
 from aiogram.exceptions import TelegramAPIError, TelegramBadRequest
 from aiogram.filters import Command
 from aiogram.types import LabeledPrice, Message, PreCheckoutQuery
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings
 from redis.exceptions import RedisError
 
-from ..codec import VISIT_FIELD
 from .events import event_id
 from .i18n import Text
+from .invoices import (
+    MAX_DESCRIPTION,
+    MAX_TITLE,
+    STARS,
+    Fulfil,
+    InvoiceRecord,
+    Paid,
+    PaymentRefused,
+    PaymentSettings,
+    PaymentTexts,
+    check_invoice,
+    format_amount,
+    parse_payload,
+)
 from .language import Languages
-from .settings import settings_config
+from .payment_ledger import PaymentLedger
 
 if TYPE_CHECKING:
     from aiogram import Bot
@@ -55,167 +66,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: Telegram's own limits on an invoice.
-MAX_TITLE = 32
-MAX_DESCRIPTION = 255
-MAX_PAYLOAD_BYTES = 128
-STARS = "XTR"
 #: Telegram cancels a payment whose pre-checkout query is not answered within 10 s.
 PRE_CHECKOUT_DEADLINE = 10.0
-#: How long invoice and charge records are kept (an invoice can't be paid after it goes stale).
-RECORD_TTL = 30 * 86_400
-#: Currencies without a minor unit (amounts are whole units); others have two decimals here.
 #: Waits between tries to claim a paid charge while Redis is away (about a minute in all).
 CLAIM_RETRIES = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
-_ZERO_DECIMAL = frozenset({STARS, "JPY", "KRW", "VND", "CLP", "ISK", "UGX", "PYG"})
-_CURRENCY = re.compile(r"[A-Z]{3}")
-
-
-class PaymentSettings(BaseSettings):
-    """Telegram Payments; off unless PAYMENTS says otherwise (docs/payments.md)."""
-
-    model_config = settings_config()
-
-    payments: Literal["off", "provider", "stars"] = "off"
-    payment_provider_token: SecretStr | None = None
-    payment_currency: str = "USD"
-    # A group that hears of every paid order and every refund to make; empty = none.
-    staff_chat_id: int | None = None
-
-    @field_validator("payment_currency")
-    @classmethod
-    def _iso_4217(cls, value: str) -> str:
-        if not _CURRENCY.fullmatch(value):
-            raise ValueError("must be a three-letter ISO 4217 code in capitals, like USD")
-        return value
-
-    @model_validator(mode="after")
-    def _token_with_provider(self) -> PaymentSettings:
-        if self.payments == "provider" and self.payment_provider_token is None:
-            raise ValueError(
-                "PAYMENT_PROVIDER_TOKEN: is required with PAYMENTS=provider "
-                "(@BotFather > your bot > Payments)"
-            )
-        if self.payments == "provider" and self.payment_currency == STARS:
-            raise ValueError("PAYMENT_CURRENCY: XTR is Telegram Stars: use PAYMENTS=stars")
-        return self
-
-    @property
-    def enabled(self) -> bool:
-        return self.payments != "off"
-
-    @property
-    def currency(self) -> str:
-        """The invoices' currency: XTR for Stars, else PAYMENT_CURRENCY."""
-        return STARS if self.payments == "stars" else self.payment_currency
-
-
-class PaymentTexts(Protocol):
-    """What the desk says; the bot's `Texts` has these methods (its locales, its words)."""
-
-    def payment_stale(self) -> Text: ...
-    def payment_mismatch(self) -> Text: ...
-    def payment_already_paid(self) -> Text: ...
-    def payment_try_again(self) -> Text: ...
-    def payment_ordered(self) -> Text: ...
-    def payment_unconfirmed(self) -> Text: ...
-    def payment_refunded(self, total: str) -> Text: ...
-    def payment_refund_pending(self, total: str) -> Text: ...
-    def payment_support(self) -> Text: ...
-    def payment_terms(self) -> Text: ...
-    def staff_paid(self, user: str, total: str, items: str, charge: str) -> Text: ...
-    def staff_refund(self, user: str, total: str, charge: str, reason: str) -> Text: ...
-
-
-class PaymentRefused(Exception):
-    """`fulfil` raises it when the order is finally refused: the payment is refunded."""
-
-
-class InvoiceRecord(BaseModel):
-    """What the bot stored when it sent an invoice; pre-checkout and payment decide from it."""
-
-    user_id: int
-    visit: int
-    currency: str
-    total_amount: int
-    items: list[str] = Field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Paid:
-    """A successful payment, handed to the bot's `fulfil` (at most once per charge)."""
-
-    user_id: int
-    items: list[str]
-    currency: str
-    total_amount: int
-    telegram_payment_charge_id: str
-    provider_payment_charge_id: str
-
-    @property
-    def idempotency_key(self) -> str:
-        """The same for every attempt at this payment's order, on any replica, after a crash."""
-        return f"{self.user_id}:paid:{self.telegram_payment_charge_id}"
-
-    def order_field(self) -> dict[str, Any]:
-        """The `payment` field of the order sent to the food API."""
-        return {
-            "currency": self.currency,
-            "total_amount": self.total_amount,
-            "telegram_payment_charge_id": self.telegram_payment_charge_id,
-            "provider_payment_charge_id": self.provider_payment_charge_id,
-        }
-
-
-Fulfil = Callable[[Paid], Awaitable[None]]
-
-
-def format_amount(amount: int, currency: str) -> str:
-    """`1250 USD` as `12.50 USD`, `30 XTR` as `30 XTR`: what the user and staff read."""
-    if currency in _ZERO_DECIMAL:
-        return f"{amount} {currency}"
-    return f"{amount // 100}.{amount % 100:02d} {currency}"
-
-
-def check_invoice(
-    title: str, description: str, payload: str, currency: str, amounts: Sequence[int]
-) -> None:
-    """Raise ValueError for an invoice Telegram would refuse (before it is sent)."""
-    if not 1 <= len(title) <= MAX_TITLE:
-        raise ValueError(f"invoice title must be 1-{MAX_TITLE} characters, not {len(title)}")
-    if not 1 <= len(description) <= MAX_DESCRIPTION:
-        raise ValueError(f"invoice description must be 1-{MAX_DESCRIPTION} characters")
-    if not 1 <= len(payload.encode()) <= MAX_PAYLOAD_BYTES:
-        raise ValueError(f"invoice payload must be 1-{MAX_PAYLOAD_BYTES} bytes")
-    # `type(a) is int`: a bool is an int to Python, never an amount to Telegram.
-    if not amounts or any(type(a) is not int or a <= 0 for a in amounts):
-        raise ValueError("invoice amounts must be positive whole numbers of the smallest unit")
-    if currency == STARS and len(amounts) != 1:
-        raise ValueError("an invoice in Telegram Stars has exactly one price")
-
-
-# KEYS: the invoice record, who paid it, the user's stored node. Read-only: what pre-checkout
-# decides from.
-_READ = """
-return {redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2]), redis.call('GET', KEYS[3])}
-"""
-
-# KEYS: invoice record, who paid it, the charge. ARGV: charge id, claim ms, keep ms.
-# Returns {verdict, record}: done:<state> (handled before), busy (claimed, being handled),
-# unknown (no such invoice), first (this charge pays it), second (paid by another charge).
-_CLAIM = """
-local state = redis.call('GET', KEYS[3])
-if state == 'claimed' then return {'busy', ''} end
-if state then return {'done:' .. state, ''} end
-local record = redis.call('GET', KEYS[1])
-if not record then return {'unknown', ''} end
-redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[3])
-redis.call('SET', KEYS[3], 'claimed', 'PX', ARGV[2])
-if redis.call('GET', KEYS[2]) == ARGV[1] then return {'first', record} end
-return {'second', record}
-"""
-
-Runner = Callable[[Any, list[str], list[str]], Awaitable[Any]]
 
 
 class PaymentDesk:
@@ -236,14 +90,11 @@ class PaymentDesk:
         self.languages = languages
         self.settings = settings
         self.texts = texts
-        self._prefix = key_prefix
+        self._ledger = PaymentLedger(key_prefix)
         #: Seconds pre-checkout may spend deciding; the rest of Telegram's 10 s is for answering.
         self.decide_within = decide_within
         #: A charge claimed by a process that died is handled again after this long.
         self.claim_ttl = claim_ttl
-        self._run: Runner | None = None
-        self._read: Any = None
-        self._claim: Any = None
         self._fulfil: Fulfil | None = None
         self._then: Callable[[], Node[Any, Any, Any, Any]] | None = None
         self._nodes: Nodes[Any, Any, Any] | None = None
@@ -251,16 +102,6 @@ class PaymentDesk:
     @property
     def currency(self) -> str:
         return self.settings.currency
-
-    # Keys: under the user's hash tag, next to their state (one Redis Cluster slot).
-    def _state_key(self, user_id: int) -> str:
-        return f"{self._prefix}:{{{user_id}}}"
-
-    def _invoice_key(self, user_id: int, nonce: str) -> str:
-        return f"{self._state_key(user_id)}:invoice:{nonce}"
-
-    def _charge_key(self, user_id: int, charge_id: str) -> str:
-        return f"{self._state_key(user_id)}:charge:{charge_id}"
 
     def bind(
         self,
@@ -274,18 +115,10 @@ class PaymentDesk:
         node a user still on the paid invoice's visit goes to once the order is placed.
         """
         self._nodes = nodes
-        self._run = nodes.run_script
-        redis = nodes.redis
-        self._read = redis.register_script(_READ)
-        self._claim = redis.register_script(_CLAIM)
+        self._ledger.bind(nodes.run_script, nodes.redis)
         self._fulfil = fulfil
         self._then = then
         return self._router()
-
-    async def _script(self, script: Any, keys: list[str], args: list[str]) -> Any:
-        if self._run is None:
-            raise RuntimeError("PaymentDesk.bind(nodes, ...) was not called")
-        return await self._run(script, keys, args)
 
     async def send_invoice(
         self,
@@ -314,10 +147,7 @@ class PaymentDesk:
             total_amount=sum(amounts),
             items=list(items),
         )
-        redis = self._redis_client()
-        await redis.set(
-            self._invoice_key(user_id, nonce), record.model_dump_json(), px=RECORD_TTL * 1000
-        )
+        await self._ledger.store(user_id, nonce, record)
         token = self.settings.payment_provider_token
         await self.bot.send_invoice(
             user_id,
@@ -330,11 +160,6 @@ class PaymentDesk:
             ],
             provider_token=token.get_secret_value() if token and self.currency != STARS else "",
         )
-
-    def _redis_client(self) -> Any:
-        if self._nodes is None:
-            raise RuntimeError("PaymentDesk.bind(nodes, ...) was not called")
-        return self._nodes.redis
 
     # Pre-checkout: within the deadline, from stored state, never behind the user's queue.
     async def pre_checkout(self, query: PreCheckoutQuery) -> None:
@@ -364,26 +189,17 @@ class PaymentDesk:
 
     async def _refusal(self, query: PreCheckoutQuery) -> Text | None:
         """None if the query may go on, else why not (in the bot's words)."""
-        user_id, nonce = _parse_payload(query.invoice_payload)
+        user_id, nonce = parse_payload(query.invoice_payload)
         if user_id != query.from_user.id or not nonce:
             return self.texts.payment_mismatch()
-        raw_record, paid_by, raw_state = await self._script(
-            self._read,
-            [
-                self._invoice_key(user_id, nonce),
-                self._invoice_key(user_id, nonce) + ":paid",
-                self._state_key(user_id),
-            ],
-            [],
-        )
-        record = _record(raw_record)
+        record, paid, visit = await self._ledger.read(user_id, nonce)
         if record is None:
             return self.texts.payment_mismatch()
         if query.currency != record.currency or query.total_amount != record.total_amount:
             return self.texts.payment_mismatch()
-        if paid_by:
+        if paid:
             return self.texts.payment_already_paid()
-        if _visit(raw_state) != record.visit:
+        if visit != record.visit:
             return self.texts.payment_stale()
         return None
 
@@ -392,18 +208,15 @@ class PaymentDesk:
         payment = message.successful_payment
         if payment is None or message.from_user is None:
             return
-        user_id, nonce = _parse_payload(payment.invoice_payload)
+        user_id, nonce = parse_payload(payment.invoice_payload)
         charge = payment.telegram_payment_charge_id
         if user_id != message.from_user.id:
             user_id = message.from_user.id
-        invoice_key = self._invoice_key(user_id, nonce)
-        keys = [invoice_key, invoice_key + ":paid", self._charge_key(user_id, charge)]
-        args = [charge, str(int(self.claim_ttl * 1000)), str(RECORD_TTL * 1000)]
         # Money has moved: a Redis that is away for a moment is waited for, not given up on
         # (a polling bot is not sent this update again once its handler returned).
         for delay in (*CLAIM_RETRIES, None):
             try:
-                verdict, raw = await self._script(self._claim, keys, args)
+                verdict, record = await self._ledger.claim(user_id, nonce, charge, self.claim_ttl)
                 break
             except (RedisError, OSError) as exc:
                 if delay is None:
@@ -411,7 +224,6 @@ class PaymentDesk:
                     raise
                 logger.warning("Payment %s: Redis away (%r); again in %s s", charge, exc, delay)
                 await asyncio.sleep(delay)
-        verdict = _text(verdict)
         if verdict not in {"first", "second"}:
             logger.info("Payment %s of user %s not handled again: %s", charge, user_id, verdict)
             if verdict == "unknown":
@@ -419,7 +231,6 @@ class PaymentDesk:
                     message, payment.total_amount, payment.currency, "unknown invoice"
                 )
             return
-        record = _record(raw)
         if record is None:  # unreadable: refund rather than guess
             await self._refund(message, "unreadable invoice record")
             return
@@ -518,8 +329,7 @@ class PaymentDesk:
         )
 
     async def _done(self, user_id: int, charge: str, state: str) -> None:
-        redis = self._redis_client()
-        await redis.set(self._charge_key(user_id, charge), state, px=RECORD_TTL * 1000)
+        await self._ledger.done(user_id, charge, state)
 
     async def _tell(self, user_id: int, text: Text) -> None:
         language = await self.languages.of(user_id)
@@ -566,38 +376,6 @@ class PaymentDesk:
                 await self._tell(message.chat.id, self.texts.payment_terms())
 
         return router
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value or "")
-
-
-def _parse_payload(payload: str) -> tuple[int, str]:
-    user, _, nonce = payload.partition(".")
-    if not user.isdigit() or not re.fullmatch(r"[A-Za-z0-9_-]{16,64}", nonce):
-        return 0, ""
-    return int(user), nonce
-
-
-def _record(raw: Any) -> InvoiceRecord | None:
-    if not raw:
-        return None
-    try:
-        return InvoiceRecord.model_validate_json(raw)
-    except ValidationError:
-        return None
-
-
-def _visit(raw_state: Any) -> int | None:
-    """The visit number in a stored node (None: no node, or unreadable)."""
-    if not raw_state:
-        return None
-    try:
-        value = json.loads(raw_state)
-    except ValueError:
-        return None
-    visit = value.get(VISIT_FIELD, 0) if isinstance(value, dict) else None
-    return visit if isinstance(visit, int) else None
 
 
 def _who(message: Message) -> str:

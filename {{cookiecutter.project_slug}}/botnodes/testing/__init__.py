@@ -2,7 +2,7 @@
 
 - `BotTestClient` (client.py) drives the real dispatcher, routers, nodes and botnodes on a real
   Redis: `await alice.send("Yes")`, `await alice.click("Finish")`, `await alice.node()`.
-- `FakeTelegram`, `FakeSession` and `FakeBotAPIServer` (fake_bot_api.py) stand in for the Bot
+- `FakeTelegram`, `FakeSession` and `FakeBotAPIServer` (fake_bot_api/) stand in for the Bot
   API in process or over HTTP on 127.0.0.1, and say no like Telegram does: messages over 4,096
   characters, callback data over 64 bytes, a second answer to a button press, and on request
   429 with `retry_after`, 5xx and dropped connections, and Telegram's flood control

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from botnodes.telegram.payments import PaymentSettings
+from botnodes.telegram.invoices import PaymentSettings
 from botnodes.testing import BotTestClient, Reply, TestUser
 
 from {{ cookiecutter.project_slug }}.settings import Settings

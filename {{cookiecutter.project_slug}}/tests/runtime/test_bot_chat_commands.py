@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from botnodes.devtools.chat import Chat
+from botnodes.devtools.chat_commands import Chat
 from botnodes.testing import BotTestClient
 
 

@@ -16,7 +16,8 @@ from aiogram import Bot
 from redis.asyncio import Redis
 
 from botnodes.telegram.app import add_telegram_rules
-from botnodes.telegram.broadcast import Broadcast, run_job
+from botnodes.telegram.broadcast import Broadcast
+from botnodes.telegram.broadcast_command import run_job
 from botnodes.telegram.recipients import Recipients
 from botnodes.telegram.send_limits import SendLimiter
 from botnodes.telegram.settings import SendLimitSettings

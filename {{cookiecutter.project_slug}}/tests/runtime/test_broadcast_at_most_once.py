@@ -23,7 +23,8 @@ from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from botnodes.telegram.app import add_telegram_rules
-from botnodes.telegram.broadcast import Broadcast, run_job
+from botnodes.telegram.broadcast import Broadcast
+from botnodes.telegram.broadcast_command import run_job
 from botnodes.telegram.broadcast_job import CLAIM_SCRIPT, JOB_TTL_SECONDS
 from botnodes.telegram.recipients import SHARDS, Recipients
 from botnodes.telegram.send_limits import SendLimiter

@@ -12,7 +12,8 @@ import pytest
 from aiogram import Bot
 from redis.asyncio import Redis
 
-from botnodes.telegram.broadcast import Broadcast, run_job
+from botnodes.telegram.broadcast import Broadcast
+from botnodes.telegram.broadcast_command import run_job
 from botnodes.telegram.broadcast_job import BroadcastError, check_job
 from botnodes.telegram.cli import build_parser, run_broadcast_command
 from botnodes.telegram.language import Languages

@@ -12,7 +12,7 @@ import pytest
 from redis.asyncio import Redis
 
 from botnodes.devtools.chat import Chat
-from botnodes.telegram.payments import PaymentSettings
+from botnodes.telegram.invoices import PaymentSettings
 from botnodes.testing import BotTestClient, FakeTelegram
 
 from {{ cookiecutter.project_slug }}.main import BOT

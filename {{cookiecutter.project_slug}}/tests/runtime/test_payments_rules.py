@@ -11,7 +11,7 @@ from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from botnodes.telegram.app import secrets_of
-from botnodes.telegram.payments import STARS, check_invoice
+from botnodes.telegram.invoices import STARS, check_invoice
 from botnodes.telegram.settings import ConfigError, load_settings
 from botnodes.testing import BotTestClient, FakeTelegram
 from botnodes.testing.fake_bot_api import Refusal

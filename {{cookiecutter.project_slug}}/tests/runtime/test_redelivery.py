@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from botnodes.telegram.payments import PaymentSettings
+from botnodes.telegram.invoices import PaymentSettings
 from botnodes.testing import BotTestClient, FakeTelegram, TestUser, message_update
 
 from {{ cookiecutter.project_slug }}.food_api import STAND_IN_PRICE

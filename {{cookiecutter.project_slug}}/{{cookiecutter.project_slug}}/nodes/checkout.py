@@ -17,7 +17,7 @@ from typing import Annotated, ClassVar
 from pydantic import BaseModel
 
 from botnodes import ByTimer, Node, after_commit
-from botnodes.telegram.payments import Paid, PaymentRefused, format_amount
+from botnodes.telegram.invoices import Paid, PaymentRefused, format_amount
 
 from ..food_api import FoodOrderRefused
 from ..nodes_types import Ctx, Event, UserId, buttons, means, said, user_display_name
