@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from botnodes.devtools.chat import Chat
+from botnodes.devtools.chat_commands import Chat
 from botnodes.telegram.invoices import PaymentSettings
 from botnodes.testing import BotTestClient, FakeTelegram
 
