@@ -55,6 +55,27 @@ _DUPLICATE = 2
 
 
 @dataclass(frozen=True, slots=True)
+class NoteRead:
+    """A read of a user's note (storage_scripts.NOTE_FUNCTION) riding in the lock script.
+
+    A rider (the runtime's languages) hands one over for the user whose lock is being taken,
+    so the read costs a key of the lock script's MGET instead of a script of its own.
+    """
+
+    #: The note's key: it carries the user's hash tag, so it is in their Redis Cluster slot.
+    key: str
+    #: The value reported for the user now ('' = none).
+    reported: str
+    #: Told the note's value, or None when the try did not read it (the lock was held by
+    #: another, or the call failed): then the rider reads it itself, or rides the next try.
+    done: Callable[[str | None], None]
+
+
+#: Gives the read that rides in the lock script of a user, or None (nothing to read).
+LockRider = Callable[[Any], NoteRead | None]
+
+
+@dataclass(frozen=True, slots=True)
 class Written:
     """The outcome of a write: STORED, STORED_WITHOUT_LOCK or REFUSED, and reserved turns."""
 
@@ -133,6 +154,11 @@ class StateStore:
         self._mark_handled = redis.register_script(MARK_HANDLED)
         # A cluster pipeline splits by node and slot on its own; batching is for one server.
         self._pipeline = None if isinstance(redis, RedisCluster) else ScriptPipeline(redis)
+        self._rider: LockRider | None = None
+
+    def read_with_lock(self, rider: LockRider) -> None:
+        """Have `rider`'s note of a user read (and kept) by the script that takes their lock."""
+        self._rider = rider
 
     @property
     def schedules_in_commit(self) -> bool:
@@ -173,12 +199,21 @@ class StateStore:
             if result[0] == _TAKEN and on_orphaned is not None:
                 on_orphaned()
 
-        status, value, source, repairs, now_us, replying = await self._run(
-            self._lock_and_read,
-            self._keys(user_id),
-            [token, self._lock_ttl, str(user_id), as_handled_id(event_id)],
-            orphaned=orphaned,
-        )
+        note = self._rider(user_id) if self._rider is not None else None
+        keys = self._keys(user_id)
+        keys.insert(3, note.key if note is not None else keys[0])
+        args = [token, self._lock_ttl, str(user_id), as_handled_id(event_id)]
+        args += [note.reported, "1"] if note is not None else ["", ""]
+        try:
+            result = await self._run(self._lock_and_read, keys, args, orphaned=orphaned)
+        except BaseException:
+            if note is not None:
+                note.done(None)
+            raise
+        status, value, source, repairs, now_us, replying = result[:6]
+        if note is not None:
+            noted = result[6] if len(result) > 6 and status in (_TAKEN, _DUPLICATE) else None
+            note.done(None if noted is None else _as_str(noted))
         repairs = _as_str(repairs)
         if status == _DUPLICATE:
             return Locked(taken=False, duplicate=True, repairs=repairs)

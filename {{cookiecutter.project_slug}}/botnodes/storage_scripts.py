@@ -9,26 +9,49 @@ from __future__ import annotations
 from .budget import GCRA_FUNCTION
 from .handled import HANDLED_FUNCTIONS
 
+# A user's note: a small key of their slot that a rider (storage.LockRider; the runtime's
+# language) has the lock script read, so it costs no script of its own. A value set by the
+# user (a choice) is kept as it is and wins; else the value last reported for them is kept as
+# `~<value>`, written only when it changes (a user's first update, a new phone language).
+# `noted(key, stored, reported)`: the note's value; `stored` is what a GET or MGET of `key`
+# gave (false when missing or of another type: then it is overwritten), `reported` '' = none.
+NOTE_FUNCTION = """
+local function noted(key, stored, reported)
+  if stored and string.sub(stored, 1, 1) ~= '~' then return stored end
+  if reported == '' then
+    if stored then return string.sub(stored, 2) end
+    return ''
+  end
+  if stored ~= '~' .. reported then redis.call('SET', key, '~' .. reported) end
+  return reported
+end
+"""
+
 # A lock value is a holder's token, `<hex>:<counter>`; a trailing `~` marks a holder whose step
 # is stored and whose replies are going out (see lease.py): waiters wait for it without
 # counting that time against their own deadline, since the holder is alive and finishing.
 
 # Take the lock if it is free (or dead) and return the state in the same trip; otherwise
 # return how long the lock has left, so the caller sleeps no longer than needed. The common
-# path is SET NX + one MGET of the state and the user's record of handled events (handled.py);
-# MGET answers nil for a key of another type, so only when it finds no state does a TYPE tell
-# a missing key from one to report. An event whose id is in the record (a re-delivered
-# update) is a duplicate: the lock is handed straight back.
-# KEYS: state, lock, handled events, [0.1.0 hash]. ARGV: token, lock TTL in ms, user id (the
-# 0.1.0 hash field), event id ('' = none).
-# Returns {status, value or ms left, source, repairs, now, replying}: status 1 = taken,
+# path is SET NX + one MGET of the state, the user's record of handled events (handled.py) and
+# their note (a rider's key, see NOTE_FUNCTION: the runtime's language); MGET answers nil for
+# a key of another type, so only when it finds no state does a TYPE tell a missing key from
+# one to report. An event whose id is in the record (a re-delivered update) is a duplicate:
+# the lock is handed straight back.
+# KEYS: state, lock, handled events, the user's note (the state key again when none is read),
+# [0.1.0 hash]. ARGV: token, lock TTL in ms, user id (the 0.1.0 hash field), event id
+# ('' = none), the note's reported value ('' = none), '1' to read the note ('' = not).
+# Returns {status, value or ms left, source, repairs, now, replying, note}: status 1 = taken,
 # 0 = held by another, 2 = a duplicate event; source 1 = the state key, 2 = the 0.1.0 hash,
 # 0 = nothing readable; repairs is '' or what had to be fixed, for the log; now is the Redis
 # server's clock in microseconds when there was no readable value (a fresh start's first
-# visit), else 0; replying is 1 when the other holder is sending the replies of a stored step.
+# visit), else 0; replying is 1 when the other holder is sending the replies of a stored step;
+# note is the note's value (NOTE_FUNCTION) when it was asked for and the lock taken (or the
+# event a duplicate), else absent.
 # Holding the lock already counts as taking it, so a call retried after a lost reply succeeds.
 LOCK_AND_READ = (
     HANDLED_FUNCTIONS
+    + NOTE_FUNCTION
     + """
 local repairs = {}
 if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
@@ -53,8 +76,12 @@ if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
   end
   redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 end
-local found = redis.call('MGET', KEYS[1], KEYS[3])
+local found = redis.call('MGET', KEYS[1], KEYS[3], KEYS[4])
 local value, record = found[1], found[2]
+local note = false
+if ARGV[6] == '1' then
+  note = noted(KEYS[4], found[3], ARGV[5])
+end
 if ARGV[4] ~= '' then
   local before, repair = handled_before(record, KEYS[3], ARGV[4])
   if repair ~= '' then
@@ -62,26 +89,26 @@ if ARGV[4] ~= '' then
   end
   if before then
     redis.call('DEL', KEYS[2])
-    return {2, false, 0, table.concat(repairs, '; '), 0, 0}
+    return {2, false, 0, table.concat(repairs, '; '), 0, 0, note}
   end
 end
 if value then
-  return {1, value, 1, table.concat(repairs, '; '), 0, 0}
+  return {1, value, 1, table.concat(repairs, '; '), 0, 0, note}
 end
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 local kind = redis.call('TYPE', KEYS[1]).ok
 if kind ~= 'none' then
   table.insert(repairs, 'the state key was a Redis ' .. kind)
-  return {1, false, 0, table.concat(repairs, '; '), now, 0}
+  return {1, false, 0, table.concat(repairs, '; '), now, 0, note}
 end
-if KEYS[4] then
-  local legacy = redis.pcall('HGET', KEYS[4], ARGV[3])
+if KEYS[5] then
+  local legacy = redis.pcall('HGET', KEYS[5], ARGV[3])
   if type(legacy) == 'string' then
-    return {1, legacy, 2, table.concat(repairs, '; '), now, 0}
+    return {1, legacy, 2, table.concat(repairs, '; '), now, 0, note}
   end
 end
-return {1, false, 0, table.concat(repairs, '; '), now, 0}
+return {1, false, 0, table.concat(repairs, '; '), now, 0, note}
 """
 )
 
