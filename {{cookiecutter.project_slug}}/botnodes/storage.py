@@ -30,7 +30,7 @@ from typing import Any
 from redis.asyncio import Redis, RedisCluster
 from redis.commands.core import AsyncScript
 
-from .budget import Reservation
+from .budget import Reservation, ServerClock
 from .handled import MARK_HANDLED, as_handled_id
 from .pipelining import ScriptPipeline
 from .storage_scripts import EXTEND_LOCK, LOCK_AND_READ, WRITE_AND_UNLOCK
@@ -155,6 +155,7 @@ class StateStore:
         # A cluster pipeline splits by node and slot on its own; batching is for one server.
         self._pipeline = None if isinstance(redis, RedisCluster) else ScriptPipeline(redis)
         self._rider: LockRider | None = None
+        self._clock = ServerClock()
 
     def read_with_lock(self, rider: LockRider) -> None:
         """Have `rider`'s note of a user read (and kept) by the script that takes their lock."""
@@ -273,7 +274,7 @@ class StateStore:
             as_handled_id(event_id) if value else "",
             self._dedupe_window,
             str(keep_lock_ms if value else 0),
-            str(time.time_ns() // 1_000_000),
+            self._clock.now_ms() if reserving else "",
         ]
         if reserve is not None and reserving:
             args += reserve.args()
@@ -281,8 +282,11 @@ class StateStore:
             args += ["", "", ""]
         if schedule is not None:
             args += [schedule[1], schedule[2]]
-        status, *waits = await self._run(self._write_and_unlock, keys, args)
-        done = Written(int(status), [int(wait) for wait in waits])
+        sent = time.monotonic()
+        status, *reserved = await self._run(self._write_and_unlock, keys, args)
+        if reserved and int(reserved[0]):  # the script read the server's clock: track it
+            self._clock.read(int(reserved[0]), sent, time.monotonic())
+        done = Written(int(status), [int(wait) for wait in reserved[1:]])
         if done.status and value and forget_legacy and not self._legacy_in_scripts:
             await self._redis.hdel(self._prefix, str(user_id))
         return done

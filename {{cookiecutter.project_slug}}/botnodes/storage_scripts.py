@@ -121,16 +121,18 @@ return {1, false, 0, table.concat(repairs, '; '), now, 0, note}
 # state key again when there is none), [0.1.0 hash]. ARGV: token, value ('' = a release that
 # keeps the stored value), state TTL in ms ('0' = none), user id, SHA-1 of what was read,
 # event id ('' = none), how long handled events are remembered in ms, how long to keep the
-# lock for the replies in ms ('0' = release), the caller's clock in ms (unused since the
-# handled record keeps ids in arrival order; still sent, so the arguments after it keep their
-# places), then the reply budget's interval ms, burst and count ('' = nothing to reserve;
-# see budget.py), then the user's member in the timer schedule ('' = leave it) and their
-# earliest due ms ('' = none: removed). The schedule shard is in another Redis Cluster slot,
-# so only a single Redis gets it here (timers.py sends it beside the commit on a cluster).
-# Returns {status, wait ms of each reserved reply...}: status 1 stored (lock released or
-# kept), 2 stored but the lock had been lost meanwhile, 0 refused: someone else wrote since
-# (the lock is released if ours; nothing reserved). A retry after a lost reply finds its own
-# value stored and reports success (and reserves again: its first answer was lost).
+# lock for the replies in ms ('0' = release), the Redis server's clock in ms as the caller
+# tracks it ('' = read it with TIME; budget.ServerClock), then the reply budget's interval ms,
+# burst and count ('' = nothing to reserve; see budget.py), then the user's member in the
+# timer schedule ('' = leave it) and their earliest due ms ('' = none: removed). The schedule
+# shard is in another Redis Cluster slot, so only a single Redis gets it here (timers.py
+# sends it beside the commit on a cluster).
+# Returns {status, [clock, wait ms of each reserved reply...]}, the part in brackets when turns
+# were reserved (clock: the server's clock in ms if the script read it with TIME, else 0):
+# status 1 stored (lock released or kept), 2 stored but the lock had been lost meanwhile, 0
+# refused: someone else wrote since (the lock is released if ours; nothing reserved). A retry
+# after a lost reply finds its own value stored and reports success (and reserves again: its
+# first answer was lost).
 # Everything the script decides on is read by one MGET: the lock, the state, the handled
 # record and the reply budget. MGET answers nil for a key of another type: for each of them
 # that reads as "nothing there", and the SET that writes it replaces the foreign value.
@@ -148,7 +150,9 @@ local function stored(status)
     return {status}
   end
   local waits = gcra_after_read(
-    KEYS[4], budget, tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12]))
+    KEYS[4], budget, tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12]),
+    tonumber(ARGV[9]))
+  table.insert(waits, 1, server_now)
   table.insert(waits, 1, status)
   return waits
 end
