@@ -247,7 +247,8 @@ async def test_the_language_is_read_by_the_script_that_takes_the_lock(
                 # handled record, the language), no script of its own.
                 assert len(reads) == 1, redis.batches
                 batch, keys = reads[0]
-                assert keys[0] == state and keys[3] == language, keys
+                assert keys[0] == state, keys
+                assert keys[3] == language, keys
                 # A user's first update also registers them for broadcasts in the same batch
                 # (one shard of the registry, once a process).
                 others = [call for call in batch if call is not keys]

@@ -76,6 +76,7 @@ async def test_handled_events_are_bounded_and_expire(redis_client: Redis, state_
     seen = f"{state_key}:{{1}}:seen"
     record = await redis_client.get(seen)  # the ids between newlines (handled.py)
     assert isinstance(record, bytes)
+    assert isinstance(record, bytes)
     assert record.split(b"\n")[1:-1] == [f"m{n}".encode() for n in range(72, 200)]  # newest 128
     assert 0 < await redis_client.pttl(seen) <= 1000
     assert await nodes.route(Msg(1, "x", event_id="m199")) == Outcome.DUPLICATE
@@ -99,6 +100,7 @@ async def test_updates_marked_outside_the_nodes_share_the_bounded_window(
         await first.mark_handled(1, f"k{n}")
     seen = f"{state_key}:{{1}}:seen"
     record = await redis_client.get(seen)  # the ids between newlines (handled.py)
+    assert isinstance(record, bytes)
     assert record.split() == [f"k{n}".encode() for n in range(72, 200)]  # the newest 128 only
     assert 0 < await redis_client.pttl(seen) <= 500
     assert await second.mark_handled(1, "k199") is False
