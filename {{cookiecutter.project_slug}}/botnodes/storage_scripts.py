@@ -36,8 +36,9 @@ end
 # path is SET NX + one MGET of the state, the user's record of handled events (handled.py) and
 # their note (a rider's key, see NOTE_FUNCTION: the runtime's language); MGET answers nil for
 # a key of another type, so only when it finds no state does a TYPE tell a missing key from
-# one to report. An event whose id is in the record (a re-delivered update) is a duplicate:
-# the lock is handed straight back.
+# one to report (when it finds neither state nor record, one EXISTS first: a new user's keys,
+# and the 0.1.0 hash, are all missing, and nothing is looked up). An event whose id is in the
+# record (a re-delivered update) is a duplicate: the lock is handed straight back.
 # KEYS: state, lock, handled events, the user's note (the state key again when none is read),
 # [0.1.0 hash]. ARGV: token, lock TTL in ms, user id (the 0.1.0 hash field), event id
 # ('' = none), the note's reported value ('' = none), '1' to read the note ('' = not).
@@ -82,7 +83,19 @@ local note = false
 if ARGV[6] == '1' then
   note = noted(KEYS[4], found[3], ARGV[5])
 end
-if ARGV[4] ~= '' then
+-- Neither the state nor the record read: a new user, most likely. One EXISTS of every key
+-- that could still hold something (a key of another type, the sorted set of the version
+-- before, the 0.1.0 hash) says so, instead of a look-up in each; if any exists, each is
+-- looked up as below.
+local nothing = false
+if not value and not record then
+  if KEYS[5] then
+    nothing = redis.call('EXISTS', KEYS[1], KEYS[3], KEYS[5]) == 0
+  else
+    nothing = redis.call('EXISTS', KEYS[1], KEYS[3]) == 0
+  end
+end
+if ARGV[4] ~= '' and not nothing then
   local before, repair = handled_before(record, KEYS[3], ARGV[4])
   if repair ~= '' then
     table.insert(repairs, repair)
@@ -97,6 +110,9 @@ if value then
 end
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+if nothing then
+  return {1, false, 0, table.concat(repairs, '; '), now, 0, note}
+end
 local kind = redis.call('TYPE', KEYS[1]).ok
 if kind ~= 'none' then
   table.insert(repairs, 'the state key was a Redis ' .. kind)

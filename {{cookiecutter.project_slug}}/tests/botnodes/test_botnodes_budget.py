@@ -220,3 +220,16 @@ async def test_a_sorted_set_of_handled_ids_from_the_version_before_is_still_hono
     # The first write replaced the set with the record; the new id is in it.
     assert await redis_client.get(seen) == b"\nm3\n"
     assert await nodes.route(Msg(1, "tea", event_id="m3")) == Outcome.DUPLICATE
+
+
+async def test_the_version_befores_sorted_set_is_found_for_a_user_with_no_state(
+    redis_client: Redis, state_key: str
+) -> None:
+    """A user without a state or a record reads as new (one EXISTS); a sorted set left by the
+    version before still makes a re-delivery of what it holds a duplicate."""
+    nodes = make_nodes(redis_client, state_key)
+    await redis_client.zadd(f"{state_key}:{{1}}:seen", {"m1": 1})  # as the version before
+    assert await nodes.route(Msg(1, "hi", event_id="m1")) == Outcome.DUPLICATE
+    assert await redis_client.exists(f"{state_key}:{{1}}") == 0  # nothing handled, or stored
+    assert await nodes.route(Msg(1, "hi", event_id="m2")) == Outcome.STARTED
+    assert await nodes.route(Msg(2, "hi", event_id="m1")) == Outcome.STARTED  # a new user
