@@ -35,7 +35,7 @@ from .outbox import Outbox, collecting
 from .queue import Turns
 from .settings import NodesSettings, NodesTuning, settings_from
 from .step import AnyNode, NodeSteps, Outcome
-from .storage import RedisClient, StateStore
+from .storage import LockRider, RedisClient, StateStore
 from .timers import PendingTimers, TimerLoop, TimerSchedule
 
 logger = logging.getLogger("botnodes")
@@ -202,6 +202,14 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
         whose keys carry the user's hash tag (`{user_id}`) also works on a Redis Cluster.
         """
         return await self._store.run_script(script, keys, args)
+
+    def read_with_lock(self, rider: LockRider) -> None:
+        """Have a small note of each user (the runtime's language) read by the lock script.
+
+        `rider(user_id)` gives the read for the user whose lock is being taken, or None; the
+        read then costs no script and no round trip of its own (storage.NoteRead).
+        """
+        self._store.read_with_lock(rider)
 
     async def mark_handled(self, user_id: UserIdT, event_id: str) -> bool:
         """For an update handled outside the nodes: True the first time, False for a

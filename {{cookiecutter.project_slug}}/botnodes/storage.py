@@ -30,7 +30,7 @@ from typing import Any
 from redis.asyncio import Redis, RedisCluster
 from redis.commands.core import AsyncScript
 
-from .budget import Reservation
+from .budget import Reservation, ServerClock
 from .handled import MARK_HANDLED, as_handled_id
 from .pipelining import ScriptPipeline
 from .storage_scripts import EXTEND_LOCK, LOCK_AND_READ, WRITE_AND_UNLOCK
@@ -52,6 +52,27 @@ _FROM_LEGACY = 2
 
 _TAKEN = 1
 _DUPLICATE = 2
+
+
+@dataclass(frozen=True, slots=True)
+class NoteRead:
+    """A read of a user's note (storage_scripts.NOTE_FUNCTION) riding in the lock script.
+
+    A rider (the runtime's languages) hands one over for the user whose lock is being taken,
+    so the read costs a key of the lock script's MGET instead of a script of its own.
+    """
+
+    #: The note's key: it carries the user's hash tag, so it is in their Redis Cluster slot.
+    key: str
+    #: The value reported for the user now ('' = none).
+    reported: str
+    #: Told the note's value, or None when the try did not read it (the lock was held by
+    #: another, or the call failed): then the rider reads it itself, or rides the next try.
+    done: Callable[[str | None], None]
+
+
+#: Gives the read that rides in the lock script of a user, or None (nothing to read).
+LockRider = Callable[[Any], NoteRead | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +154,12 @@ class StateStore:
         self._mark_handled = redis.register_script(MARK_HANDLED)
         # A cluster pipeline splits by node and slot on its own; batching is for one server.
         self._pipeline = None if isinstance(redis, RedisCluster) else ScriptPipeline(redis)
+        self._rider: LockRider | None = None
+        self._clock = ServerClock()
+
+    def read_with_lock(self, rider: LockRider) -> None:
+        """Have `rider`'s note of a user read (and kept) by the script that takes their lock."""
+        self._rider = rider
 
     @property
     def schedules_in_commit(self) -> bool:
@@ -173,12 +200,21 @@ class StateStore:
             if result[0] == _TAKEN and on_orphaned is not None:
                 on_orphaned()
 
-        status, value, source, repairs, now_us, replying = await self._run(
-            self._lock_and_read,
-            self._keys(user_id),
-            [token, self._lock_ttl, str(user_id), as_handled_id(event_id)],
-            orphaned=orphaned,
-        )
+        note = self._rider(user_id) if self._rider is not None else None
+        keys = self._keys(user_id)
+        keys.insert(3, note.key if note is not None else keys[0])
+        args = [token, self._lock_ttl, str(user_id), as_handled_id(event_id)]
+        args += [note.reported, "1"] if note is not None else ["", ""]
+        try:
+            result = await self._run(self._lock_and_read, keys, args, orphaned=orphaned)
+        except BaseException:
+            if note is not None:
+                note.done(None)
+            raise
+        status, value, source, repairs, now_us, replying = result[:6]
+        if note is not None:
+            noted = result[6] if len(result) > 6 and status in (_TAKEN, _DUPLICATE) else None
+            note.done(None if noted is None else _as_str(noted))
         repairs = _as_str(repairs)
         if status == _DUPLICATE:
             return Locked(taken=False, duplicate=True, repairs=repairs)
@@ -238,7 +274,7 @@ class StateStore:
             as_handled_id(event_id) if value else "",
             self._dedupe_window,
             str(keep_lock_ms if value else 0),
-            str(time.time_ns() // 1_000_000),
+            self._clock.now_ms() if reserving else "",
         ]
         if reserve is not None and reserving:
             args += reserve.args()
@@ -246,8 +282,11 @@ class StateStore:
             args += ["", "", ""]
         if schedule is not None:
             args += [schedule[1], schedule[2]]
-        status, *waits = await self._run(self._write_and_unlock, keys, args)
-        done = Written(int(status), [int(wait) for wait in waits])
+        sent = time.monotonic()
+        status, *reserved = await self._run(self._write_and_unlock, keys, args)
+        if reserved and int(reserved[0]):  # the script read the server's clock: track it
+            self._clock.read(int(reserved[0]), sent, time.monotonic())
+        done = Written(int(status), [int(wait) for wait in reserved[1:]])
         if done.status and value and forget_legacy and not self._legacy_in_scripts:
             await self._redis.hdel(self._prefix, str(user_id))
         return done

@@ -9,26 +9,50 @@ from __future__ import annotations
 from .budget import GCRA_FUNCTION
 from .handled import HANDLED_FUNCTIONS
 
+# A user's note: a small key of their slot that a rider (storage.LockRider; the runtime's
+# language) has the lock script read, so it costs no script of its own. A value set by the
+# user (a choice) is kept as it is and wins; else the value last reported for them is kept as
+# `~<value>`, written only when it changes (a user's first update, a new phone language).
+# `noted(key, stored, reported)`: the note's value; `stored` is what a GET or MGET of `key`
+# gave (false when missing or of another type: then it is overwritten), `reported` '' = none.
+NOTE_FUNCTION = """
+local function noted(key, stored, reported)
+  if stored and string.sub(stored, 1, 1) ~= '~' then return stored end
+  if reported == '' then
+    if stored then return string.sub(stored, 2) end
+    return ''
+  end
+  if stored ~= '~' .. reported then redis.call('SET', key, '~' .. reported) end
+  return reported
+end
+"""
+
 # A lock value is a holder's token, `<hex>:<counter>`; a trailing `~` marks a holder whose step
 # is stored and whose replies are going out (see lease.py): waiters wait for it without
 # counting that time against their own deadline, since the holder is alive and finishing.
 
 # Take the lock if it is free (or dead) and return the state in the same trip; otherwise
 # return how long the lock has left, so the caller sleeps no longer than needed. The common
-# path is SET NX + one MGET of the state and the user's record of handled events (handled.py);
-# MGET answers nil for a key of another type, so only when it finds no state does a TYPE tell
-# a missing key from one to report. An event whose id is in the record (a re-delivered
-# update) is a duplicate: the lock is handed straight back.
-# KEYS: state, lock, handled events, [0.1.0 hash]. ARGV: token, lock TTL in ms, user id (the
-# 0.1.0 hash field), event id ('' = none).
-# Returns {status, value or ms left, source, repairs, now, replying}: status 1 = taken,
+# path is SET NX + one MGET of the state, the user's record of handled events (handled.py) and
+# their note (a rider's key, see NOTE_FUNCTION: the runtime's language); MGET answers nil for
+# a key of another type, so only when it finds no state does a TYPE tell a missing key from
+# one to report (when it finds neither state nor record, one EXISTS first: a new user's keys,
+# and the 0.1.0 hash, are all missing, and nothing is looked up). An event whose id is in the
+# record (a re-delivered update) is a duplicate: the lock is handed straight back.
+# KEYS: state, lock, handled events, the user's note (the state key again when none is read),
+# [0.1.0 hash]. ARGV: token, lock TTL in ms, user id (the 0.1.0 hash field), event id
+# ('' = none), the note's reported value ('' = none), '1' to read the note ('' = not).
+# Returns {status, value or ms left, source, repairs, now, replying, note}: status 1 = taken,
 # 0 = held by another, 2 = a duplicate event; source 1 = the state key, 2 = the 0.1.0 hash,
 # 0 = nothing readable; repairs is '' or what had to be fixed, for the log; now is the Redis
 # server's clock in microseconds when there was no readable value (a fresh start's first
-# visit), else 0; replying is 1 when the other holder is sending the replies of a stored step.
+# visit), else 0; replying is 1 when the other holder is sending the replies of a stored step;
+# note is the note's value (NOTE_FUNCTION) when it was asked for and the lock taken (or the
+# event a duplicate), else absent.
 # Holding the lock already counts as taking it, so a call retried after a lost reply succeeds.
 LOCK_AND_READ = (
     HANDLED_FUNCTIONS
+    + NOTE_FUNCTION
     + """
 local repairs = {}
 if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
@@ -53,35 +77,54 @@ if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
   end
   redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 end
-local found = redis.call('MGET', KEYS[1], KEYS[3])
+local found = redis.call('MGET', KEYS[1], KEYS[3], KEYS[4])
 local value, record = found[1], found[2]
-if ARGV[4] ~= '' then
+local note = false
+if ARGV[6] == '1' then
+  note = noted(KEYS[4], found[3], ARGV[5])
+end
+-- Neither the state nor the record read: a new user, most likely. One EXISTS of every key
+-- that could still hold something (a key of another type, the sorted set of the version
+-- before, the 0.1.0 hash) says so, instead of a look-up in each; if any exists, each is
+-- looked up as below.
+local nothing = false
+if not value and not record then
+  if KEYS[5] then
+    nothing = redis.call('EXISTS', KEYS[1], KEYS[3], KEYS[5]) == 0
+  else
+    nothing = redis.call('EXISTS', KEYS[1], KEYS[3]) == 0
+  end
+end
+if ARGV[4] ~= '' and not nothing then
   local before, repair = handled_before(record, KEYS[3], ARGV[4])
   if repair ~= '' then
     table.insert(repairs, repair)
   end
   if before then
     redis.call('DEL', KEYS[2])
-    return {2, false, 0, table.concat(repairs, '; '), 0, 0}
+    return {2, false, 0, table.concat(repairs, '; '), 0, 0, note}
   end
 end
 if value then
-  return {1, value, 1, table.concat(repairs, '; '), 0, 0}
+  return {1, value, 1, table.concat(repairs, '; '), 0, 0, note}
 end
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+if nothing then
+  return {1, false, 0, table.concat(repairs, '; '), now, 0, note}
+end
 local kind = redis.call('TYPE', KEYS[1]).ok
 if kind ~= 'none' then
   table.insert(repairs, 'the state key was a Redis ' .. kind)
-  return {1, false, 0, table.concat(repairs, '; '), now, 0}
+  return {1, false, 0, table.concat(repairs, '; '), now, 0, note}
 end
-if KEYS[4] then
-  local legacy = redis.pcall('HGET', KEYS[4], ARGV[3])
+if KEYS[5] then
+  local legacy = redis.pcall('HGET', KEYS[5], ARGV[3])
   if type(legacy) == 'string' then
-    return {1, legacy, 2, table.concat(repairs, '; '), now, 0}
+    return {1, legacy, 2, table.concat(repairs, '; '), now, 0, note}
   end
 end
-return {1, false, 0, table.concat(repairs, '; '), now, 0}
+return {1, false, 0, table.concat(repairs, '; '), now, 0, note}
 """
 )
 
@@ -94,16 +137,18 @@ return {1, false, 0, table.concat(repairs, '; '), now, 0}
 # state key again when there is none), [0.1.0 hash]. ARGV: token, value ('' = a release that
 # keeps the stored value), state TTL in ms ('0' = none), user id, SHA-1 of what was read,
 # event id ('' = none), how long handled events are remembered in ms, how long to keep the
-# lock for the replies in ms ('0' = release), the caller's clock in ms (unused since the
-# handled record keeps ids in arrival order; still sent, so the arguments after it keep their
-# places), then the reply budget's interval ms, burst and count ('' = nothing to reserve;
-# see budget.py), then the user's member in the timer schedule ('' = leave it) and their
-# earliest due ms ('' = none: removed). The schedule shard is in another Redis Cluster slot,
-# so only a single Redis gets it here (timers.py sends it beside the commit on a cluster).
-# Returns {status, wait ms of each reserved reply...}: status 1 stored (lock released or
-# kept), 2 stored but the lock had been lost meanwhile, 0 refused: someone else wrote since
-# (the lock is released if ours; nothing reserved). A retry after a lost reply finds its own
-# value stored and reports success (and reserves again: its first answer was lost).
+# lock for the replies in ms ('0' = release), the Redis server's clock in ms as the caller
+# tracks it ('' = read it with TIME; budget.ServerClock), then the reply budget's interval ms,
+# burst and count ('' = nothing to reserve; see budget.py), then the user's member in the
+# timer schedule ('' = leave it) and their earliest due ms ('' = none: removed). The schedule
+# shard is in another Redis Cluster slot, so only a single Redis gets it here (timers.py
+# sends it beside the commit on a cluster).
+# Returns {status, [clock, wait ms of each reserved reply...]}, the part in brackets when turns
+# were reserved (clock: the server's clock in ms if the script read it with TIME, else 0):
+# status 1 stored (lock released or kept), 2 stored but the lock had been lost meanwhile, 0
+# refused: someone else wrote since (the lock is released if ours; nothing reserved). A retry
+# after a lost reply finds its own value stored and reports success (and reserves again: its
+# first answer was lost).
 # Everything the script decides on is read by one MGET: the lock, the state, the handled
 # record and the reply budget. MGET answers nil for a key of another type: for each of them
 # that reads as "nothing there", and the SET that writes it replaces the foreign value.
@@ -121,7 +166,9 @@ local function stored(status)
     return {status}
   end
   local waits = gcra_after_read(
-    KEYS[4], budget, tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12]))
+    KEYS[4], budget, tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12]),
+    tonumber(ARGV[9]))
+  table.insert(waits, 1, server_now)
   table.insert(waits, 1, status)
   return waits
 end

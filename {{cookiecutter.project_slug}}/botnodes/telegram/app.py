@@ -175,8 +175,10 @@ def create_nodes(
         clock=clock,
         reply_budget=StepTurns(limiter) if limiter is not None else None,
     )
-    # A user's language is read in the same Redis batches as their state: no round trip more.
+    # A user's language is read by the script that takes their lock, with their state (or,
+    # for an update outside the nodes, in the same Redis batches): no round trip more.
     ctx.languages.batch_with(nodes.run_script)
+    nodes.read_with_lock(ctx.languages.ride)
     return nodes
 
 

@@ -6,11 +6,14 @@ DEFAULT_LANGUAGE. The choice is a small Redis key of its own, `<STATE_KEY>:{<use
 (the user's hash tag, so it sits in the user's slot on a Redis Cluster), never node data: it
 survives moving between nodes, resets, STATE_TTL and migrations.
 
-Cost: the key is read by one tiny script started when an update arrives, while botnodes takes
-the user's lock, and joined in the same pipeline as botnodes' own scripts (`Nodes.run_script`):
-it adds a command to a batch, not a round trip in a row. The text is rendered only when a reply
-is sent, by which time the read is done. Timers, which have no update, read it the same way: the
-key also keeps the language Telegram reported last (marked with `~`), so a reminder speaks it.
+Cost: for an update that reaches the nodes, the key is read by botnodes' lock script, in the
+same `MGET` as the user's state (`Nodes.read_with_lock`): no command, script or round trip of
+its own. An update handled outside the nodes (`/language`, a hint) reads it with one tiny
+script of its own, started on the loop's next turn when the lock script has not taken the read
+by then, and joined in the same pipeline as botnodes' own scripts (`Nodes.run_script`). The
+text is rendered only when a reply is sent, by which time the read is done. Timers, which have
+no update, read it the same way: the key also keeps the language Telegram reported last
+(marked with `~`), so a reminder speaks it.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ from aiogram.types import (
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
+from ..storage import NoteRead
+from ..storage_scripts import NOTE_FUNCTION
 from .i18n import REFERENCE_LANGUAGE, Catalog, Text
 from .redis_connection import RedisClient
 from .texts import RUNTIME_TEXTS
@@ -48,24 +53,26 @@ Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
 #: KEYS[1] the user's language key; ARGV[1] the language Telegram reports now ('' = none).
 #: A choice is stored as it is and wins; a reported language is kept as `~<language>`, written
 #: only when it changes, so a user's first update (or a new phone language) costs the one write.
-READ_LANGUAGE = """
-local stored = redis.call('GET', KEYS[1])
-if stored and string.sub(stored, 1, 1) ~= '~' then return stored end
-if ARGV[1] == '' then
-  if stored then return string.sub(stored, 2) end
-  return ''
-end
-if stored ~= '~' .. ARGV[1] then redis.call('SET', KEYS[1], '~' .. ARGV[1]) end
-return ARGV[1]
+#: The same rule as the lock script's read (NOTE_FUNCTION); a key of another type reads as none.
+READ_LANGUAGE = (
+    NOTE_FUNCTION
+    + """
+local stored = redis.pcall('GET', KEYS[1])
+if type(stored) == 'table' then stored = false end
+return noted(KEYS[1], stored, ARGV[1])
 """
+)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Pending:
-    """The language read started for the update being handled, and whose it is."""
+    """The language read for the update being handled, whose it is, and who reads it."""
 
     user_id: int
+    reported: str
     language: asyncio.Future[str]
+    #: Nobody reads it yet: the lock script may take it (`ride`), else it is read alone.
+    open: bool = True
 
 
 _current: contextvars.ContextVar[_Pending | None] = contextvars.ContextVar(
@@ -109,20 +116,64 @@ class Languages:
         return self.catalog.supported(user.language_code) or self.default
 
     def begin(self, user: User) -> contextvars.Token[_Pending | None]:
-        """Start reading `user`'s language for the update being handled (see the middleware)."""
-        read = asyncio.ensure_future(self._read(user.id, self.reported(user)))
-        return _current.set(_Pending(user.id, read))
+        """Start reading `user`'s language for the update being handled (see the middleware).
+
+        The lock script of the update takes the read when it is sent in this turn of the
+        loop (`ride`); otherwise the read is sent alone on the next turn.
+        """
+        loop = asyncio.get_running_loop()
+        pending = _Pending(user.id, self.reported(user), loop.create_future())
+        if self._script is None:
+            self._settle(pending, pending.reported)
+        else:
+            loop.call_soon(self._read_unless_taken, pending)
+        return _current.set(pending)
 
     @staticmethod
     def end(token: contextvars.Token[_Pending | None]) -> None:
         _current.reset(token)
 
+    def ride(self, user_id: Any) -> NoteRead | None:
+        """The read of `user_id`'s language for the lock script taking their lock, if one is
+        due (`Nodes.read_with_lock`): the update being handled is theirs and nobody reads it."""
+        pending = _current.get()
+        if pending is None or pending.user_id != user_id or not pending.open:
+            return None
+        pending.open = False
+
+        def done(found: str | None) -> None:
+            if found is None:  # not read by this try: the next one, or a read of its own
+                pending.open = True
+            else:
+                self._settle(pending, found)
+
+        return NoteRead(self.key(user_id), pending.reported, done)
+
     async def of(self, user_id: int) -> str:
         """The language to talk to `user_id` in now."""
         pending = _current.get()
         if pending is not None and pending.user_id == user_id:
+            self._read_unless_taken(pending)
             return await pending.language
         return await self._read(user_id, "")
+
+    def _read_unless_taken(self, pending: _Pending) -> None:
+        if not pending.open or pending.language.done():
+            return
+        pending.open = False
+        read = asyncio.ensure_future(self._read(pending.user_id, pending.reported))
+
+        def settle(done: asyncio.Future[str]) -> None:
+            if done.cancelled():
+                self._settle(pending, pending.reported)
+            elif not pending.language.done():
+                pending.language.set_result(done.result())
+
+        read.add_done_callback(settle)
+
+    def _settle(self, pending: _Pending, found: str) -> None:
+        if not pending.language.done():
+            pending.language.set_result(self.catalog.supported(found) or self.default)
 
     async def learn(self, user_id: int, language_code: str | None) -> str:
         """Note what Telegram reports for a user outside an update (the test client's `to`)."""

@@ -7,13 +7,14 @@ step, the waits it is told kept in a list), so the GCRA itself runs in Redis as 
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from redis.asyncio import Redis
 
 from botnodes import Outcome
-from botnodes.budget import Reservation
-from botnodes.storage import REFUSED, StateStore
+from botnodes.budget import Reservation, ServerClock
+from botnodes.storage import REFUSED, STORED, StateStore
 
 from .botnodes_support import Cart, Menu, Msg, make_nodes
 
@@ -66,6 +67,58 @@ async def test_a_steps_replies_take_their_turns_in_the_commit_burst_first_then_t
     assert (second - first, third - second) == (SECOND, SECOND)
     # The key forgets itself once the budget would be full again (nothing kept per idle chat).
     assert 5 * SECOND < await redis_client.pttl(budget.key(1)) <= 6 * SECOND + 1  # 6 turns
+
+
+async def time_calls(redis: Redis) -> int:
+    stats = await redis.info("commandstats")
+    return int(stats.get("cmdstat_time", {}).get("calls", 0))
+
+
+async def test_each_replica_reads_the_servers_clock_once_then_paces_on_it_without_time(
+    redis_client: Redis, state_key: str
+) -> None:
+    """The commit's turns are on the Redis server's clock, which a replica reads with `TIME`
+    once (ServerClock) and then tracks: later commits send it instead of asking again."""
+    replicas = [
+        StateStore(redis_client, state_key, state_ttl_ms=None, lock_ttl_ms=5000, legacy=False)
+        for _ in range(2)
+    ]
+    reserve = Reservation(f"{state_key}:{{1}}:budget", SECOND, 1, 1)  # one turn a second
+
+    async def commit(replica: int, n: int) -> int:
+        store, token = replicas[replica], f"{replica}a:{n}"
+        locked = await store.try_lock_and_read(1, token)
+        written = await store.write_and_unlock(
+            1, token, f'{{"n": {n}}}', read_digest=locked.read_digest, reserve=reserve
+        )
+        assert written.status == STORED
+        (wait,) = written.waits_ms
+        return wait
+
+    await redis_client.set(replicas[0].state_key(1), '{"n": -1}')  # not a first visit
+    before = await time_calls(redis_client)
+    waits = [await commit(replica, n) for n, replica in enumerate((0, 0, 1, 1, 0))]
+    assert await time_calls(redis_client) - before == 2  # one reading per replica
+    # Both replicas count one budget on one clock: a turn a second, whoever reserves it
+    # (minus the few ms between the commits, plus at most a tracked clock's error).
+    assert waits[0] == 0
+    for turn, wait in enumerate(waits[1:], start=1):
+        assert turn * SECOND - 200 < wait <= turn * SECOND + ServerClock.MAX_ERROR_MS, waits
+
+
+def test_a_clock_reading_from_a_slow_round_trip_does_not_replace_a_good_one() -> None:
+    def since_reading_ms(at: float) -> float:
+        return (time.monotonic() - at) * 1000
+
+    clock = ServerClock()
+    assert clock.now_ms() == ""  # never read: the script reads it
+    now = time.monotonic()
+    clock.read(1_000_000, sent=now - 0.002, answered=now)  # 1 ms either side
+    read_at = now - 0.001  # placed at the middle of the round trip
+    assert abs(int(clock.now_ms()) - 1_000_000 - since_reading_ms(read_at)) <= 1
+    now = time.monotonic() + 5  # a trip of 500 ms, a few seconds on: 250 ms either side
+    clock.read(1_000_000 + 5_000, sent=now - 0.5, answered=now)
+    assert abs(int(clock.now_ms()) - 1_000_000 - since_reading_ms(read_at)) <= 1  # kept
 
 
 async def test_a_refused_commit_or_a_release_reserves_nothing(
@@ -167,3 +220,16 @@ async def test_a_sorted_set_of_handled_ids_from_the_version_before_is_still_hono
     # The first write replaced the set with the record; the new id is in it.
     assert await redis_client.get(seen) == b"\nm3\n"
     assert await nodes.route(Msg(1, "tea", event_id="m3")) == Outcome.DUPLICATE
+
+
+async def test_the_version_befores_sorted_set_is_found_for_a_user_with_no_state(
+    redis_client: Redis, state_key: str
+) -> None:
+    """A user without a state or a record reads as new (one EXISTS); a sorted set left by the
+    version before still makes a re-delivery of what it holds a duplicate."""
+    nodes = make_nodes(redis_client, state_key)
+    await redis_client.zadd(f"{state_key}:{{1}}:seen", {"m1": 1})  # as the version before
+    assert await nodes.route(Msg(1, "hi", event_id="m1")) == Outcome.DUPLICATE
+    assert await redis_client.exists(f"{state_key}:{{1}}") == 0  # nothing handled, or stored
+    assert await nodes.route(Msg(1, "hi", event_id="m2")) == Outcome.STARTED
+    assert await nodes.route(Msg(2, "hi", event_id="m1")) == Outcome.STARTED  # a new user
