@@ -133,14 +133,16 @@ async def test_two_processes_share_a_job_survive_a_kill_and_reach_everyone_once(
     assert not any(int(c.params["chat_id"]) in BLOCKED for c in bot_api.calls("sendMessage"))
     sent, blocked, failed, unconfirmed = summary(resumed)
     assert sent + blocked + failed + unconfirmed == len(USERS)
-    assert failed == 1
+    # The only users left out: those the killed process had claimed and not confirmed.
+    left_claimed = await claimed_unconfirmed(redis_client, recipients, "menu-1")
+    # The one chat Telegram does not know fails, unless the killed process had claimed it.
+    not_found_claimed = NOT_FOUND in left_claimed
+    assert failed == (0 if not_found_claimed else 1)
     # Unconfirmed: claimed by the killed process, which may or may not have sent them.
     assert unconfirmed <= IN_FLIGHT
     assert sent <= len(got) <= sent + unconfirmed
     skipped = len(BLOCKED) + len(FORBIDDEN)
     assert blocked <= skipped <= blocked + unconfirmed
-    # The only users left out: those the killed process had claimed and not confirmed.
-    left_claimed = await claimed_unconfirmed(redis_client, recipients, "menu-1")
     assert len(left_claimed) == unconfirmed
     missing = set(USERS) - set(got) - BLOCKED - FORBIDDEN - {NOT_FOUND}
     assert missing <= left_claimed
@@ -150,12 +152,14 @@ async def test_two_processes_share_a_job_survive_a_kill_and_reach_everyone_once(
     for user in FORBIDDEN - left_claimed:
         blocked_set = recipients.blocked_key(recipients.shard_of(user))
         assert await redis_client.sismember(blocked_set, str(user))
-    [not_found_log] = [
+    not_found_logs = [
         line
         for line in first.log().splitlines() + second.log().splitlines()
         if str(NOT_FOUND) in line and "chat not found" in line
     ]
-    assert "failed" in not_found_log
+    if not not_found_claimed:  # else the killed process may have died before or after asking
+        [not_found_log] = not_found_logs
+        assert "failed" in not_found_log
 
 
 async def test_a_finished_job_sends_nothing_again_and_a_dry_run_counts(
