@@ -20,10 +20,8 @@ from redis.asyncio import Redis
 from botnodes.testing import FakeBotAPIServer
 
 from ..english import STATE_UNAVAILABLE_TEXT, USER_BUSY_TEXT
-from .test_bot_e2e import ALICE, current_node
-from .test_bot_webhook import StartReplica, say, start_replica, update
-
-__all__ = ["start_replica"]  # the fixture, shared with its own test file
+from .polling import ALICE, current_node
+from .replicas import StartReplica, say, update
 
 LOCK_WAIT_TIMEOUT = 1.0
 #: Replies paced at 5 a second in the chat: the burst's 20 replies take about 4 s.

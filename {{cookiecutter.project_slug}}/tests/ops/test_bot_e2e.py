@@ -8,79 +8,31 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
 import pytest
-from aiogram import Bot
 from redis.asyncio import Redis
 
-from botnodes.telegram.app import create_languages, create_nodes
-from botnodes.testing import FakeBotAPIServer, FakeSession
+from botnodes.testing import FakeBotAPIServer
 
-from {{ cookiecutter.project_slug }}.main import BOT, create_ctx
 from {{ cookiecutter.project_slug }}.nodes import Start
 from {{ cookiecutter.project_slug }}.nodes.hungry import cart_text
 
-from ..conftest import E2E_TOKEN, RedisServer, free_port, make_settings
+from ..conftest import RedisServer, free_port
 from ..english import STATE_UNAVAILABLE_TEXT, USER_BUSY_TEXT
 from ..test_bot_food_api import OrderServer
-from .bot_process import BotProcess
-
-PACKAGE = "{{ cookiecutter.project_slug }}"
-TOKEN = E2E_TOKEN
-ALICE = 5001
-
-GREETING = "Hello, alice! Are you hungry?"
-MAIN_MENU = "Again main menu! Are you hungry?"
-EMPTY_CART = "What are you gonna order? Cart: Empty"
-
-StartBot = Callable[..., Awaitable[BotProcess]]
-
-
-@pytest.fixture
-async def start_bot(
-    bot_api: FakeBotAPIServer, tmp_path: Path, redis_url: str, state_key: str
-) -> AsyncIterator[StartBot]:
-    """Start bot processes wired to `bot_api`; all are killed after the test."""
-    started: list[BotProcess] = []
-
-    async def start(**settings: str) -> BotProcess:
-        env = {
-            "BOT_TOKEN": TOKEN,
-            "TELEGRAM_API_URL": bot_api.url,
-            "REDIS_URL": redis_url,
-            "STATE_KEY": state_key,
-            "LOG_LEVEL": "DEBUG",
-            **settings,
-        }
-        process = BotProcess(PACKAGE, env, tmp_path / f"bot{len(started)}")
-        started.append(process)
-        polls = len(bot_api.calls("getUpdates"))
-        await process.start()
-        await bot_api.wait_polling(since=polls)
-        return process
-
-    yield start
-    for process in started:
-        await process.kill()
-
-
-async def current_node(redis: Redis, state_key: str, user_id: int) -> Any:
-    """The node botnodes has stored for the user, read through the bot's own registry."""
-    settings = make_settings(state_key)
-    bot = Bot(TOKEN, session=FakeSession())
-    ctx = create_ctx(bot, create_languages(BOT, settings, redis), settings)
-    return await create_nodes(BOT, settings, redis, ctx).user(user_id).get_node()
-
-
-def assert_clean_log(process: BotProcess) -> None:
-    log = process.log()
-    assert TOKEN not in log
-    assert TOKEN.split(":")[1] not in log
-    assert "Traceback" not in log
+from .polling import (
+    ALICE,
+    EMPTY_CART,
+    GREETING,
+    MAIN_MENU,
+    StartBot,
+    assert_clean_log,
+    current_node,
+    wait_for_log,
+)
 
 
 async def test_whole_food_flow_then_sigterm_exits_0(
@@ -175,13 +127,6 @@ async def test_sigterm_during_an_order_lets_it_finish(
     assert isinstance(await current_node(redis_client, state_key, ALICE), Start)
     assert "All in-flight updates finished" in bot.log()
     assert_clean_log(bot)
-
-
-async def wait_for_log(process: BotProcess, text: str, timeout: float = 30.0) -> None:
-    """Wait until the process has logged `text` (it polls a file, so it sleeps between looks)."""
-    async with asyncio.timeout(timeout):
-        while text not in process.log():  # noqa: ASYNC110 - the log is a file, not an event
-            await asyncio.sleep(0.05)
 
 
 async def test_two_polling_processes_lose_no_item_of_a_burst(
@@ -417,44 +362,3 @@ async def test_polling_serves_metrics_on_metrics_port(
     assert 'bot_updates_total{outcome="handled",type="message"} 1.0' in metrics
     assert 'bot_transitions_total{from_node="(new)",to_node="start"} 1.0' in metrics
     assert await bot.stop() == 0
-
-
-PROVIDER_TOKEN = "284685063:TEST:e2e-provider-token-never-logged"
-
-
-async def test_a_polling_bot_with_payments_asks_for_pre_checkout_and_takes_a_payment(
-    bot_api: FakeBotAPIServer, start_bot: StartBot
-) -> None:
-    bot = await start_bot(PAYMENTS="provider", PAYMENT_PROVIDER_TOKEN=PROVIDER_TOKEN)
-    allowed = json.loads(bot_api.calls("getUpdates")[0].params["allowed_updates"])
-    assert sorted(allowed) == [
-        "callback_query",
-        "message",
-        "my_chat_member",
-        "pre_checkout_query",
-    ]
-    await bot_api.say(ALICE, "hi", 1)
-    await bot_api.say(ALICE, "Yes", 2)
-    await bot_api.say(ALICE, "Pizza", 2)
-    assert await bot_api.say(ALICE, "Finish", 2) == [
-        "Ordering Pizza",
-        "To pay 1.00 USD, press Pay on the invoice above. Cancel drops the order.",
-    ]
-    _, invoice = bot_api.telegram.last_invoice(ALICE)
-    assert invoice["provider_token"] == PROVIDER_TOKEN  # sent to Telegram, and only there
-    query, paid = bot_api.telegram.pay_updates(
-        (bot_api.next_update_id(), bot_api.next_update_id()), ALICE, invoice
-    )
-    answers = bot_api.telegram.pre_checkout_answers[query["pre_checkout_query"]["id"]]
-    await bot_api.push_update(query)
-    await bot_api.wait_for(lambda: bool(answers), 15, "the pre-checkout answer")
-    assert [answer["ok"] for answer in answers] == [True]
-    before = len(bot_api.sent_texts(ALICE))
-    await bot_api.push_update(paid)
-    await bot_api.wait_for(lambda: len(bot_api.sent_texts(ALICE)) >= before + 2, 15, "Ordered!")
-    assert bot_api.sent_texts(ALICE)[before:] == ["Ordered!", MAIN_MENU]
-    assert await bot.stop(signal.SIGTERM) == 0
-    assert "for user 5001: Pizza (paid 100 USD)" in bot.log()
-    assert PROVIDER_TOKEN not in bot.log()  # LOG_LEVEL=DEBUG logs the calls, masked
-    assert PROVIDER_TOKEN.rsplit(":", maxsplit=1)[-1] not in bot.log()
-    assert_clean_log(bot)

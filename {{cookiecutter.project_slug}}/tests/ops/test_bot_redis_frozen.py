@@ -19,20 +19,8 @@ from botnodes.telegram.webhook import CANCEL_GRACE, READY_TIMEOUT
 from botnodes.testing import FakeBotAPIServer
 
 from ..conftest import RedisServer
-from .test_bot_e2e import ALICE, current_node
-from .test_bot_webhook import (
-    FROZEN,
-    PATH,
-    SECRET,
-    Replica,
-    StartReplica,
-    frozen,
-    say,
-    start_replica,
-    update,
-)
-
-__all__ = ["start_replica"]  # the fixture, shared with its own test file
+from .polling import ALICE, current_node
+from .replicas import FROZEN, PATH, SECRET, Replica, StartReplica, frozen, say, update
 
 DEADLINE = 1.0  # WEBHOOK_REDIS_DEADLINE of the replica under test
 #: The scheduler of a busy test machine, on top of the bound the server promises.

@@ -16,10 +16,8 @@ from redis.asyncio import Redis
 
 from botnodes.testing import FakeBotAPIServer
 
-from .test_bot_e2e import StartBot, assert_clean_log, current_node, start_bot
+from .polling import StartBot, assert_clean_log, current_node
 from .test_bot_timers_e2e import REMINDER, reminders
-
-__all__ = ["start_bot"]  # the fixture, shared with its own test file
 
 ALICE = 5101
 BOB = 5102

@@ -12,10 +12,8 @@ import signal
 
 from botnodes.testing import FakeBotAPIServer
 
-from .test_bot_e2e import StartBot, assert_clean_log, start_bot, wait_for_log
-from .test_bot_webhook import Replica, StartReplica, start_replica, update
-
-__all__ = ["start_bot", "start_replica"]  # the fixtures, shared with their own test files
+from .polling import StartBot, assert_clean_log, wait_for_log
+from .replicas import Replica, StartReplica, update
 
 ALICE = 5001
 REMINDER = "Still hungry? Your cart: Pizza"

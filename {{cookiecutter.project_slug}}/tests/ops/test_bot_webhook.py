@@ -12,9 +12,8 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -25,111 +24,8 @@ from botnodes.testing import FakeBotAPIServer, message_update
 from ..conftest import RedisServer, free_port
 from ..test_bot_food_api import OrderServer
 from .bot_process import BotProcess
-from .test_bot_e2e import ALICE, EMPTY_CART, GREETING, MAIN_MENU, TOKEN, current_node
-
-PACKAGE = "{{ cookiecutter.project_slug }}"
-SECRET = "webhook-secret_42"
-PATH = "/telegram/updates"
-
-
-class Replica:
-    """One webhook bot process and a way to post updates to it."""
-
-    def __init__(self, process: BotProcess, port: int, host: str = "127.0.0.1") -> None:
-        self.process = process
-        self.port = port
-        self.host = host
-
-    @property
-    def base(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    async def post(self, update: dict[str, Any], secret: str | None = SECRET) -> int:
-        headers = {"X-Telegram-Bot-Api-Secret-Token": secret} if secret is not None else {}
-        async with (
-            aiohttp.ClientSession() as session,
-            session.post(self.base + PATH, json=update, headers=headers) as reply,
-        ):
-            return reply.status
-
-    async def post_or_none(self, update: dict[str, Any]) -> int | None:
-        """The delivery's status, or None when the server hung up without answering."""
-        try:
-            return await self.post(update)
-        except aiohttp.ClientConnectionError:
-            return None
-
-    async def in_flight(self) -> float:
-        status, metrics = await self.get("/metrics")
-        assert status == 200
-        for line in metrics.splitlines():
-            if line.startswith("bot_webhook_deliveries_in_flight "):
-                return float(line.split()[1])
-        return 0.0
-
-    async def get(self, path: str) -> tuple[int, str]:
-        async with aiohttp.ClientSession() as session, session.get(self.base + path) as reply:
-            return reply.status, await reply.text()
-
-    async def wait_ready(self, timeout: float = 30.0) -> None:
-        async with asyncio.timeout(timeout):
-            while True:
-                try:
-                    if (await self.get("/readyz"))[0] == 200:
-                        return
-                except aiohttp.ClientError:
-                    pass
-                assert self.process.running, f"bot exited; log:\n{self.process.log()}"
-                await asyncio.sleep(0.1)
-
-
-StartReplica = Callable[..., Awaitable[Replica]]
-
-
-@pytest.fixture
-async def start_replica(
-    bot_api: FakeBotAPIServer, tmp_path: Path, redis_url: str, state_key: str
-) -> AsyncIterator[StartReplica]:
-    started: list[BotProcess] = []
-
-    async def start(**settings: str) -> Replica:
-        port = free_port()
-        host = settings.get("WEBHOOK_HOST", "127.0.0.1")
-        env = {
-            "BOT_TOKEN": TOKEN,
-            "TELEGRAM_API_URL": bot_api.url,
-            "REDIS_URL": redis_url,
-            "STATE_KEY": state_key,
-            "WEBHOOK_URL": f"https://bot.example.test{PATH}",
-            "WEBHOOK_SECRET": SECRET,
-            "WEBHOOK_PORT": str(port),
-            **settings,
-            "WEBHOOK_HOST": host,
-        }
-        process = BotProcess(PACKAGE, env, tmp_path / f"replica{len(started)}")
-        started.append(process)
-        await process.start()
-        replica = Replica(process, port, host)
-        await replica.wait_ready()
-        return replica
-
-    yield start
-    for process in started:
-        await process.kill()
-
-
-_update_ids = iter(range(1, 1_000_000))
-
-
-def update(text: str, user_id: int = ALICE) -> dict[str, Any]:
-    return message_update(next(_update_ids), user_id, text)
-
-
-async def say(api: FakeBotAPIServer, replica: Replica, text: str, expect: int) -> list[str]:
-    before = len(api.sent_texts(ALICE))
-    assert await replica.post(update(text)) == 200
-    await api.wait_for(lambda: len(api.sent_texts(ALICE)) >= before + expect, 15, repr(text))
-    return api.sent_texts(ALICE)[before:]
+from .polling import ALICE, EMPTY_CART, GREETING, MAIN_MENU, PACKAGE, TOKEN, current_node
+from .replicas import FROZEN, PATH, SECRET, Replica, StartReplica, frozen, say, update, update_ids
 
 
 async def test_webhook_serves_the_food_flow_and_refuses_a_wrong_secret(
@@ -386,21 +282,6 @@ async def taken(replica: Replica, posts: list[asyncio.Task[int | None]], count: 
             await asyncio.sleep(0.05)
 
 
-#: Redis frozen (SIGSTOP) holds every update mid-way for this long, unless cancelled.
-FROZEN = {"REDIS_SOCKET_TIMEOUT": "60", "REDIS_RETRIES": "0", "LOCK_TTL": "3"}
-
-
-@contextlib.contextmanager
-def frozen(redis_server: RedisServer) -> Iterator[None]:
-    """Redis stops answering (SIGSTOP) until the block ends, however it ends."""
-    assert redis_server.process is not None
-    redis_server.process.send_signal(signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        redis_server.process.send_signal(signal.SIGCONT)
-
-
 async def test_sigterm_answers_nothing_it_did_not_handle_and_ends_within_shutdown_timeout(
     bot_api: FakeBotAPIServer,
     start_replica: StartReplica,
@@ -409,7 +290,7 @@ async def test_sigterm_answers_nothing_it_did_not_handle_and_ends_within_shutdow
     redis_server = start_redis()
     replica = await start_replica(REDIS_URL=redis_server.url, SHUTDOWN_TIMEOUT="2", **FROZEN)
     users = range(2001, 2011)
-    deliveries = {user: message_update(next(_update_ids), user, "hi") for user in users}
+    deliveries = {user: message_update(next(update_ids), user, "hi") for user in users}
     for user in users[:3]:  # answered 200 once handled: the greeting is already out
         assert await replica.post(deliveries[user]) == 200
         assert bot_api.sent_texts(user) == [GREETING]
@@ -458,27 +339,4 @@ async def test_past_max_pending_updates_deliveries_get_503_and_memory_stays_flat
         assert grown < 20 * 1024, f"RSS grew {grown} KiB for 2,000 refused deliveries"
     assert await asyncio.gather(*held) == [200] * 5
     assert all(bot_api.sent_texts(3000 + n) == [GREETING] for n in range(5))
-    assert await replica.process.stop(signal.SIGTERM) == 0
-
-
-async def test_a_webhook_bot_with_payments_asks_for_pre_checkout_and_answers_it(
-    bot_api: FakeBotAPIServer, start_replica: StartReplica
-) -> None:
-    replica = await start_replica(PAYMENTS="stars")
-    [set_webhook] = bot_api.calls("setWebhook")
-    assert sorted(json.loads(set_webhook.params["allowed_updates"])) == [
-        "callback_query",
-        "message",
-        "my_chat_member",
-        "pre_checkout_query",
-    ]
-    # A query for an invoice the bot never sent: posted here, answered no, in time.
-    forged = {"payload": f"{ALICE}.{'A' * 22}", "currency": "XTR", "prices": [{"amount": 5}]}
-    query, _ = bot_api.telegram.pay_updates((next(_update_ids), next(_update_ids)), ALICE, forged)
-    answers = bot_api.telegram.pre_checkout_answers[query["pre_checkout_query"]["id"]]
-    assert await replica.post(query) == 200
-    await bot_api.wait_for(lambda: bool(answers), 15, "the pre-checkout answer")
-    assert [(a["ok"], a["error_message"]) for a in answers] == [
-        (False, "This invoice doesn't match your order.")
-    ]
     assert await replica.process.stop(signal.SIGTERM) == 0
