@@ -106,13 +106,26 @@ def _reminded_once(variant: Variant, users: range) -> int:
     )
 
 
-async def _memory(variant: Variant, nodes: Any, prefix: str, users: range) -> dict[str, Any]:
-    """Schedule size and the bytes pending timers add to a user's value (a sample of users)."""
+async def _schedule_size(variant: Variant, nodes: Any) -> tuple[int, int]:
+    """Entries in the timer schedule and its `MEMORY USAGE` in bytes, every shard."""
     redis = variant.redis
     schedule = nodes._timers  # read on purpose: the shard keys are where the timers live
     shards = [schedule.shard_key(n) for n in range(schedule._shards)]
-    scheduled = sum([await redis.zcard(key) for key in shards])
-    schedule_bytes = sum([await redis.memory_usage(key) or 0 for key in shards])
+    entries = sum([await redis.zcard(key) for key in shards])
+    return entries, sum([await redis.memory_usage(key) or 0 for key in shards])
+
+
+async def _memory(
+    variant: Variant, nodes: Any, prefix: str, users: range, held: tuple[int, int]
+) -> dict[str, Any]:
+    """Schedule size and the bytes pending timers add to a user's value (a sample of users).
+
+    `held` is the schedule's size before `users` were placed: the warm-up's users left their
+    entries (the schedule is lazy: leaving the cart does not remove them, their look does).
+    """
+    redis = variant.redis
+    entries, size = await _schedule_size(variant, nodes)
+    scheduled, schedule_bytes = entries - held[0], size - held[1]
     with_timers: list[int] = []
     without: list[int] = []
     value_growth: list[int] = []
@@ -177,6 +190,7 @@ async def run(
     try:
         # 1. Every user in the cart: two timers pending each.
         placed = range(first, first + users)
+        held = await _schedule_size(variant, nodes)
         memory_before = int((await variant.redis.info("memory"))["used_memory"])
         began = time.perf_counter()
         errors = await _gather_limited(
@@ -184,7 +198,7 @@ async def run(
         )
         placing_s = time.perf_counter() - began
         memory_after = int((await variant.redis.info("memory"))["used_memory"])
-        memory = await _memory(variant, nodes, prefix, placed)
+        memory = await _memory(variant, nodes, prefix, placed, held)
         variant.session.telegram.forget()
 
         # 2. All reminders due at once.

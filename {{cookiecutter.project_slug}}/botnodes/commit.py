@@ -25,7 +25,7 @@ from .observer import Notify
 from .settings import NodesSettings
 from .step import AnyNode
 from .storage import REFUSED, STORED_WITHOUT_LOCK, StateStore, Written
-from .timers import PendingTimers, TimerSchedule, changes
+from .timers import PendingTimers, TimerSchedule, changes, placement
 
 logger = logging.getLogger("botnodes")
 
@@ -64,24 +64,28 @@ class Commit(Generic[CtxT, EventT, UserIdT]):
         replies: int,
         before: Decoded[CtxT, EventT, UserIdT] | None,
         fired: str | None = None,
+        exact: bool = False,
     ) -> str:
         """Store the node, retrying while Redis is away; its registered key.
 
-        The node is stored with its pending `timers`, and the user's place in the timer
-        schedule is set by the same script (on a cluster: in the same batch; nothing is sent
-        for a user who had no timers and has none). With replies to send, the lock is kept
-        (and kept alive) until they are out.
+        The node is stored with its pending `timers`, and, if one is due earlier than the
+        timer schedule holds for the user, their place in it is set by the same script (on a
+        cluster: in the same batch). Otherwise nothing is sent for the schedule (timers.py,
+        `placement`); `exact` (a step of the timer loop, whose claim moved the user's score)
+        sets it to the truth whatever it held. With replies to send, the lock is kept (and
+        kept alive) until they are out.
         Raises TransitionLostError if it can't be stored within `commit_timeout`, or if
         another writer changed the user's state since it was read; StateTooLargeError if
         the node's data is over `state_max_bytes`.
         """
         key = self._codec.key_of(node)
+        timers, reschedule = placement(timers, before.timers if before else None, exact=exact)
         value = self._codec.encode(node, timers)
         self._check_size(lease.user_id, key, value)
         self._locks.stop_keepalive(lease)
         keep_lock = replies > 0 and self._settings.lock_during_replies
         written = await self._write(
-            lease, key, value, event_id, keep_lock=keep_lock, timers=timers, before=before
+            lease, key, value, event_id, keep_lock=keep_lock, timers=timers, reschedule=reschedule
         )
         lease.committed = True
         result = written.status
@@ -121,7 +125,7 @@ class Commit(Generic[CtxT, EventT, UserIdT]):
         *,
         keep_lock: bool,
         timers: PendingTimers,
-        before: Decoded[CtxT, EventT, UserIdT] | None,
+        reschedule: bool,
     ) -> Written:
         """The write (and schedule) in one batch, tried until `commit_timeout` runs out.
 
@@ -131,7 +135,6 @@ class Commit(Generic[CtxT, EventT, UserIdT]):
         deadline = time.perf_counter() + self._settings.commit_deadline
         delay = 0.05
         reserve = self._budget.reservation(lease.user_id) if self._budget is not None else None
-        reschedule = bool(timers.due or (before and before.timers))
         # On one Redis the commit script sets the schedule itself: one command, not a script.
         schedule = (
             self._timers.placement(lease.user_id, timers.earliest)

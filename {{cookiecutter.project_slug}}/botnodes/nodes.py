@@ -301,7 +301,9 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
         """The user's turn for their earliest due timer; None if none is due (a stale look).
 
         Under the user's lock the stored value decides: a timer that an event replaced, that
-        belonged to a node the user left, or that already fired, is no longer pending.
+        belonged to a node the user left, or that already fired, is no longer pending. A look
+        that finds a timer pending but not yet due sets the schedule to it; one that finds
+        none drops the user from the schedule.
         """
         outbox = Outbox()
         async with self._turns.turn(user_id, "") as lease:
@@ -310,7 +312,20 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
                 pending = current.timers if current else None
                 due = pending.next_due(self._steps.now_ms()) if pending else None
                 if current is None or pending is None or due is None:
-                    await self._timers.set(user_id, pending.earliest if pending else None)
+                    if current is not None and pending is not None and pending.due:
+                        # Woken early (a step armed the timers again, later, and left the
+                        # schedule lazy): look again at their real due time, stored with them.
+                        await self._commit(
+                            lease,
+                            current.node,
+                            "",
+                            timers=pending,
+                            replies=0,
+                            before=current,
+                            exact=True,
+                        )
+                    else:  # no timer left (the user left the node): drop the entry
+                        await self._timers.set(user_id, None)
                     return None
                 name, due_ms = due
                 lateness = (self._steps.now_ms() - due_ms) / 1000
@@ -342,6 +357,7 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
                     replies=len(outbox),
                     before=current,
                     fired=name,
+                    exact=True,
                 )
             await outbox.flush(user_id)
         return Outcome.TIMED_OUT

@@ -8,22 +8,30 @@ it). After every stored step they become due times, kept in two places:
   is simply no longer there and can't fire;
 * in a schedule, a sorted set `<prefix>:timers:{t<shard>}` per shard (a user's shard is a
   hash of their id; the braces keep each shard in one Redis Cluster slot): the user's id,
-  scored with their earliest due time in milliseconds. It only says when to look.
+  scored with a time to look at them in milliseconds, never later than their earliest due time.
+  It only says when to look, and it is lazy: the stored timers keep the score the schedule was
+  last given (`"s"` in `"_t"`), and a step whose earliest due time is no earlier than that
+  leaves the schedule alone. A step that drops its timers leaves the user's entry too.
 
 Every process polls the shards (`TimerLoop`, which `Nodes.run_timers` runs). A claim script
 hands each due user to exactly one process by moving their score `claim_ttl` into the future;
 that process then runs the timer as an event of the user (their queue, lock, stored value,
 commit, replies after commit). Under the lock it checks that the timer is still pending and
 due: a process killed mid-firing leaves the claim to expire and another process to fire it, and
-a firing that was already stored finds nothing pending. So each timer runs once. Whoever holds
-a user's lock sets their score from what it stores, so the schedule never says "later" than the
-truth for long.
+a firing that was already stored finds nothing pending. So each timer runs once. A look that
+finds nothing due (an entry woken early: the user's timers were armed again later since) sets
+the score to their real earliest due time and stores it with their timers; one that finds no
+timer left (the user left the node) drops the entry. A claimed user's score is set to the truth
+by the claiming process under the lock, so the schedule never says "later" than the truth for
+longer than a claim that died (`claim_ttl`).
 
-Cost: a step that arms or drops timers sets the schedule inside its commit script on a single
-Redis (one ZADD or ZREM, atomic with the stored value); on a Redis Cluster, whose shards are in
-other slots, it sends SCHEDULE in the same pipeline batch as its commit. A step of a user
-without timers, nothing. Each process sends one
-EVALSHA of CLAIM per shard per poll (batched into one round trip on a single Redis).
+Cost: a step sets the schedule only when it arms a timer due earlier than what the schedule
+holds for the user (or nothing is held): inside its commit script on a single Redis (one ZADD,
+atomic with the stored value); on a Redis Cluster, whose shards are in other slots, as SCHEDULE
+in the same pipeline batch as its commit. A step that re-arms the same timers later, drops
+them, or has none, sends nothing: the work moves to one look per timer period, when the old
+score falls due. Each process sends one EVALSHA of CLAIM per shard per poll (batched into one
+round trip on a single Redis).
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ import logging
 import math
 import zlib
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from redis.commands.core import AsyncScript
@@ -77,10 +85,16 @@ ScriptRunner = Callable[[AsyncScript, list[str], list[str]], Awaitable[Any]]
 
 @dataclass(frozen=True, slots=True)
 class PendingTimers:
-    """A stored node's timers: when they were armed (the user's last event) and when due."""
+    """A stored node's timers: when they were armed (the user's last event) and when due.
+
+    `scheduled_ms` is the score the user's schedule entry was last given by a holder of their
+    lock (None: not known, the next step sets it). The entry is never later than that, save
+    while a claim holds it, and the claiming process sets it to the truth under the lock.
+    """
 
     armed_ms: int
     due: Mapping[str, int] = field(default_factory=dict)
+    scheduled_ms: int | None = None
 
     @property
     def earliest(self) -> int | None:
@@ -92,7 +106,10 @@ class PendingTimers:
         return (ready[0][1], ready[0][0]) if ready else None
 
     def to_json(self) -> dict[str, Any]:
-        return {"at": self.armed_ms, "due": dict(self.due)}
+        stored: dict[str, Any] = {"at": self.armed_ms, "due": dict(self.due)}
+        if self.scheduled_ms is not None:
+            stored["s"] = self.scheduled_ms
+        return stored
 
     @classmethod
     def from_json(cls, stored: object) -> PendingTimers:
@@ -104,7 +121,10 @@ class PendingTimers:
             raise ValueError("needs a whole number 'at' and an object 'due'")
         if not all(isinstance(name, str) and _whole(ms) for name, ms in due.items()):
             raise ValueError("'due' must map names to whole numbers of ms")
-        return cls(armed, due)
+        scheduled = stored.get("s")  # absent (before lazy scheduling) or unreadable: unknown
+        return cls(
+            armed, due, scheduled if isinstance(scheduled, int) and _whole(scheduled) else None
+        )
 
 
 def _whole(value: object) -> bool:
@@ -141,6 +161,27 @@ def after_firing(
             if due > fired_due or (name in pending.due and name != fired)
         },
     )
+
+
+def placement(
+    timers: PendingTimers, before: PendingTimers | None, *, exact: bool
+) -> tuple[PendingTimers, bool]:
+    """The timers to store (with the score the schedule holds) and whether to set the schedule.
+
+    A step sets the schedule only when its earliest due time is earlier than what the schedule
+    holds (`before.scheduled_ms`), or nothing is known: a later one is found by a look at the
+    old score, which sets it then (`Nodes._fire`). `exact` (a timer's own step, whose claim
+    moved the score) always sets it to the truth: the earliest due time, or none.
+    """
+    earliest = timers.earliest
+    if exact:
+        return replace(timers, scheduled_ms=earliest), bool(timers.due or before)
+    if earliest is None:
+        return timers, False  # the entry left falls due, finds nothing and is dropped
+    known = before.scheduled_ms if before is not None else None
+    if known is not None and known <= earliest:
+        return replace(timers, scheduled_ms=known), False
+    return replace(timers, scheduled_ms=earliest), True
 
 
 def changes(

@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from botnodes import Node, Nodes, NodesObserver, after_commit
+from botnodes.timers import PendingTimers, placement
 
 from .botnodes_support import stored_json
 
@@ -215,7 +216,7 @@ async def test_an_event_replaces_the_timers_and_a_stay_keeps_the_remaining_ones(
     assert ctx.texts(1)[-1] == "bye"
 
 
-async def test_leaving_the_node_cancels_its_timers_and_empties_the_schedule(
+async def test_leaving_the_node_cancels_its_timers_and_its_stale_entry_is_dropped_unfired(
     nodes: Nodes[Ctx, Msg, int],
     ctx: Ctx,
     clock: Clock,
@@ -223,11 +224,85 @@ async def test_leaving_the_node_cancels_its_timers_and_empties_the_schedule(
     state_key: str,
 ) -> None:
     await nodes.route(Msg(1, "hi"))
-    assert list(await schedule(redis_client, state_key)) == ["1"]
-    await nodes.route(Msg(1, "done"))
-    assert await schedule(redis_client, state_key) == {}
+    assert await schedule(redis_client, state_key) == {"1": (START + 60) * 1000}
+    await nodes.route(Msg(1, "done"))  # no timer left; the lazy schedule is not touched
+    assert "_t" not in await stored_json(redis_client, f"{state_key}:{{1}}")
+    assert await schedule(redis_client, state_key) == {"1": (START + 60) * 1000}
+    clock.now += 60
+    assert await nodes.fire_due() == 1  # the stale entry is looked at once, fires nothing
+    assert await schedule(redis_client, state_key) == {}  # and is dropped
     await advance(nodes, clock, 1000)
     assert ctx.texts(1) == ["question?"]
+    assert isinstance(await nodes.user(1).get_node(), Done)
+
+
+async def test_an_entry_woken_early_is_set_to_the_real_due_time_and_fires_once_then(
+    redis_client: Redis, state_key: str, ctx: Ctx, clock: Clock
+) -> None:
+    observer = Counted()
+    nodes = make(redis_client, state_key, ctx, clock, observer=observer)
+    await nodes.route(Msg(1, "hi"))  # nudge due at +60: scheduled
+    clock.now += 50
+    before = await redis_client.info("commandstats")
+    await nodes.route(Msg(1, "an answer"))  # nudge now due at +110: later, schedule untouched
+    after = await redis_client.info("commandstats")
+    for command in ("cmdstat_zadd", "cmdstat_zrem"):
+        assert after.get(command, {}).get("calls", 0) == before.get(command, {}).get("calls", 0)
+    assert await schedule(redis_client, state_key) == {"1": (START + 60) * 1000}
+    assert (await stored_json(redis_client, f"{state_key}:{{1}}"))["_t"]["s"] == (
+        (START + 60) * 1000
+    )
+    clock.now = START + 60
+    assert await nodes.fire_due() == 1  # woken early: nothing fires...
+    assert ctx.texts(1) == ["question?"]
+    # ...and the entry is set to the real due time, stored with the timers for the next step
+    assert await schedule(redis_client, state_key) == {"1": (START + 110) * 1000}
+    assert (await stored_json(redis_client, f"{state_key}:{{1}}"))["_t"]["s"] == (
+        (START + 110) * 1000
+    )
+    assert await nodes.fire_due(START + 109.999) == 0
+    clock.now = START + 110.25
+    assert await nodes.fire_due() == 1
+    assert ctx.texts(1) == ["question?", "still there?"]
+    [(node, name, lateness)] = observer.fired
+    assert (node, name) == ("ask", "nudge")
+    assert lateness == pytest.approx(0.25)  # late by the look, not by the early wake
+    # give_up (+350 from the answer) is scheduled exactly by the firing's own step
+    assert await schedule(redis_client, state_key) == {"1": (START + 350) * 1000}
+    await advance(nodes, clock, 200)
+    assert ctx.texts(1) == ["question?", "still there?"]
+
+
+async def test_an_earlier_timer_moves_the_lazy_entry_forward(
+    redis_client: Redis, state_key: str, clock: Clock
+) -> None:
+    ctx = Ctx(nudge_after=0)  # only give_up, at +300
+    nodes = make(redis_client, state_key, ctx, clock)
+    await nodes.route(Msg(1, "hi"))
+    assert await schedule(redis_client, state_key) == {"1": (START + 300) * 1000}
+    ctx.nudge_after = 60  # the next step arms a timer due before what the schedule holds
+    clock.now += 10
+    await nodes.route(Msg(1, "an answer"))
+    assert await schedule(redis_client, state_key) == {"1": (START + 70) * 1000}
+    await advance(nodes, clock, 60)
+    assert ctx.texts(1) == ["question?", "still there?"]
+
+
+def test_a_step_sets_the_schedule_only_for_a_timer_due_earlier_than_it_holds() -> None:
+    held = PendingTimers(0, {"a": 100}, scheduled_ms=100)
+    later, earlier = PendingTimers(5, {"a": 105}), PendingTimers(5, {"a": 90})
+    assert placement(later, held, exact=False) == (PendingTimers(5, {"a": 105}, 100), False)
+    assert placement(earlier, held, exact=False) == (PendingTimers(5, {"a": 90}, 90), True)
+    assert placement(later, None, exact=False) == (PendingTimers(5, {"a": 105}, 105), True)
+    unknown = PendingTimers(0, {"a": 100})  # stored by a version before lazy scheduling
+    assert placement(later, unknown, exact=False) == (PendingTimers(5, {"a": 105}, 105), True)
+    assert placement(PendingTimers(5), held, exact=False) == (PendingTimers(5), False)
+    # A timer's own step (its claim moved the score) sets the truth, later or none.
+    assert placement(later, held, exact=True) == (PendingTimers(5, {"a": 105}, 105), True)
+    assert placement(PendingTimers(5), held, exact=True) == (PendingTimers(5), True)
+    # Stored and read back; a missing or unreadable score is "not known".
+    assert PendingTimers.from_json(held.to_json()) == held
+    assert PendingTimers.from_json({"at": 0, "due": {"a": 1}, "s": "x"}).scheduled_ms is None
 
 
 async def test_a_timer_of_a_past_visit_never_fires(
@@ -332,6 +407,7 @@ async def test_timers_are_stored_with_the_node_and_counted(
     assert stored["_t"] == {
         "at": armed,
         "due": {"nudge": armed + 60_000, "give_up": armed + 300_000},
+        "s": armed + 60_000,  # the schedule's score for the user: see the lazy tests above
     }
     assert observer.scheduled == [("ask", "nudge"), ("ask", "give_up")]
     clock.now += 10
@@ -409,11 +485,18 @@ async def timers_on_the_cluster(cluster: RedisCluster, state_key: str, clock: Cl
     replicas = [make(cluster, state_key, ctx, clock) for ctx in contexts]
     for user_id in range(20):
         await replicas[user_id % 2].route(Msg(user_id, "hi"))
-    await replicas[0].route(Msg(3, "done"))
-    clock.now += 61
+    await replicas[0].route(Msg(3, "done"))  # its entry is left, dropped when it falls due
+    clock.now += 30
+    await replicas[1].route(Msg(4, "an answer"))  # nudge at +90: its entry wakes early
+    clock.now += 31
     await asyncio.gather(*(replica.fire_due() for replica in replicas))
     for user_id in range(20):
         nudges = sum(ctx.texts(user_id).count("still there?") for ctx in contexts)
-        assert nudges == (0 if user_id == 3 else 1)
+        assert nudges == (0 if user_id in (3, 4) else 1)
+    assert await cluster.zscore(replicas[0]._timers.key_of("3"), "3") is None
+    assert await cluster.zscore(replicas[0]._timers.key_of("4"), "4") == (START + 90) * 1000
+    clock.now += 30
+    await asyncio.gather(*(replica.fire_due() for replica in replicas))
+    assert sum(ctx.texts(4).count("still there?") for ctx in contexts) == 1
     shard_slots = {await cluster.cluster_keyslot(f"{state_key}:timers:{{t{s}}}") for s in range(8)}
     assert len(shard_slots) == 8

@@ -27,9 +27,10 @@ from ..conftest import RedisServer, make_settings
 #: Redis commands per update of the flow below, `EVALSHA` and every command run inside the
 #: scripts included, for a user the bot knows (their first update left out) and for the whole
 #: walk of a new user (a first update also looks for what older versions kept, and registers
-#: the user). Regression guards: raise them only with a reason the docs give.
-COMMANDS_PER_UPDATE_AT_MOST = 10
-COMMANDS_PER_UPDATE_OF_A_NEW_USERS_WALK_AT_MOST = 10.5
+#: the user). Regression guards: raise them only with a reason the docs give. (9.29 and 9.88
+#: since the timer schedule is set lazily: 10.0 and 10.5 before.)
+COMMANDS_PER_UPDATE_AT_MOST = 9.3
+COMMANDS_PER_UPDATE_OF_A_NEW_USERS_WALK_AT_MOST = 9.9
 
 #: The benchmark's flow (bench/flows.py): first message, `Yes`, five items, `Finish`.
 FLOW = ("hi", "Yes", "Pizza", "Soup", "Tea", "Cake", "Salad", "Finish")
@@ -53,9 +54,18 @@ async def step(user: TestUser, text: str) -> None:
 
 async def server_commands(redis: Redis) -> int:
     """Commands Redis ran since the last `CONFIG RESETSTAT`, this test's own calls left out."""
+    return sum((await commands_by_name(redis)).values())
+
+
+async def commands_by_name(redis: Redis) -> dict[str, int]:
+    """The same, by command name (`ZADD`: calls)."""
     stats = await redis.info("commandstats")
     ours = {"cmdstat_info", "cmdstat_config|resetstat"}
-    return sum(int(row["calls"]) for name, row in stats.items() if name not in ours)
+    return {
+        name.removeprefix("cmdstat_").upper(): int(row["calls"])
+        for name, row in stats.items()
+        if name not in ours
+    }
 
 
 async def test_a_lone_users_update_costs_two_round_trips_and_a_bounded_number_of_commands(
@@ -87,6 +97,7 @@ async def test_a_lone_users_update_costs_two_round_trips_and_a_bounded_number_of
                 if n == 0:
                     first = await server_commands(plain)
             commands = await server_commands(plain)
+            by_name = await commands_by_name(plain)
             # The turns were taken in Alice's chat budget, a key in her slot (a script may
             # touch it beside her state on a Redis Cluster).
             budget = SendLimiter(plain, state_key, never_waits).chat_key(2)
@@ -99,6 +110,10 @@ async def test_a_lone_users_update_costs_two_round_trips_and_a_bounded_number_of
         assert known <= COMMANDS_PER_UPDATE_AT_MOST, known
         walk = commands / len(FLOW)
         assert walk <= COMMANDS_PER_UPDATE_OF_A_NEW_USERS_WALK_AT_MOST, walk
+        # The cart's timers are armed by 6 of the 8 updates and dropped by `Finish`, but the
+        # schedule is set twice: entering the cart (its expiry) and the first item (a reminder,
+        # due earlier). Re-armed later, or dropped, they leave it to a look (timers.py).
+        assert (by_name.get("ZADD", 0), by_name.get("ZREM", 0)) == (2, 0), by_name
     finally:
         await counted.aclose(close_connection_pool=True)
         await plain.aclose()
