@@ -1,8 +1,9 @@
-"""Nothing hangs while Redis does (webhook mode): a frozen redis-server (SIGSTOP), a real bot.
+"""Nothing hangs while Redis does: a frozen redis-server (SIGSTOP), a real bot.
 
 A delivery whose step can't be stored within WEBHOOK_REDIS_DEADLINE while Redis does not
 answer a PING is answered 503 with Retry-After, and Telegram's re-delivery of it, once Redis
-is back, is handled exactly once (see docs/guarantees.md).
+is back, is handled exactly once (see docs/guarantees.md). In polling mode the user is told
+to try again within REDIS_SOCKET_TIMEOUT.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from botnodes.telegram.webhook import CANCEL_GRACE, READY_TIMEOUT
 from botnodes.testing import FakeBotAPIServer
 
 from ..conftest import RedisServer
-from .polling import ALICE, current_node
+from ..english import STATE_UNAVAILABLE_TEXT
+from .polling import ALICE, EMPTY_CART, GREETING, StartBot, assert_clean_log, current_node
 from .replicas import FROZEN, PATH, SECRET, Replica, StartReplica, frozen, say, update
 
 DEADLINE = 1.0  # WEBHOOK_REDIS_DEADLINE of the replica under test
@@ -76,3 +78,42 @@ async def test_a_delivery_redis_cant_store_gets_503_in_time_and_its_redelivery_r
     assert node._data.order == ["Pizza"]
     assert await replica.process.stop(signal.SIGTERM) == 0
     assert "Traceback" not in replica.process.log()
+
+
+#: A polling bot's bound on one Redis call: REDIS_SOCKET_TIMEOUT, with no retry.
+SOCKET_TIMEOUT = 1.0
+
+
+async def test_a_polling_update_redis_does_not_answer_is_told_try_again_in_time(
+    bot_api: FakeBotAPIServer,
+    start_bot: StartBot,
+    start_redis: Callable[..., RedisServer],
+    state_key: str,
+) -> None:
+    """Polling has no 503 to give: the user is told to try again within the socket timeout,
+    the step is not stored, and the next message, once Redis answers, goes on from the cart."""
+    redis_server = start_redis()
+    bot = await start_bot(
+        REDIS_URL=redis_server.url, REDIS_SOCKET_TIMEOUT=str(SOCKET_TIMEOUT), REDIS_RETRIES="0"
+    )
+    assert await bot_api.say(ALICE, "hi", 1) == [GREETING]
+    assert (await bot_api.say(ALICE, "Yes", 2))[1] == EMPTY_CART
+    with frozen(redis_server):
+        started = time.monotonic()
+        assert await bot_api.say(ALICE, "Pizza", 1) == [STATE_UNAVAILABLE_TEXT]
+        took = time.monotonic() - started
+        assert took < 2 * SOCKET_TIMEOUT + SLACK, took
+        assert bot.running
+    assert await bot_api.say(ALICE, "Pizza", 2) == [
+        "Added Pizza",
+        "What are you gonna order? Cart: Pizza",
+    ]
+    redis = Redis.from_url(redis_server.url)
+    try:
+        node = await current_node(redis, state_key, ALICE)
+    finally:
+        await redis.aclose()
+    assert node._data.order == ["Pizza"]  # the frozen step stored nothing
+    assert await bot.stop(signal.SIGTERM) == 0
+    assert "Redis unavailable for user 5001" in bot.log()
+    assert_clean_log(bot)
