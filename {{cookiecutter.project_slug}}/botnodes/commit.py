@@ -154,6 +154,7 @@ class Commit(Generic[CtxT, EventT, UserIdT]):
                         keep_lock_ms=self._settings.lock_ttl_ms if keep_lock else 0,
                         reserve=reserve,
                         schedule=schedule,
+                        followers=self._locks.followers(lease.user_id),
                     )
                 ]
                 if reschedule and schedule is None:

@@ -3,7 +3,8 @@ its life after the step is stored, while the step's replies go out.
 
 One user's events run one at a time, in arrival order. In a process they queue on a local
 FIFO lock; between processes they take a Redis lock (a lease) that a dead process holds for
-at most `lock_ttl` seconds, because a live holder keeps renewing it.
+at most `lock_ttl` seconds, because a live holder keeps renewing it, and that goes to the
+waiting events in the user's order (line.py).
 
 The lease outlives the commit while the step's replies are sent (the lock value then ends in
 `~`), so a user's replies leave in order even when their next update reaches another replica.
@@ -85,6 +86,8 @@ class UserLocks(Generic[K]):
         self._took_lease: dict[K, float] = {}
         #: Leases a finished holder left for the next local waiter of the same user.
         self._handed_over: dict[K, str] = {}
+        #: The orders of users' events queued in this process (see `followers`).
+        self._followers: dict[K, list[int]] = {}
         self._background: set[asyncio.Task[None]] = set()
 
     def __len__(self) -> int:
@@ -92,20 +95,28 @@ class UserLocks(Generic[K]):
         return len(self._local)
 
     @asynccontextmanager
-    async def queue(self, user_id: K) -> AsyncIterator[float]:
+    async def queue(self, user_id: K, order: int | None = None) -> AsyncIterator[float]:
         """Wait for the user's turn in this process; yields when the turn came.
 
         Refuses with UserBusyError when `max_waiting` events wait already, and with
         LockTimeoutError after `lock_wait_timeout`, not counting time spent behind events
-        ahead that make progress (`_ahead_is_alive`).
+        ahead that make progress (`_ahead_is_alive`). While it waits, the event's `order` is
+        among the user's `followers` here, so the user's line in Redis sees it (line.py).
         """
         if self._max_waiting is not None and self._local.waiting(user_id) >= self._max_waiting:
             raise self._busy(user_id)
-        if not await self._local.acquire(
-            user_id,
-            wait_seconds=self._lock_wait_timeout,
-            keep_waiting=lambda: self._ahead_is_alive(user_id),
-        ):
+        if order is not None:
+            self._followers.setdefault(user_id, []).append(order)
+        try:
+            turn_came = await self._local.acquire(
+                user_id,
+                wait_seconds=self._lock_wait_timeout,
+                keep_waiting=lambda: self._ahead_is_alive(user_id),
+            )
+        finally:
+            if order is not None:
+                self._stop_following(user_id, order)
+        if not turn_came:
             raise self._lock_timeout(user_id)
         # The wait here was behind events of this process that made progress (or it timed
         # out above): the lease's own wait for another process's holder starts now.
@@ -114,11 +125,26 @@ class UserLocks(Generic[K]):
         finally:
             self._local.release(user_id)
 
-    async def take(self, user_id: K, event_id: str, started: float) -> Lease:
+    def followers(self, user_id: K) -> list[int]:
+        """The orders of the user's events queued in this process behind the one whose turn
+        it is: a release or a poll of the Redis lock puts them in the user's line (line.py).
+        """
+        return list(self._followers.get(user_id, ()))
+
+    def _stop_following(self, user_id: K, order: int) -> None:
+        waiting = self._followers[user_id]
+        waiting.remove(order)
+        if not waiting:
+            del self._followers[user_id]
+
+    async def take(
+        self, user_id: K, event_id: str, started: float, order: int | None = None
+    ) -> Lease:
         """Take the user's Redis lock and read their state in one trip (waiting if held).
 
         A lease handed over by this process's previous holder is reused: the script sees its
-        own token and takes it back without waiting.
+        own token and takes it back without waiting, unless an event with an earlier `order`
+        waits in another process (line.py): then that one goes first.
         """
         token = self._handed_over.pop(user_id, None) or self._new_token()
         deadline = started + self._lock_wait_timeout
@@ -126,7 +152,7 @@ class UserLocks(Generic[K]):
         self._taking.add(user_id)
         try:
             while True:
-                locked = await self._try(user_id, token, event_id)
+                locked = await self._try(user_id, token, event_id, order)
                 now = time.perf_counter()
                 if locked.taken or locked.duplicate:
                     wait = now - started
@@ -181,9 +207,7 @@ class UserLocks(Generic[K]):
             # that does not answer; if it fails the lock expires after `lock_ttl` by itself.
             with contextlib.suppress(TimeoutError, RedisError):
                 async with asyncio.timeout(_RELEASE_WHEN_CANCELLED):
-                    await self._store.write_and_unlock(
-                        lease.user_id, lease.token, None, read_digest=""
-                    )
+                    await self._unlock(lease)
             return
         await self.release(lease)
 
@@ -195,7 +219,7 @@ class UserLocks(Generic[K]):
         say at once that it is done with it.
         """
         try:
-            await self._store.write_and_unlock(lease.user_id, lease.token, None, read_digest="")
+            await self._unlock(lease)
         except RedisError as error:
             logger.warning(
                 "could not release the lock of user %s (%s); retrying until it expires",
@@ -210,15 +234,25 @@ class UserLocks(Generic[K]):
         while time.perf_counter() < give_up:
             await asyncio.sleep(_RELEASE_RETRY)
             try:
-                await self._store.write_and_unlock(lease.user_id, lease.token, None, read_digest="")
+                await self._unlock(lease)
             except RedisError:
                 continue
             return
 
+    async def _unlock(self, lease: Lease) -> None:
+        """Release the lock, handing it on to the earliest event waiting (line.py)."""
+        await self._store.write_and_unlock(
+            lease.user_id,
+            lease.token,
+            None,
+            read_digest="",
+            followers=self.followers(lease.user_id),
+        )
+
     def _new_token(self) -> str:
         return f"{self._token_prefix}:{next(self._token_counter)}"
 
-    async def _try(self, user_id: K, token: str, event_id: str) -> Locked:
+    async def _try(self, user_id: K, token: str, event_id: str, order: int | None) -> Locked:
         """One try at the lock; a caller cancelled meanwhile still gets a taken lock released.
 
         The script runs in Redis whether or not its caller is still waiting, so the call is
@@ -232,7 +266,12 @@ class UserLocks(Generic[K]):
 
         try:
             return await self._store.try_lock_and_read(
-                user_id, token, event_id=event_id, on_orphaned=orphaned
+                user_id,
+                token,
+                event_id=event_id,
+                order=order,
+                followers=self.followers(user_id),
+                on_orphaned=orphaned,
             )
         except RedisError as error:
             raise self._unavailable(user_id, error) from error

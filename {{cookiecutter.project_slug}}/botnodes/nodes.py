@@ -44,9 +44,9 @@ logger = logging.getLogger("botnodes")
 class Nodes(Generic[CtxT, EventT, UserIdT]):
     """Keeps every user on a node in Redis and routes their events to it.
 
-    One user's events run one at a time, in arrival order, across all processes that share
-    the Redis (see lease.py); an event that was handled before (a re-delivered update, by its
-    `event_id`) is not handled again.
+    One user's events run one at a time, in arrival order (`arrival_order`, Telegram's
+    `update_id` in the runtime, orders them across processes: line.py, lease.py); an event
+    handled before (a re-delivered update, by its `event_id`) is not handled again.
 
     The tuning knobs come as `settings=NodesSettings(...)` or, as in botnodes 0.1.0, as
     keywords (`lock_ttl=...`) that make the same settings; both at once is a
@@ -64,8 +64,7 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
     `timer_claim_ttl`; each process looks every `timer_poll_interval` at `timer_shards`
     sorted sets (one Redis Cluster slot each).
 
-    `reply_budget` (budget.py) paces the replies: the commit that stores a step also takes
-    their turns from a rate budget in the user's slot, so pacing costs no round trip.
+    `reply_budget` (budget.py) paces the replies inside the commit: no extra round trip.
     """
 
     def __init__(  # noqa: PLR0917 - positional like botnodes 0.1.0, for compatibility
@@ -83,6 +82,7 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
         observer: NodesObserver | None = None,
         event_visit: Callable[[EventT], int | None] | None = None,
         event_id: Callable[[EventT], str | None] | None = None,
+        arrival_order: Callable[[], int | None] | None = None,
         start_node: type[Node[CtxT, EventT, UserIdT, Any]] | None = None,
         clock: Callable[[], float] = time.time,
         reply_budget: ReplyBudget | None = None,
@@ -149,7 +149,9 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
             max_waiting=settings.max_waiting_per_user,
             unavailable=self._unavailable,
         )
-        self._turns: Turns[UserIdT] = Turns(self._locks, max_concurrent=settings.max_concurrent)
+        self._turns: Turns[UserIdT] = Turns(
+            self._locks, max_concurrent=settings.max_concurrent, arrival_order=arrival_order
+        )
         self._commit: Commit[CtxT, EventT, UserIdT] = Commit(
             codec=self._codec,
             store=self._store,

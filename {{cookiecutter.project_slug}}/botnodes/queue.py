@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Generic
 
@@ -20,8 +20,15 @@ from .lease import K, Lease, UserLocks
 class Turns(Generic[K]):
     """Hands out users' turns (local queue, then Redis lease) and the concurrency slots."""
 
-    def __init__(self, locks: UserLocks[K], *, max_concurrent: int | None) -> None:
+    def __init__(
+        self,
+        locks: UserLocks[K],
+        *,
+        max_concurrent: int | None,
+        arrival_order: Callable[[], int | None] | None = None,
+    ) -> None:
         self._locks = locks
+        self._arrival_order = arrival_order
         self._slots = asyncio.Semaphore(max_concurrent) if max_concurrent else None
         self._in_flight = 0
         self._idle = asyncio.Event()
@@ -38,12 +45,15 @@ class Turns(Generic[K]):
         Leaving it releases the lock unless the commit did, or hands it to the user's next
         event waiting in this process.
         """
+        # Read as the turn is asked for: it is the event being handled now (a context
+        # variable of the runtime's update), not whatever runs when the turn comes.
+        order = self._arrival_order() if self._arrival_order is not None else None
         self._in_flight += 1
         self._idle.clear()
         try:
             queued = time.perf_counter()
-            async with self._locks.queue(user_id) as turn_came:
-                lease = await self._locks.take(user_id, event_id, turn_came)
+            async with self._locks.queue(user_id, order) as turn_came:
+                lease = await self._locks.take(user_id, event_id, turn_came, order)
                 lease.lock_wait += turn_came - queued  # what was waited in all, as reported
                 try:
                     yield lease

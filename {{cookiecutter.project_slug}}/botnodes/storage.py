@@ -2,9 +2,10 @@
 
 Every user has a string key `<prefix>:{<user_id>}` holding the node JSON, a lock key
 `<prefix>:{<user_id>}:lock`, and while they are active a record `<prefix>:{<user_id>}:seen`
-of the events already handled (so a re-delivered update runs once; see handled.py). The
-braces are a Redis Cluster hash tag: a user's keys share a slot (so one script may touch
-them all) while different users spread over the cluster.
+of the events already handled (so a re-delivered update runs once; see handled.py) and,
+while events of theirs wait in other processes, a line `<prefix>:{<user_id>}:line`
+(line.py). The braces are a Redis Cluster hash tag: a user's keys share a slot (so one
+script may touch them all) while different users spread over the cluster.
 
 Anything at all may sit at those keys: a value written by hand, by a bug, by a restore of an
 old dump. The scripts never fail on it. A key of another type at the state key reads as "no
@@ -32,6 +33,7 @@ from redis.commands.core import AsyncScript
 
 from .budget import Reservation, ServerClock
 from .handled import MARK_HANDLED, as_handled_id
+from .line import as_order, as_orders
 from .pipelining import ScriptPipeline
 from .storage_scripts import EXTEND_LOCK, LOCK_AND_READ, WRITE_AND_UNLOCK
 
@@ -175,6 +177,9 @@ class StateStore:
     def seen_key(self, user_id: int | str) -> str:
         return f"{self._prefix}:{{{user_id}}}:seen"
 
+    def line_key(self, user_id: int | str) -> str:
+        return f"{self._prefix}:{{{user_id}}}:line"
+
     def _keys(self, user_id: int | str) -> list[str]:
         keys = [self.state_key(user_id), self.lock_key(user_id), self.seen_key(user_id)]
         if self._legacy_in_scripts:
@@ -187,11 +192,16 @@ class StateStore:
         token: str,
         *,
         event_id: str = "",
+        order: int | None = None,
+        followers: list[int] | None = None,
         on_orphaned: Callable[[], None] | None = None,
     ) -> Locked:
         """Try to take the user's lock and read their value (from 0.1.0's hash if need be).
 
         An `event_id` already recorded as handled comes back as `duplicate` (lock not kept).
+        An event with an `order` (its place in the user's order) that finds the lock held, or
+        an earlier event waiting, waits in the user's line (line.py) and is not `taken`, with
+        its `followers` (the orders of the events queued behind it in this process).
         If the caller is cancelled while the script runs and the script took the lock anyway,
         `on_orphaned` is called, so the lock can be released instead of blocking the user.
         """
@@ -203,8 +213,10 @@ class StateStore:
         note = self._rider(user_id) if self._rider is not None else None
         keys = self._keys(user_id)
         keys.insert(3, note.key if note is not None else keys[0])
+        keys.insert(4, self.line_key(user_id))
         args = [token, self._lock_ttl, str(user_id), as_handled_id(event_id)]
         args += [note.reported, "1"] if note is not None else ["", ""]
+        args += [as_order(order), as_orders(followers or [])]
         try:
             result = await self._run(self._lock_and_read, keys, args, orphaned=orphaned)
         except BaseException:
@@ -247,6 +259,7 @@ class StateStore:
         keep_lock_ms: int = 0,
         reserve: Reservation | None = None,
         schedule: tuple[str, str, str] | None = None,
+        followers: list[int] | None = None,
     ) -> Written:
         """Store `value` (None keeps the stored one) and release; `.status` is STORED & co.
 
@@ -257,14 +270,16 @@ class StateStore:
         A stored value also takes `reserve`'s turns (see budget.py), in the same script:
         `.waits_ms` holds each one's wait. `schedule` (shard key, member, earliest due ms or
         '') sets the user's place in the timer schedule with a stored value, on a single
-        Redis only (`schedules_in_commit`).
+        Redis only (`schedules_in_commit`). A released lock goes to the earliest event
+        waiting in the user's line or among `followers` (line.py's `hand_on`).
         """
         keys = self._keys(user_id)
         reserving = reserve is not None and bool(value) and reserve.count > 0
         keys.insert(3, reserve.key if reserve is not None and reserving else keys[0])
         keys.insert(4, schedule[0] if schedule is not None else keys[0])
+        keys.insert(5, self.line_key(user_id))
         if not forget_legacy:
-            keys = keys[:5]
+            keys = keys[:6]
         args = [
             token,
             value or "",
@@ -276,12 +291,9 @@ class StateStore:
             str(keep_lock_ms if value else 0),
             self._clock.now_ms() if reserving else "",
         ]
-        if reserve is not None and reserving:
-            args += reserve.args()
-        elif schedule is not None:
-            args += ["", "", ""]
-        if schedule is not None:
-            args += [schedule[1], schedule[2]]
+        args += reserve.args() if reserve is not None and reserving else ["", "", ""]
+        args += [schedule[1], schedule[2]] if schedule is not None else ["", ""]
+        args.append(as_orders(followers or []))
         sent = time.monotonic()
         status, *reserved = await self._run(self._write_and_unlock, keys, args)
         if reserved and int(reserved[0]):  # the script read the server's clock: track it

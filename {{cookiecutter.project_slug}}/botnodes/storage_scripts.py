@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .budget import GCRA_FUNCTION
 from .handled import HANDLED_FUNCTIONS
+from .line import LINE_FUNCTIONS
 
 # A user's note: a small key of their slot that a rider (storage.LockRider; the runtime's
 # language) has the lock script read, so it costs no script of its own. A value set by the
@@ -39,9 +40,13 @@ end
 # one to report (when it finds neither state nor record, one EXISTS first: a new user's keys,
 # and the 0.1.0 hash, are all missing, and nothing is looked up). An event whose id is in the
 # record (a re-delivered update) is a duplicate: the lock is handed straight back.
+# A lock found held, or a taken one for which an earlier event waits in the user's line, puts
+# the event in the line (line.py), so the lock goes to events in the user's order.
 # KEYS: state, lock, handled events, the user's note (the state key again when none is read),
-# [0.1.0 hash]. ARGV: token, lock TTL in ms, user id (the 0.1.0 hash field), event id
-# ('' = none), the note's reported value ('' = none), '1' to read the note ('' = not).
+# the user's line, [0.1.0 hash]. ARGV: token, lock TTL in ms, user id (the 0.1.0 hash field),
+# event id ('' = none), the note's reported value ('' = none), '1' to read the note ('' = not),
+# the event's place in the user's order ('' = none: it does not queue in the line), the
+# orders of the events queued behind it in this process (comma-separated, '' = none).
 # Returns {status, value or ms left, source, repairs, now, replying, note}: status 1 = taken,
 # 0 = held by another, 2 = a duplicate event; source 1 = the state key, 2 = the 0.1.0 hash,
 # 0 = nothing readable; repairs is '' or what had to be fixed, for the log; now is the Redis
@@ -53,32 +58,51 @@ end
 LOCK_AND_READ = (
     HANDLED_FUNCTIONS
     + NOTE_FUNCTION
+    + LINE_FUNCTIONS
     + """
 local repairs = {}
+local order = tonumber(ARGV[7])
+local mine = order and string.format('=%d', order)
+local waiting = orders_in(ARGV[8])  -- this event and the followers queued behind it
+if order then table.insert(waiting, 1, order) end
 if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
   local holder = redis.pcall('GET', KEYS[2])
   if type(holder) == 'table' then
     table.insert(repairs, 'the lock key was a Redis ' .. redis.call('TYPE', KEYS[2]).ok)
-  elseif holder ~= ARGV[1] and holder ~= ARGV[1] .. '~' then
+  elseif holder ~= ARGV[1] and holder ~= ARGV[1] .. '~' and holder ~= mine then
     local left = redis.call('PTTL', KEYS[2])
-    if not string.match(holder, '^%x+:%d+~?$') then
+    if not string.match(holder, '^%x+:%d+~?$') and not string.match(holder, '^=%d+$') then
       table.insert(repairs, 'the lock held a value that is not a botnodes token')
     elseif left < 0 then
       table.insert(repairs, 'the lock had no expiry')
-    elseif left > tonumber(ARGV[2]) then
+    elseif left > math.max(tonumber(ARGV[2]), LINE_TTL_MS) then
       table.insert(repairs, 'the lock expired later than any holder sets it')
     else
       local replying = 0
-      if string.sub(holder, -1) == '~' then
+      if string.sub(holder, -1) == '~' or string.sub(holder, 1, 1) == '=' then
         replying = 1
+      end
+      if order then
+        line_join(KEYS[5], redis.pcall('GET', KEYS[5]), waiting, now_ms())
       end
       return {0, left, 0, '', 0, replying}
     end
   end
   redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 end
-local found = redis.call('MGET', KEYS[1], KEYS[3], KEYS[4])
-local value, record = found[1], found[2]
+local found = redis.call('MGET', KEYS[1], KEYS[3], KEYS[4], KEYS[5])
+local value, record, line = found[1], found[2], found[4]
+-- Taken: but an event that came earlier may wait in the line; then it goes first.
+if line and order then
+  local now = now_ms()
+  local head = line_head(line, now)
+  if head and head < order then
+    redis.call('SET', KEYS[2], string.format('=%d', head), 'PX', LINE_TTL_MS)
+    line_join(KEYS[5], line, waiting, now)
+    return {0, LINE_TTL_MS, 0, table.concat(repairs, '; '), 0, 1}
+  end
+  line = line_leave(KEYS[5], line, order)
+end
 local note = false
 if ARGV[6] == '1' then
   note = noted(KEYS[4], found[3], ARGV[5])
@@ -89,8 +113,8 @@ end
 -- looked up as below.
 local nothing = false
 if not value and not record then
-  if KEYS[5] then
-    nothing = redis.call('EXISTS', KEYS[1], KEYS[3], KEYS[5]) == 0
+  if KEYS[6] then
+    nothing = redis.call('EXISTS', KEYS[1], KEYS[3], KEYS[6]) == 0
   else
     nothing = redis.call('EXISTS', KEYS[1], KEYS[3]) == 0
   end
@@ -101,7 +125,7 @@ if ARGV[4] ~= '' and not nothing then
     table.insert(repairs, repair)
   end
   if before then
-    redis.call('DEL', KEYS[2])
+    hand_on(KEYS[2], KEYS[5], line, orders_in(ARGV[8]))
     return {2, false, 0, table.concat(repairs, '; '), 0, 0, note}
   end
 end
@@ -118,8 +142,8 @@ if kind ~= 'none' then
   table.insert(repairs, 'the state key was a Redis ' .. kind)
   return {1, false, 0, table.concat(repairs, '; '), now, 0, note}
 end
-if KEYS[5] then
-  local legacy = redis.pcall('HGET', KEYS[5], ARGV[3])
+if KEYS[6] then
+  local legacy = redis.pcall('HGET', KEYS[6], ARGV[3])
   if type(legacy) == 'string' then
     return {1, legacy, 2, table.concat(repairs, '; '), now, 0, note}
   end
@@ -133,16 +157,17 @@ return {1, false, 0, table.concat(repairs, '; '), now, 0, note}
 # if it is still ours, or keep it in the reply phase (`~`) while the step's replies go out.
 # Fencing by what was read, not by who holds the lock, means a handler that outlived its lock
 # still commits when nobody wrote since, and can never overwrite a newer state.
-# KEYS: state, lock, handled events, reply budget, the user's timer schedule shard (each the
-# state key again when there is none), [0.1.0 hash]. ARGV: token, value ('' = a release that
-# keeps the stored value), state TTL in ms ('0' = none), user id, SHA-1 of what was read,
-# event id ('' = none), how long handled events are remembered in ms, how long to keep the
-# lock for the replies in ms ('0' = release), the Redis server's clock in ms as the caller
-# tracks it ('' = read it with TIME; budget.ServerClock), then the reply budget's interval ms,
-# burst and count ('' = nothing to reserve; see budget.py), then the user's member in the
-# timer schedule ('' = leave it) and their earliest due ms ('' = none: removed). The schedule
-# shard is in another Redis Cluster slot, so only a single Redis gets it here (timers.py
-# sends it beside the commit on a cluster).
+# KEYS: state, lock, handled events, reply budget, the user's timer schedule shard (each the state
+# key again when there is none), the user's line (line.py), [0.1.0 hash]. ARGV: token, value ('' =
+# a release that keeps the stored value), state TTL in ms ('0' = none), user id, SHA-1 of what was
+# read, event id ('' = none), how long handled events are remembered in ms, how long to keep the
+# lock for the replies in ms ('0' = release), the Redis server's clock in ms as the caller tracks
+# it ('' = read it with TIME; budget.ServerClock), then the reply budget's interval ms, burst and
+# count ('' = nothing to reserve; see budget.py), then the user's member in the timer schedule (''
+# = leave it) and their earliest due ms ('' = none: removed), then the orders of the events
+# queued behind the holder in its process ('' = none; line.py's `hand_on`). The schedule shard is
+# in another Redis Cluster slot, so only a single Redis gets it here (timers.py sends it beside
+# the commit on a cluster).
 # Returns {status, [clock, wait ms of each reserved reply...]}, the part in brackets when turns
 # were reserved (clock: the server's clock in ms if the script read it with TIME, else 0):
 # status 1 stored (lock released or kept), 2 stored but the lock had been lost meanwhile, 0
@@ -150,16 +175,18 @@ return {1, false, 0, table.concat(repairs, '; '), now, 0, note}
 # after a lost reply finds its own value stored and reports success (and reserves again: its
 # first answer was lost).
 # Everything the script decides on is read by one MGET: the lock, the state, the handled
-# record and the reply budget. MGET answers nil for a key of another type: for each of them
+# record, the reply budget and the line (a released lock is left reserved for the line's
+# earliest waiter, line.py). MGET answers nil for a key of another type: for each of them
 # that reads as "nothing there", and the SET that writes it replaces the foreign value.
 # The handled record (handled.py) is rewritten whole with its expiry: a window after the
 # user's last stored step, so a user who has been quiet that long costs nothing for it.
 WRITE_AND_UNLOCK = (
     GCRA_FUNCTION
     + HANDLED_FUNCTIONS
+    + LINE_FUNCTIONS
     + """
-local found = redis.call('MGET', KEYS[2], KEYS[1], KEYS[3], KEYS[4])
-local holder, current, record, budget = found[1], found[2], found[3], found[4]
+local found = redis.call('MGET', KEYS[2], KEYS[1], KEYS[3], KEYS[4], KEYS[6])
+local holder, current, record, budget, line = found[1], found[2], found[3], found[4], found[5]
 local ours = holder == ARGV[1] or holder == ARGV[1] .. '~'
 local function stored(status)
   if ARGV[10] == nil or ARGV[10] == '' then
@@ -180,7 +207,7 @@ if ARGV[2] ~= '' then
     end
     if digest ~= ARGV[5] then
       if ours then
-        redis.call('DEL', KEYS[2])
+        hand_on(KEYS[2], KEYS[6], line, orders_in(ARGV[15]))
       end
       return {0}
     end
@@ -189,8 +216,8 @@ if ARGV[2] ~= '' then
     else
       redis.call('SET', KEYS[1], ARGV[2])
     end
-    if KEYS[6] then
-      redis.pcall('HDEL', KEYS[6], ARGV[4])
+    if KEYS[7] then
+      redis.pcall('HDEL', KEYS[7], ARGV[4])
     end
   elseif ARGV[3] ~= '0' then
     redis.call('PEXPIRE', KEYS[1], ARGV[3])
@@ -217,7 +244,7 @@ elseif current and ARGV[3] ~= '0' and ours then
 end
 if ours then
   if ARGV[8] == '0' then
-    redis.call('DEL', KEYS[2])
+    hand_on(KEYS[2], KEYS[6], line, orders_in(ARGV[15]))
   end
   if ARGV[2] == '' then
     return {1}

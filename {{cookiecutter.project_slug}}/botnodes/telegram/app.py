@@ -35,6 +35,7 @@ from .redis_connection import RedisClient, create_redis
 from .send_limits import CountStepReplies, KeepSendRate, SendLimiter, StepTurns
 from .settings import BotSettings, TelegramSettings
 from .telegram_limits import KeepWithinLimits, RetryHook, RetryTelegram
+from .update_order import arrival_order
 
 logger = logging.getLogger(__name__)
 
@@ -155,6 +156,8 @@ def create_nodes(
         event_visit=event_visit,
         # A re-delivered update (same message or query id) is handled once.
         event_id=event_id,
+        # Events waiting in different replicas take the user's lock in update_id order.
+        arrival_order=arrival_order,
         settings=NodesSettings(
             dedupe_window=settings.state.dedupe_window,
             state_ttl=settings.state.state_ttl,

@@ -21,6 +21,7 @@ from .events import event_id, event_to_user_id
 from .language import FirstDelivery, Languages, UseUserLanguage, build_language_router
 from .middlewares import AnswerEveryPress, InFlightUpdates, ReplyWhenStateUnavailable
 from .texts import RUNTIME_TEXTS
+from .update_order import NoteUpdateId
 
 
 # aiogram runs non-async filters (including plain `F.text == ...`) in a worker thread via
@@ -97,6 +98,7 @@ def build_dispatcher(
     """
     # botnodes keeps the state, so aiogram's own FSM (and its per-update storage) is off.
     dispatcher = Dispatcher(name=__name__, disable_fsm=True)
+    dispatcher.update.outer_middleware(NoteUpdateId())  # the order across replicas
     if in_flight is not None:
         dispatcher.update.outer_middleware(in_flight)
     dispatcher.callback_query.outer_middleware(AnswerEveryPress())

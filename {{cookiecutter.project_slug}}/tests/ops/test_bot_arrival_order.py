@@ -1,10 +1,9 @@
-"""A user's burst spread over two webhook replicas: nothing lost, but not in arrival order.
+"""A user's burst spread over two webhook replicas: nothing lost, in arrival order.
 
-The Redis lock keeps one event of a user at a time across replicas, not the order they arrived
-in (docs/guarantees.md, "One event per user at a time, in arrival order", its limit): the
-order is shown as an expected failure. What is promised is shown as passing: each update is
-handled once and none is refused, though each waits in one replica for the replies the other
-one paces, far longer than LOCK_WAIT_TIMEOUT.
+Each update is handled once and none is refused, though each waits in one replica for the
+replies the other one paces, far longer than LOCK_WAIT_TIMEOUT; and they run in the order the
+user sent them, not each replica's own first (the user's line in Redis, botnodes/line.py;
+docs/guarantees.md, "One event per user at a time, in arrival order").
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ import signal
 import time
 from dataclasses import dataclass
 
-import pytest
 from redis.asyncio import Redis
 
 from botnodes.testing import FakeBotAPIServer
@@ -74,11 +72,6 @@ async def test_a_burst_over_two_replicas_is_served_each_update_once_none_refused
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="across replicas the Redis lock keeps one event at a time, not arrival order "
-    "(docs/guarantees.md): a replica runs its own queued updates first",
-)
 async def test_a_burst_over_two_replicas_keeps_arrival_order(
     bot_api: FakeBotAPIServer, start_replica: StartReplica, redis_client: Redis, state_key: str
 ) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -22,31 +22,13 @@ from redis.asyncio import Redis
 from botnodes.telegram.invoices import PaymentSettings
 from botnodes.testing import BotTestClient, FakeTelegram, TestUser, message_update
 
-from {{ cookiecutter.project_slug }}.food_api import STAND_IN_PRICE
 from {{ cookiecutter.project_slug }}.main import BOT
 from {{ cookiecutter.project_slug }}.settings import Settings
 
-from ..conftest import RecordingFoodAPI
+from .paying import PaidFoodAPI
 
 ALICE = 7001
 BOB = 7002
-
-
-class PaidFoodAPI(RecordingFoodAPI):
-    """Quotes every item at the stand-in's price and takes paid orders (PAYMENTS=stars)."""
-
-    async def order_food(
-        self,
-        user_id: int,
-        items: Sequence[str],
-        *,
-        idempotency_key: str,
-        payment: Mapping[str, Any] | None = None,
-    ) -> None:
-        await super().order_food(user_id, items, idempotency_key=idempotency_key)
-
-    async def quote(self, user_id: int, items: Sequence[str]) -> list[tuple[str, int]]:
-        return [(item, STAND_IN_PRICE) for item in items]
 
 
 @dataclasses.dataclass
@@ -198,7 +180,7 @@ async def outcome(
         "replies": [(r.text, r.buttons) for r in user.replies()[since:]],
         "node": None if node is None else (type(node).__name__, node._data),
         "language": await bot.one.ctx.languages.of(user.user_id),
-        "orders": [items for user_id, items in bot.food_api.orders if user_id == user.user_id],
+        "orders": [o["items"] for o in bot.food_api.orders if o["user_id"] == user.user_id],
         "refunds": len(bot.telegram.refunds),
     }
 
