@@ -60,6 +60,8 @@ DOMAIN = "localhost"
 SECRET = "compose-webhook-secret_7"
 UPDATES_PATH = "/telegram/updates"
 CADDY_ROOT_CA = "/data/caddy/pki/authorities/local/root.crt"
+#: What `post` returns when a delivery got no answer in 30 s (no HTTP status at all).
+NO_ANSWER = 0
 ALICE = 5001
 BOB = 5002
 GREETING = "Hello, alice! Are you hungry?"
@@ -98,6 +100,13 @@ class WebhookStack:
                 return int(reply.status)
         except urllib.error.HTTPError as error:
             return int(error.code)
+        except (TimeoutError, urllib.error.URLError) as error:
+            # No answer in time: Telegram gives up on the delivery and sends it again later.
+            if isinstance(error, urllib.error.URLError) and not isinstance(
+                error.reason, TimeoutError
+            ):
+                raise
+            return NO_ANSWER
 
     def deliver(self, update: dict[str, Any], attempts: int = 15) -> None:
         """Deliver an update as Telegram does: until a replica answers 200, again after a pause."""
@@ -301,9 +310,10 @@ def test_replicas_stopped_or_restarted_mid_cart_lose_nothing_then_down_v_cleans_
         "Ordered!",
         MAIN_MENU,
     ]
-    # Deliveries that failed were Caddy's 502 for a replica that was away, never a replica's
-    # error: Telegram's next delivery of the same update was then handled once.
-    assert set(stack.failed_deliveries) <= {502}, stack.failed_deliveries
+    # Deliveries that failed were Caddy's 502 for a replica that was away (or, rarely, no
+    # answer from a connection Caddy kept to the restarted one), never a replica's error:
+    # Telegram's next delivery of the same update was then handled once.
+    assert set(stack.failed_deliveries) <= {502, NO_ANSWER}, stack.failed_deliveries
     time.sleep(1)  # a late duplicate would show up here
     assert len(stack.api.sent_texts(BOB)) == 10, stack.api.sent_texts(BOB)
 
