@@ -98,6 +98,16 @@ async def _until_fired(recorder: Any, count: int, timeout: float) -> float:
     return time.perf_counter() - began
 
 
+async def _until_sent(variant: Variant, users: range, timeout: float) -> None:
+    """Wait until each of `users` was sent a reminder (or `timeout`)."""
+    texts = variant.session.telegram.texts
+    began = time.perf_counter()
+    while time.perf_counter() - began < timeout and not all(
+        any(text.startswith(REMINDER_PREFIX) for text in texts.get(uid, [])) for uid in users
+    ):
+        await asyncio.sleep(0.005)
+
+
 def _reminded_once(variant: Variant, users: range) -> int:
     """How many of `users` got exactly one reminder."""
     texts = variant.session.telegram.texts
@@ -206,6 +216,7 @@ async def run(
         await reset_commandstats(variant.redis)
         clock.offset += reminder_after + 1
         firing_s = await _until_fired(recorder, users, PHASE_TIMEOUT_S)
+        await _until_sent(variant, placed, PHASE_TIMEOUT_S)
         await asyncio.sleep(2 * nodes._timer_loop.poll_interval)  # a second firing would show now
         stats = await read_commandstats(variant.redis)
         fired = Counter(name for name, _ in recorder.fired)
@@ -236,6 +247,10 @@ async def run(
         # The first placed reminder falls due in a second, the last `spread` seconds after.
         clock.offset += reminder_after - (time.monotonic() - start) - 1
         await _until_fired(recorder, len(lateness_users), PHASE_TIMEOUT_S)
+        # A firing is recorded before its reply goes out: wait for the replies, then as long
+        # again as in phase 2 for a second firing to show.
+        await _until_sent(variant, lateness_users, PHASE_TIMEOUT_S)
+        await asyncio.sleep(2 * nodes._timer_loop.poll_interval)
         stop.set()
         updates, finished, traffic_errors = await traffic
         traffic_s = time.perf_counter() - traffic_began
