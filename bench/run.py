@@ -92,8 +92,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--profile",
         type=Path,
         metavar="FILE",
-        help="instead of benchmarking, profile botnodes' throughput run with "
-        "pyinstrument into FILE (.html or text)",
+        help="instead of benchmarking, profile the first of --variants' throughput run "
+        "(botnodes by default) into FILE: .html or text with pyinstrument, .prof with cProfile",
     )
     parser.add_argument(
         "--no-gc-freeze",
@@ -364,8 +364,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(report.render_scale(result["scale"], machine(), versions(args.redis_server)))
                 return 0
             if args.profile:
+                variant = args.variants[0]
                 command = worker_command(
-                    args, "botnodes", url, project.name, f"profile-{os.getpid()}", project
+                    args, variant, url, project.name, f"profile-{os.getpid()}", project
                 )
                 result = run_worker([*command, "--profile", str(args.profile.resolve())], project)
                 print(
