@@ -32,7 +32,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if __package__ in (None, ""):  # run as `python bench/run.py`
     sys.path.insert(0, str(REPO_ROOT))
 
-from bench import flows, report, webhook  # noqa: E402
+from bench import flows, instructions, report, webhook  # noqa: E402
 from bench.flows import VARIANTS  # noqa: E402
 
 
@@ -94,6 +94,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="FILE",
         help="instead of benchmarking, profile the first of --variants' throughput run "
         "(botnodes by default) into FILE: .html or text with pyinstrument, .prof with cProfile",
+    )
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="instead of timing: CPU instructions per update of each variant (and --baseline),"
+        " counted by valgrind's callgrind, the same on every run; use a small --users (100)",
     )
     parser.add_argument(
         "--no-gc-freeze",
@@ -221,16 +227,26 @@ def worker_command(
     ]
 
 
-def run_worker(
-    command: list[str], project: Path, settings: dict[str, str] | None = None
-) -> dict[str, Any]:
-    """Run one worker with `project` importable and `settings` in its environment."""
+def worker_env(project: Path, settings: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment a worker runs in: `project` and the bench importable, `settings` set."""
     env = {**os.environ, **(settings or {})}
     env["PYTHONPATH"] = os.pathsep.join(
         [str(project), str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])]
     )
+    return env
+
+
+def run_worker(
+    command: list[str], project: Path, settings: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Run one worker with `project` importable and `settings` in its environment."""
     done = subprocess.run(
-        command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=False
+        command,
+        cwd=REPO_ROOT,
+        env=worker_env(project, settings),
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if done.returncode != 0:
         sys.exit(f"worker failed ({' '.join(command[3:5])}):\n{done.stderr[-4000:]}")
@@ -343,6 +359,26 @@ def run_webhook_bench(args: argparse.Namespace, url: str, project: Path) -> str:
     return webhook.render(results)
 
 
+def run_instructions_bench(
+    args: argparse.Namespace, url: str, project: Path, baseline: Path | None
+) -> str:
+    """Every variant (and the baseline) under callgrind; the report as Markdown."""
+    stamp = f"{os.getpid()}-{int(time.time())}"
+    # The latency and burst phases cancel out between the two runs: keep them short.
+    quick = argparse.Namespace(**{**vars(args), "latency_flows": 1, "burst": 2})
+
+    def prepare(variant: str, users: int) -> tuple[list[str], dict[str, str]]:
+        runs_as, where = ("botnodes", baseline) if variant == BASELINE else (variant, project)
+        assert where is not None
+        sized = argparse.Namespace(**{**vars(quick), "users": users})
+        run_id = f"cg-{stamp}-{variant}-{users}"
+        return worker_command(sized, runs_as, url, where.name, run_id, project), worker_env(where)
+
+    variants = [*args.variants, *([BASELINE] if baseline else [])]
+    results = instructions.per_update(variants, args.users, prepare)
+    return instructions.render(results, args.users, machine(), versions(args.redis_server))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="botnodes-bench-") as tmp:
@@ -362,6 +398,9 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 result = run_worker([*command, "--scale", str(args.scale)], project)
                 print(report.render_scale(result["scale"], machine(), versions(args.redis_server)))
+                return 0
+            if args.instructions:
+                print(run_instructions_bench(args, url, project, baseline))
                 return 0
             if args.profile:
                 variant = args.variants[0]

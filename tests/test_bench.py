@@ -309,3 +309,27 @@ def test_the_payments_run_answers_every_pre_checkout_and_orders_once_per_payment
     for needle in ("Machine:", "Versions:", "Load:", "pre-checkout p99 / ordinary message p99"):
         assert needle in report, f"{needle!r} missing from the payments report"
     assert "PROBLEMS" not in report
+
+
+def test_instructions_per_update_is_the_difference_of_two_counted_runs() -> None:
+    """callgrind counts a loop's extra work: `per_update` divides it by the extra updates."""
+    if shutil.which("valgrind") is None:
+        pytest.fail("bench --instructions needs valgrind: apt-get install valgrind")
+    sys.path.insert(0, str(REPO_ROOT))
+    from bench import instructions
+
+    loop = "x = 0\nfor i in range({}):\n    x += i * i\n"
+
+    def prepare(variant: str, users: int) -> tuple[list[str], dict[str, str]]:
+        work = users * instructions.UPDATES_PER_USER * (1000 if variant == "heavy" else 100)
+        return [sys.executable, "-S", "-c", loop.format(work)], dict(os.environ)
+
+    results = instructions.per_update(["light", "heavy"], 5, prepare)
+    light = results["light"]["instructions_per_update"]
+    heavy = results["heavy"]["instructions_per_update"]
+    # Ten times the loop per "update" costs about ten times the instructions; start-up cancels.
+    assert light > 0
+    assert 8 < heavy / light < 12, (light, heavy)
+    report = instructions.render(results, 5, "machine", "versions", reference="light")
+    assert "| heavy |" in report
+    assert "light: 0.1" in report, report
