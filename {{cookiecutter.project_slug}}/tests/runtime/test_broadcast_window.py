@@ -36,17 +36,6 @@ RATE = 57.0
 LATENCY = Latency(0.15, jitter=1.0)
 
 
-def most_in_a_second(times: list[float]) -> int:
-    """The most of `times` in any one-second window, as the stand-in counts them."""
-    times = sorted(times)
-    most = start = 0
-    for end, at in enumerate(times):
-        while times[start] <= at - 1.0:
-            start += 1
-        most = max(most, end - start + 1)
-    return most
-
-
 async def broadcast(
     settings: Settings, redis: Redis, users: range, jobs: int = 2, job_id: str = "window"
 ) -> tuple[FakeTelegram, TelegramRates, list[str]]:
@@ -76,14 +65,13 @@ async def test_latency_jitter_bunches_no_second_over_the_limit(
 ) -> None:
     """Paced at 0.95 of the limit by when they start, two workers' sends arrive bunched by
     the jitter; the window keeps every second as the stand-in counts it within the limit.
-    Before the window: 429s (about 10 in 240 here)."""
-    users = range(8000, 8240)
+    Before the window: 429s (1 or 2 in 240 in four runs of 240 users; 360 here)."""
+    users = range(8000, 8360)
     telegram, rates, outputs = await broadcast(settings, redis_client, users)
-    assert outputs[0] == "Broadcast window: sent 240, skipped as blocked 0, failed 0\n"
-    sent = [call.at for call in telegram.attempts("sendMessage") if call.ok]
+    assert outputs[0] == "Broadcast window: sent 360, skipped as blocked 0, failed 0\n"
+    sent = [call for call in telegram.attempts("sendMessage") if call.ok]
     assert len(sent) == len(users)
-    assert rates.refused == 0
-    assert most_in_a_second(sent) <= LIMIT
+    assert rates.refused == 0  # no second over the limit as the stand-in counts them
 
 
 async def test_jobs_and_workers_sharing_the_window_never_exceed_the_limit(
@@ -113,8 +101,7 @@ async def test_jobs_and_workers_sharing_the_window_never_exceed_the_limit(
     assert Counter((c.params["text"], c.params["chat_id"]) for c in sent) == Counter(
         (text, user) for text in ("menu", "news") for user in users
     )
-    assert rates.refused == 0
-    assert most_in_a_second([call.at for call in sent]) <= LIMIT
+    assert rates.refused == 0  # no second over the limit as the stand-in counts them
 
 
 async def server_ms(redis: Redis) -> int:
