@@ -15,7 +15,7 @@ from aiogram import Bot
 from redis.asyncio import Redis
 
 from botnodes.telegram.app import add_telegram_rules
-from botnodes.telegram.broadcast import Broadcast
+from botnodes.telegram.broadcast import CLAIM_BATCH, Broadcast
 from botnodes.telegram.broadcast_command import run_job
 from botnodes.telegram.broadcast_job import CLAIMED, FINISH_SCRIPT, SENT
 from botnodes.telegram.bulk_window import HOLD_MS, LEASE_MS, TAKE_SCRIPT, BulkWindow
@@ -160,3 +160,59 @@ async def test_a_place_is_held_until_a_second_after_the_answer(
     assert freed is not None
     assert before + HOLD_MS <= freed <= after + HOLD_MS
     assert await redis_client.hget(job, "7002") == SENT.encode()
+
+
+async def script_calls(redis: Redis) -> int:
+    stats = await redis.info("commandstats")
+    return sum(
+        int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("evalsha", "eval")
+    )
+
+
+class CountingLimiter(SendLimiter):
+    """The real limiter, counting its own script calls (turns asked for outside the window)."""
+
+    bulk_calls = chat_calls = 0
+
+    async def reserve_bulk(self, count: int = 1) -> list[float]:
+        self.bulk_calls += 1
+        return await super().reserve_bulk(count)
+
+    async def reserve_chat(self, chat_id: int, count: int = 1) -> list[float]:
+        self.chat_calls += 1
+        return await super().reserve_chat(chat_id, count)
+
+
+async def test_the_window_costs_no_call_per_send_on_one_redis(
+    settings: Settings, redis_client: Redis
+) -> None:
+    """Each send's place comes with its chat's turn (which `KeepSendRate` then finds taken:
+    it asks for none; before the window it asked once per message) and goes with its
+    outcome's record: per message two script calls, as before. Per batch of 10: its claim
+    and its bulk turns (and a new bulk turn for a send woken late)."""
+    recipients = Recipients(redis_client, settings.state.state_key)
+    users = range(9500, 9540)
+    for user in users:
+        await recipients.add(user)
+    limits = SendLimitSettings(_env_file=None, broadcast_rate=200, broadcast_limit=1000)
+    limiter = CountingLimiter(redis_client, settings.state.state_key, limits)
+    session = FakeSession(FakeTelegram())
+    add_telegram_rules(session, settings.telegram, limiter=limiter)
+    bot = Bot(settings.telegram.bot_token.get_secret_value(), session=session)
+    warm = Broadcast(bot, recipients, limiter, job_id="warm", text=TEXT)  # loads the scripts
+    assert await run_job(warm, "warm", dry_run=False, out=io.StringIO()) == 0
+    limiter.bulk_calls = limiter.chat_calls = 0
+    job = Broadcast(bot, recipients, limiter, job_id="cost", text=TEXT)
+    before = await script_calls(redis_client)
+    assert await run_job(job, "cost", dry_run=False, out=io.StringIO()) == 0
+    calls = await script_calls(redis_client) - before
+    per_shard = Counter(recipients.shard_of(user) for user in users)
+    claims = sum(-(-count // CLAIM_BATCH) for count in per_shard.values())
+    assert limiter.chat_calls == 0
+    assert calls == claims + limiter.bulk_calls + 2 * len(users)
+    window = BulkWindow(redis_client, limiter)
+    now = await server_ms(redis_client)
+    held = await redis_client.zrange(window.key, 0, -1, withscores=True)
+    # The places not yet past their second: each freed by its record, none left on a lease.
+    assert held
+    assert all(score <= now + HOLD_MS for _, score in held)
