@@ -216,3 +216,28 @@ async def test_the_window_costs_no_call_per_send_on_one_redis(
     # The places not yet past their second: each freed by its record, none left on a lease.
     assert held
     assert all(score <= now + HOLD_MS for _, score in held)
+
+
+async def test_on_a_cluster_the_place_is_taken_and_freed_by_calls_of_their_own(
+    settings: Settings, redis_client: Redis
+) -> None:
+    """The window's key is in the {bulk} slot, the chat's and the record's in others: on a
+    Redis Cluster (here: a job told so) the place is taken and freed by scripts of their own
+    and the chat's turn is asked for by `KeepSendRate`, as before the window."""
+    recipients = Recipients(redis_client, settings.state.state_key)
+    users = range(9600, 9620)
+    for user in users:
+        await recipients.add(user)
+    limits = SendLimitSettings(_env_file=None, broadcast_rate=200, broadcast_limit=1000)
+    limiter = CountingLimiter(redis_client, settings.state.state_key, limits)
+    session = FakeSession(FakeTelegram())
+    add_telegram_rules(session, settings.telegram, limiter=limiter)
+    bot = Bot(settings.telegram.bot_token.get_secret_value(), session=session)
+    job = Broadcast(bot, recipients, limiter, job_id="cluster", text=TEXT)
+    job._window.folded = False
+    assert await run_job(job, "cluster", dry_run=False, out=io.StringIO()) == 0
+    assert limiter.chat_calls == len(users)
+    now = await server_ms(redis_client)
+    held = await redis_client.zrange(job._window.key, 0, -1, withscores=True)
+    assert held  # taken, and freed by calls of their own: none left on a lease
+    assert all(score <= now + HOLD_MS for _, score in held)
