@@ -242,3 +242,30 @@ async def test_on_a_cluster_the_place_is_taken_and_freed_by_calls_of_their_own(
     held = await redis_client.zcard(job._window.key)
     assert held > 0
     assert await redis_client.zcount(job._window.key, "-inf", now + HOLD_MS) == held
+
+
+async def test_a_429_frees_the_place_and_the_retry_takes_a_new_one(
+    settings: Settings, redis_client: Redis
+) -> None:
+    """A send answered 429 (Telegram delivered nothing) frees its place, is waited out with
+    the job and takes a new place: none is left held on its lease."""
+    recipients = Recipients(redis_client, settings.state.state_key)
+    users = range(9700, 9706)
+    for user in users:
+        await recipients.add(user)
+    telegram = FakeTelegram()
+    telegram.fail("sendMessage", status=429, retry_after=1, match=lambda p: p["chat_id"] == 9703)
+    session = FakeSession(telegram)
+    add_telegram_rules(session, settings.telegram)
+    bot = Bot(settings.telegram.bot_token.get_secret_value(), session=session)
+    limits = SendLimitSettings(_env_file=None, broadcast_rate=100, broadcast_limit=3)
+    limiter = SendLimiter(redis_client, settings.state.state_key, limits)
+    job = Broadcast(bot, recipients, limiter, job_id="flood", text=TEXT)
+    assert await run_job(job, "flood", dry_run=False, out=io.StringIO()) == 0
+    attempts = [c.ok for c in telegram.attempts("sendMessage") if c.params["chat_id"] == 9703]
+    assert attempts == [False, True]
+    now = await server_ms(redis_client)
+    key = BulkWindow(redis_client, limiter).key
+    held = await redis_client.zcard(key)
+    assert held > 0
+    assert await redis_client.zcount(key, "-inf", now + HOLD_MS) == held
