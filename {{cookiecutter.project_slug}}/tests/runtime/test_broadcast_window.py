@@ -36,6 +36,14 @@ RATE = 57.0
 LATENCY = Latency(0.15, jitter=1.0)
 
 
+def bot_of(settings: Settings, telegram: FakeTelegram, limiter: SendLimiter | None = None) -> Bot:
+    """A Bot answered by `telegram` with the runtime's rules (and `KeepSendRate`, given a
+    limiter: the chat's turns a broadcast message takes, as `App` installs it)."""
+    session = FakeSession(telegram)
+    add_telegram_rules(session, settings.telegram, limiter=limiter)
+    return Bot(settings.telegram.bot_token.get_secret_value(), session=session)
+
+
 async def broadcast(
     settings: Settings, redis: Redis, users: range, jobs: int = 2, job_id: str = "window"
 ) -> tuple[FakeTelegram, TelegramRates, list[str]]:
@@ -46,9 +54,7 @@ async def broadcast(
         await recipients.add(user)
     telegram = FakeTelegram(latency=LATENCY)
     rates = telegram.enforce_rates(TelegramRates(per_second=LIMIT, chat_burst=10))
-    session = FakeSession(telegram)
-    add_telegram_rules(session, settings.telegram)
-    bot = Bot(settings.telegram.bot_token.get_secret_value(), session=session)
+    bot = bot_of(settings, telegram)
     limits = SendLimitSettings(_env_file=None, broadcast_rate=RATE, broadcast_limit=LIMIT)
     limiter = SendLimiter(redis, settings.state.state_key, limits)
     workers = [Broadcast(bot, recipients, limiter, job_id=job_id, text=TEXT) for _ in range(jobs)]
@@ -86,9 +92,7 @@ async def test_jobs_and_workers_sharing_the_window_never_exceed_the_limit(
         await recipients.add(user)
     telegram = FakeTelegram(latency=Latency(0.02, jitter=1.0))
     rates = telegram.enforce_rates(TelegramRates(per_second=LIMIT, chat_burst=10))
-    session = FakeSession(telegram)
-    add_telegram_rules(session, settings.telegram)
-    bot = Bot(settings.telegram.bot_token.get_secret_value(), session=session)
+    bot = bot_of(settings, telegram)
     limits = SendLimitSettings(_env_file=None, broadcast_rate=2 * LIMIT, broadcast_limit=LIMIT)
     runs = []
     for job_id in ("menu", "news"):
@@ -196,9 +200,7 @@ async def test_the_window_costs_no_call_per_send_on_one_redis(
         await recipients.add(user)
     limits = SendLimitSettings(_env_file=None, broadcast_rate=200, broadcast_limit=1000)
     limiter = CountingLimiter(redis_client, settings.state.state_key, limits)
-    session = FakeSession(FakeTelegram())
-    add_telegram_rules(session, settings.telegram, limiter=limiter)
-    bot = Bot(settings.telegram.bot_token.get_secret_value(), session=session)
+    bot = bot_of(settings, FakeTelegram(), limiter)
     warm = Broadcast(bot, recipients, limiter, job_id="warm", text=TEXT)  # loads the scripts
     assert await run_job(warm, "warm", dry_run=False, out=io.StringIO()) == 0
     limiter.bulk_calls = limiter.chat_calls = 0
@@ -230,9 +232,7 @@ async def test_on_a_cluster_the_place_is_taken_and_freed_by_calls_of_their_own(
         await recipients.add(user)
     limits = SendLimitSettings(_env_file=None, broadcast_rate=200, broadcast_limit=1000)
     limiter = CountingLimiter(redis_client, settings.state.state_key, limits)
-    session = FakeSession(FakeTelegram())
-    add_telegram_rules(session, settings.telegram, limiter=limiter)
-    bot = Bot(settings.telegram.bot_token.get_secret_value(), session=session)
+    bot = bot_of(settings, FakeTelegram(), limiter)
     job = Broadcast(bot, recipients, limiter, job_id="cluster", text=TEXT)
     job._window.folded = False
     assert await run_job(job, "cluster", dry_run=False, out=io.StringIO()) == 0
@@ -255,9 +255,7 @@ async def test_a_429_frees_the_place_and_the_retry_takes_a_new_one(
         await recipients.add(user)
     telegram = FakeTelegram()
     telegram.fail("sendMessage", status=429, retry_after=1, match=lambda p: p["chat_id"] == 9703)
-    session = FakeSession(telegram)
-    add_telegram_rules(session, settings.telegram)
-    bot = Bot(settings.telegram.bot_token.get_secret_value(), session=session)
+    bot = bot_of(settings, telegram)
     limits = SendLimitSettings(_env_file=None, broadcast_rate=100, broadcast_limit=3)
     limiter = SendLimiter(redis_client, settings.state.state_key, limits)
     job = Broadcast(bot, recipients, limiter, job_id="flood", text=TEXT)
