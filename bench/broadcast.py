@@ -1,7 +1,9 @@
-"""Broadcast benchmark: `python bench/broadcast.py [--users 10000] [--limit 30]`.
+"""Broadcast benchmark: `python bench/broadcast.py [--users 10000] [--limit 30] [--latency MS]`.
 
 Bakes the template, starts a private `redis-server` and the bake's own Bot API stand-in over
-HTTP with Telegram's rates enforced (`--limit` messages per second overall, per-chat buckets),
+HTTP with Telegram's rates enforced (`--limit` messages per second overall, per-chat buckets;
+the bot's BROADCAST_LIMIT too; `--latency` a network delay each way of a call, jittered by
++-50 %, so sends started evenly arrive bunched),
 registers `--users` users (1 % of them blocked), then runs `python -m <package> broadcast` as
 two processes on one job, SIGKILLs one of them after `--kill-at` of the users got the message
 and starts it again, as an operator would. Prints the achieved rate as a fraction of the
@@ -41,6 +43,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--limit", type=int, default=30, help="the stand-in's messages/s")
     parser.add_argument(
         "--rate", type=float, default=29.0, help="BROADCAST_RATE of the bot (messages/s)"
+    )
+    parser.add_argument(
+        "--latency", type=float, default=0.0, help="the stand-in's delay each way (ms, +-50 %%)"
     )
     parser.add_argument(
         "--kill-at", type=float, default=0.3, help="share delivered when one process is killed"
@@ -83,6 +88,8 @@ async def run(args: argparse.Namespace, project: Path, redis_url: str) -> dict[s
     server = fake.FakeBotAPIServer(TOKEN)
     await server.start()
     rates = server.telegram.enforce_rates(fake.TelegramRates(per_second=args.limit))
+    if args.latency > 0:
+        server.telegram.latency = fake.Latency(args.latency / 1000)
     blocked = await register(redis_url, args.users)
     env = {
         **os.environ,
@@ -92,6 +99,7 @@ async def run(args: argparse.Namespace, project: Path, redis_url: str) -> dict[s
         "REDIS_URL": redis_url,
         "STATE_KEY": "bench",
         "BROADCAST_RATE": str(args.rate),
+        "BROADCAST_LIMIT": str(args.limit),
     }
     command = [sys.executable, "-m", package, "broadcast", "--id", "bench", "--text", TEXT]
 
@@ -148,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     got: Counter[int] = result["got"]
     print(
         f"users {args.users}, blocked {len(result['blocked'])}, limit {args.limit}/s, "
-        f"BROADCAST_RATE {args.rate}, wall {wall:.0f}s"
+        f"BROADCAST_RATE {args.rate}, latency {args.latency:g} ms, wall {wall:.0f}s"
     )
     for output in result["outputs"]:
         print(output.strip().splitlines()[-1] if output.strip() else "(no output)")

@@ -10,7 +10,10 @@
 - Pace: each message takes a turn from the bulk budget (`BROADCAST_RATE` per second for all
   processes together) and from its chat's budget (send_limits.py), so neither Telegram's
   global nor its per-chat limit is hit; a send that missed its turn (a stalled loop) takes a
-  new one rather than go out bunched with the next; a 429 that comes anyway is waited out.
+  new one rather than go out bunched with the next. It then takes a place in the bulk window
+  (`BROADCAST_LIMIT` in any second, bulk_window.py): messages that arrive bunched (latency
+  jitter) never make a second with more than Telegram counts. A 429 that comes anyway is
+  waited out.
 - Once per user: before a message goes out, its user is claimed in the job's record
   (one hash per shard and job, next to the shard's set). A user already in the record is
   never sent the job again: a second process running the same job takes the users the
@@ -71,6 +74,7 @@ from .broadcast_job import (
     patiently,
 )
 from .broadcast_report import Counts
+from .bulk_window import BulkWindow
 from .language import Languages
 from .metrics import BotMetrics
 from .recipients import SHARDS, Recipients
@@ -114,6 +118,9 @@ class Broadcast:
         self._claim = self._redis.register_script(CLAIM_SCRIPT)
         self._finish = self._redis.register_script(FINISH_SCRIPT)
         self._pause_job = self._redis.register_script(PAUSE_SCRIPT)
+        self._window = BulkWindow(self._redis, limiter)
+        #: Each send's place in the window, by user (a job sends a user one message).
+        self._places: dict[int, str] = {}
         self._stopping = asyncio.Event()
         # Sends of this process never closer together than the bulk rate allows: a loop that
         # lagged makes them late, not bunched (Telegram counts what arrives in a second).
@@ -209,7 +216,7 @@ class Broadcast:
 
     async def _send(self, shard: int, user: int, at: float) -> None:
         try:
-            await self._take_turn(at)
+            await self._take_turn(at, user)
             outcome = await self._deliver(user)
         except (RedisError, OSError) as error:  # its turn could not be had: nothing was sent
             logger.warning("Broadcast %s: user %s not sent (%s)", self._job_id, user, error)
@@ -218,8 +225,15 @@ class Broadcast:
             self._recipients.job_key(shard, self._job_id),
             self._recipients.blocked_key(shard),
         ]
+        args: list[Any] = [user, outcome]
+        place = self._places.pop(user, None)
+        if place is not None and self._window.folded:  # freed by the outcome's record
+            keys.append(self._window.key)
+            args.append(place)
+        elif place is not None:
+            await self._free(place)
         try:
-            pause_ms = await patiently(lambda: self._finish(keys=keys, args=[user, outcome]))
+            pause_ms = await patiently(lambda: self._finish(keys=keys, args=args))
         except (RedisError, OSError) as error:  # Redis away past REDIS_PATIENCE
             logger.error(
                 "Broadcast %s: user %s's outcome (%s) could not be recorded: %s",
@@ -236,8 +250,9 @@ class Broadcast:
             name = {SENT: "sent", BLOCKED: "blocked", FAILED: "failed", UNKNOWN: "unconfirmed"}
             self._metrics.broadcast_messages.labels(name[outcome]).inc()
 
-    async def _take_turn(self, at: float) -> None:
-        """Wait for the turn at loop time `at`; a turn missed, take a new one.
+    async def _take_turn(self, at: float, user: int) -> None:
+        """Wait for the turn at loop time `at`; a turn missed, take a new one. Then take a
+        place in the bulk window for the send to `user` (kept in `_places`).
 
         After a stall of this loop (or of Redis) several sends wake up late at once. Sent
         then, they would reach Telegram together with the other process's on-time sends and
@@ -249,18 +264,39 @@ class Broadcast:
         if loop.time() - at > self._gap:
             [wait] = await patiently(lambda: self._limiter.reserve_bulk(1))
             await self._limiter.wait("bulk", wait)
-        await self._keep_apart()
+        self._places[user] = await self._keep_apart(user)
 
-    async def _keep_apart(self) -> None:
+    async def _keep_apart(self, user: int) -> str:
+        """Space this process's sends, wait out a pause, and take a place in the window
+        (one send at a time: while the window is full, one asks for a place)."""
         loop = asyncio.get_running_loop()
         async with self._pacing:
+            place = None
             # A pause heard of while waiting (a 429 here or in another process) counts too.
             for _ in range(FLOOD_TRIES):
                 gap = max(self._last_send + self._gap, self._paused_until) - loop.time()
-                if gap <= 0:
+                if gap > 0:
+                    await asyncio.sleep(gap)
+                    continue
+                place = await patiently(lambda: self._window.take(user))
+                if self._paused_until <= loop.time():
                     break
-                await asyncio.sleep(gap)
+                await self._free(place)  # a pause heard while waiting for the place
+                place = None
+            if place is None:
+                place = await patiently(lambda: self._window.take(user))
             self._last_send = loop.time()
+            return place
+
+    async def _free(self, place: str) -> None:
+        """Free a place with a call of its own (a 429, or a cluster); if Redis is away, its
+        lease frees it."""
+        try:
+            await patiently(lambda: self._window.free(place))
+        except (RedisError, OSError) as error:
+            logger.warning(
+                "Broadcast %s: a window place is held until its lease (%s)", self._job_id, error
+            )
 
     async def _pause(self, seconds: float) -> None:
         """A 429: nobody is sent anything for `seconds`, in this process or any other.
@@ -302,9 +338,10 @@ class Broadcast:
                 # Telegram's flood control (it delivered nothing): everybody waits as asked,
                 # then this message takes a new bulk turn, after the pause.
                 logger.warning("Broadcast %s: 429, paused for %ss", self._job_id, error.retry_after)
+                await self._free(self._places.pop(user))
                 await self._pause(float(error.retry_after))
                 [wait] = await patiently(lambda: self._limiter.reserve_bulk(1))
-                await self._take_turn(asyncio.get_running_loop().time() + wait)
+                await self._take_turn(asyncio.get_running_loop().time() + wait, user)
                 continue
             except TelegramForbiddenError as error:
                 logger.info("Broadcast %s: user %s blocked the bot (%s)", self._job_id, user, error)

@@ -15,6 +15,8 @@ from typing import TypeVar
 
 from redis.exceptions import RedisError
 
+from .bulk_window import WINDOW_FUNCTIONS
+
 logger = logging.getLogger("botnodes.telegram.broadcast")
 
 T = TypeVar("T")
@@ -75,11 +77,14 @@ local function pause_left()
 end
 """
 
-#: KEYS: the job's record, the shard's blocked set. ARGV: user, outcome (s, b, f, u).
+#: KEYS: the job's record, the shard's blocked set[, the bulk window]. ARGV: user, outcome
+#: (s, b, f, u)[, the send's place in the window: freed a second from now, bulk_window.py].
 #: Repeated (its answer lost), it finds the user no longer claimed and changes nothing.
 FINISH_SCRIPT = (
-    _PAUSE_LEFT
+    WINDOW_FUNCTIONS
+    + _PAUSE_LEFT
     + """
+if KEYS[3] then free_place(KEYS[3], ARGV[3]) end
 if redis.call('HGET', KEYS[1], ARGV[1]) ~= 'c' then return pause_left() end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HINCRBY', KEYS[1], '#c', -1)

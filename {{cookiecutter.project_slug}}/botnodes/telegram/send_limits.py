@@ -125,6 +125,9 @@ class SendLimiter:
         self.chat = Budget("chat", round(1000 / settings.chat_rate), settings.chat_burst)
         self.group = Budget("group", round(60_000 / settings.group_rate), settings.chat_burst)
         self.bulk = Budget("bulk", round(1000 / settings.broadcast_rate), 1)
+        #: Most broadcast messages in any second as Telegram counts them (bulk_window.py).
+        self.bulk_limit = settings.broadcast_limit
+        self.bulk_key = f"{key_prefix}:send:" + hash_tag("bulk")
 
     def chat_key(self, chat_id: int) -> str:
         # The chat id is the hash tag, as in botnodes' keys of that user: the same slot.
@@ -140,7 +143,7 @@ class SendLimiter:
 
     async def reserve_bulk(self, count: int = 1) -> list[float]:
         """Turns for `count` broadcast messages from the budget all processes share."""
-        return await self._reserve(f"{self._prefix}:send:" + hash_tag("bulk"), self.bulk, count)
+        return await self._reserve(self.bulk_key, self.bulk, count)
 
     async def _reserve(self, key: str, budget: Budget, count: int) -> list[float]:
         args = [budget.interval_ms, budget.burst, count]
@@ -176,6 +179,17 @@ def expect_reply(chat_id: int) -> None:
     step = _step.get()
     if step is not None:
         step.expected[chat_id] = step.expected.get(chat_id, 0) + 1
+
+
+def use_turn(chat_id: int, at: float) -> None:
+    """A turn of `chat_id`'s budget reserved by another script call (the bulk window's): the
+    next message to it sent in this context waits until loop time `at` without asking Redis.
+    """
+    step = _step.get()
+    if step is None:
+        step = StepReplies()
+        _step.set(step)
+    step.turns.setdefault(chat_id, deque()).append(at)
 
 
 class CountStepReplies(BaseMiddleware):

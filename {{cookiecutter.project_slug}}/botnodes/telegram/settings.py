@@ -252,6 +252,9 @@ class SendLimitSettings(BaseSettings):
     chat_burst: int = Field(default=3, ge=1, le=20)
     # Broadcast messages per second, all processes together; Telegram's bulk limit is ~30.
     broadcast_rate: float = Field(default=25.0, gt=0, le=1000)
+    # Most broadcast messages in any second as Telegram counts them (when they arrive),
+    # all processes together: Telegram's bulk limit (bulk_window.py).
+    broadcast_limit: int = Field(default=30, ge=1, le=1000)
 
 
 class MetricsSettings(BaseSettings):

@@ -134,6 +134,8 @@ async def test_one_call_reserves_a_burst_then_the_sustained_rate(
         ("CHAT_BURST=0", "CHAT_BURST: Input should be greater than or equal to 1"),
         ("CHAT_RATE=fast", "CHAT_RATE: Input should be a valid number"),
         ("BROADCAST_RATE=0", "BROADCAST_RATE: Input should be greater than 0"),
+        ("BROADCAST_LIMIT=0", "BROADCAST_LIMIT: Input should be greater than or equal to 1"),
+        ("BROADCAST_LIMIT=1001", "BROADCAST_LIMIT: Input should be less than or equal to 1000"),
         ("GROUP_RATE=601", "GROUP_RATE: Input should be less than or equal to 600"),
     ],
 )
@@ -142,7 +144,14 @@ def test_a_bad_send_limit_setting_is_one_line(
 ) -> None:
     env = tmp_path / ".env"
     env.write_text(f"BOT_TOKEN=1:abc\n{line}\n", encoding="utf-8")
-    for name in ("CHAT_BURST", "CHAT_RATE", "BROADCAST_RATE", "GROUP_RATE", "BOT_TOKEN"):
+    for name in (
+        "CHAT_BURST",
+        "CHAT_RATE",
+        "BROADCAST_RATE",
+        "BROADCAST_LIMIT",
+        "GROUP_RATE",
+        "BOT_TOKEN",
+    ):
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(ConfigError) as caught:
         load_settings(Settings, env)

@@ -38,7 +38,7 @@ from .calls import (
 )
 from .chats import MAX_CALLBACK_ANSWER_LENGTH, MAX_CALLBACK_DATA_BYTES, MAX_MESSAGE_LENGTH
 from .fake_telegram import FakeTelegram
-from .faults import RATED_METHODS, TelegramRates
+from .faults import RATED_METHODS, Latency, TelegramRates
 from .invoices import MAX_INVOICE_DESCRIPTION, MAX_INVOICE_PAYLOAD_BYTES, MAX_INVOICE_TITLE, STARS
 from .server import FakeBotAPIServer
 from .session import FakeSession
@@ -59,6 +59,7 @@ __all__ = [
     "FakeBotAPIServer",
     "FakeSession",
     "FakeTelegram",
+    "Latency",
     "Params",
     "Refusal",
     "Stalled",

@@ -14,7 +14,7 @@ from typing import Any
 
 from .calls import BOT_USER, ApiCall, Dropped, Params, Refusal, Stalled, UnknownMethodError
 from .chats import Chats
-from .faults import RATED_METHODS, Failure, TelegramRates
+from .faults import RATED_METHODS, Failure, Latency, TelegramRates
 from .invoices import Invoices
 
 
@@ -24,6 +24,9 @@ class FakeTelegram(Invoices, Chats):
 
     #: Telegram's flood control, once `enforce_rates()` turned it on.
     rates: TelegramRates | None = None
+    #: The network's delay each way of a call, with jitter (none unless set): the session
+    #: and the HTTP server wait it out around `answer`.
+    latency: Latency | None = None
     _failures: list[Failure] = field(default_factory=list)
 
     def fail(

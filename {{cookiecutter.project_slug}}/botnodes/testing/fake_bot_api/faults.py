@@ -7,8 +7,10 @@ carried out (`FakeTelegram.answer` decides which).
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import math
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -97,3 +99,28 @@ class TelegramRates:
         self.refused += 1
         retry_after = max(1, math.ceil(wait))
         raise Refusal(429, f"Too Many Requests: retry after {retry_after}", retry_after)
+
+
+@dataclass(frozen=True)
+class Latency:
+    """The network between the bot and Telegram: each call waits `seconds` (times a random
+    factor in 1 +- `jitter`) before the stand-in takes it, and again before its answer.
+
+    Telegram counts a message when it arrives: sends started evenly arrive bunched when
+    their trips differ, which is how a bot paced under 30 a second still meets 429s.
+    Off unless `FakeTelegram.latency` is set (tests, `bench/broadcast.py --latency`).
+    """
+
+    seconds: float
+    jitter: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.seconds < 0 or not 0 <= self.jitter <= 1:
+            raise ValueError(
+                f"Latency({self.seconds}, {self.jitter}): need seconds >= 0, 0 <= jitter <= 1"
+            )
+
+    async def trip(self) -> None:
+        """One way of a call (to Telegram, or its answer back)."""
+        spread = random.uniform(1 - self.jitter, 1 + self.jitter)  # noqa: S311 - not a secret
+        await asyncio.sleep(self.seconds * spread)

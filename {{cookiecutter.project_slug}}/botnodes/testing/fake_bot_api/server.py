@@ -136,6 +136,17 @@ class FakeBotAPIServer:
             )
         method = request.match_info["method"]
         params = await self._params(request)
+        latency = self.telegram.latency
+        if latency is None or method == "getUpdates":
+            return await self._answer(request, method, params)
+        await latency.trip()  # the way to Telegram
+        response = await self._answer(request, method, params)
+        await latency.trip()  # and the answer's way back
+        return response
+
+    async def _answer(
+        self, request: web.Request, method: str, params: Params
+    ) -> web.StreamResponse:
         if method == "getUpdates":
             async with self._changed:
                 self.telegram.calls.append(ApiCall(method, params))

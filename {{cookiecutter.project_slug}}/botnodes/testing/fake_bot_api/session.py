@@ -48,6 +48,9 @@ class FakeSession(BaseSession):
             if (prepared := self.prepare_value(value, bot=bot, files=files, _dumps_json=False))
             is not None
         }
+        latency = self.telegram.latency
+        if latency is not None:
+            await latency.trip()
         try:
             result = self.telegram.answer(method.__api_method__, params)
         except Dropped:
@@ -58,8 +61,12 @@ class FakeSession(BaseSession):
             # aiogram turns the error body into TelegramBadRequest, TelegramRetryAfter, ...
             # (a body that is not JSON into ClientDecodeError, as from the network)
             raw = refusal.raw if refusal.raw is not None else json.dumps(refusal.body())
+            if latency is not None:
+                await latency.trip()  # the refusal's way back
             self.check_response(bot, method, refusal.status, raw)
             raise AssertionError("check_response accepted an error") from None
+        if latency is not None:
+            await latency.trip()  # the answer's way back
         # Validated by aiogram's own response model, as an HTTP answer would be.
         response = _response_type(method.__returning__).model_validate(
             {"ok": True, "result": result}, context={"bot": bot}
