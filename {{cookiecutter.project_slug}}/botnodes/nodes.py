@@ -33,10 +33,12 @@ from .nodes_user import NodesUser
 from .observer import NodesObserver, Notify
 from .outbox import Outbox, collecting
 from .queue import Turns
+from .redis_watch import RedisProbe
 from .settings import NodesSettings, NodesTuning, settings_from
 from .step import AnyNode, NodeSteps, Outcome
 from .storage import LockRider, RedisClient, StateStore
-from .timers import PendingTimers, TimerLoop, TimerSchedule
+from .timer_loop import TimerLoop
+from .timers import PendingTimers, TimerSchedule
 
 logger = logging.getLogger("botnodes")
 
@@ -141,6 +143,8 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
             poll_interval=settings.timer_poll_interval,
             now_ms=self._steps.now_ms,
             on_redis_error=lambda: self._notify(self._notify.observer.redis_error),
+            probe=RedisProbe(redis_client.ping),
+            redis_deadline=settings.redis_deadline,
         )
         self._locks: UserLocks[UserIdT] = UserLocks(
             self._store,
