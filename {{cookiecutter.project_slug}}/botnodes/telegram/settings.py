@@ -252,6 +252,9 @@ class SendLimitSettings(BaseSettings):
     chat_burst: int = Field(default=3, ge=1, le=20)
     # Broadcast messages per second, all processes together; Telegram's bulk limit is ~30.
     broadcast_rate: float = Field(default=25.0, gt=0, le=1000)
+    # Seconds a broadcast waits for a Redis that does not answer (each call cut after a few
+    # seconds and tried again) before it stops with one line; a rerun resumes it.
+    broadcast_redis_patience: float = Field(default=60.0, gt=0, le=3600)
 
 
 class MetricsSettings(BaseSettings):

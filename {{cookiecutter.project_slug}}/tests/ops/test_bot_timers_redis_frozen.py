@@ -56,9 +56,8 @@ async def alice_waits_for_her_lock(bot_api: FakeBotAPIServer, redis: Redis, stat
     """Alice and Bob in the cart; Alice's lock held by another process when her reminder
     fires, so her firing is waiting on Redis (for the lock) when the test freezes it."""
     await to_hungry_with_pizza(bot_api, ALICE)
-    lock = (
-        f"{state_key}:" + "{" + f"{ALICE}" + "}:lock"
-    )  # Jinja renders this file: no braces doubled
+    # Jinja renders this file: no doubled braces.
+    lock = f"{state_key}:" + "{" + str(ALICE) + "}:lock"
     await redis.set(lock, "0123abcd:1", px=15_000)  # a token of another process
     await to_hungry_with_pizza(bot_api, BOB)
     # Alice's reminder was armed first: it was claimed no later than Bob's, which went out.
