@@ -28,6 +28,7 @@ from .errors import (
     UserBusyError,
 )
 from .redis_watch import RedisProbe, stored_or_cut, watch_saving
+from .settings import NodesSettings
 from .timers import GivenBack, TimerSchedule
 
 logger = logging.getLogger("botnodes")
@@ -49,7 +50,7 @@ class TimerLoop:
     """One process's poller: claims the users whose timers are due and fires each one.
 
     `fire` runs a claimed user's timer as a step of theirs (`Nodes` passes its own); a failure
-    is logged and leaves the claim to expire, so the timer fires again `claim_ttl_ms` later;
+    is logged and leaves the claim to expire, so the timer fires again `timer_claim_ttl` later;
     a failure on Redis gives the claim back once Redis answers (see the module).
 
     The loop never waits for a firing: each runs in a task of its own and waits only on its own
@@ -64,21 +65,20 @@ class TimerLoop:
         schedule: TimerSchedule,
         fire: Callable[[Any], Awaitable[object]],
         *,
-        claim_ttl_ms: int,
-        poll_interval: float,
+        settings: NodesSettings,
         now_ms: Callable[[], int],
         on_redis_error: Callable[[], None],
-        probe: RedisProbe,
-        redis_deadline: float,
+        ping: Callable[[], Awaitable[object]],
     ) -> None:
         self._schedule = schedule
         self._fire = fire
-        self._claim_ttl_ms = claim_ttl_ms
-        self._poll_interval = poll_interval
+        self._claim_ttl_ms = settings.timer_claim_ttl_ms
+        self._poll_interval = settings.timer_poll_interval
         self._now_ms = now_ms
         self._on_redis_error = on_redis_error
-        self._probe = probe
-        self._redis_deadline = redis_deadline
+        #: Asked whether Redis answers once a claim or firing waited `redis_deadline` on it.
+        self._probe = RedisProbe(ping)
+        self._redis_deadline = settings.redis_deadline
         self._firings: set[asyncio.Task[None]] = set()
         self._room = asyncio.Event()
         self._room.set()
