@@ -4,7 +4,7 @@ SIGSTOP, the poller of `run_timers` running on the test clock (timers_support.py
 Nothing is lost or doubled: a claim or firing Redis does not serve is given back once Redis
 answers, and fires then (not after `timer_claim_ttl`, which the test clock never reaches);
 the outage is one line in the log; stopping the poller while Redis is frozen does not wait
-for it.
+for it. GIVE_BACK itself is tested on the suite's Redis.
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from botnodes import Nodes
+from botnodes.timers import GivenBack, TimerSchedule
 
 from ..conftest import RedisServer
-from .timers_support import Clock, Ctx, Msg, clock, ctx, make
+from .timers_support import Clock, Ctx, Msg, clock, ctx, make, schedule
 
 __all__ = ["clock", "ctx"]  # the fixtures, from timers_support.py
 
@@ -145,3 +146,27 @@ async def test_a_firing_cut_while_redis_is_frozen_gives_its_claim_back(
     assert len(lines) == 2, lines
     assert lines[0].startswith("timer of user 1 not fired")
     assert lines[1].startswith("Redis answers again")
+
+
+async def test_a_claim_given_back_is_due_again_unless_its_score_moved_since(
+    redis_client: Redis, state_key: str
+) -> None:
+    """GIVE_BACK: the users a claim took (all of them, or those named) are due again at the
+    score given, except one a step or another claim scored since; repeating it changes
+    nothing."""
+    timers = TimerSchedule(
+        redis_client, state_key, shards=1, run=lambda script, keys, args: script(keys, args)
+    )
+    key = timers.shard_key(0)
+    for user, due in ((1, 1000), (2, 1000), (3, 5000)):
+        await timers.set(user, due)
+    assert sorted(await timers.claim(2000, 30_000, 100)) == [(1, 1000), (2, 1000)]
+    await timers.set(2, 40_000)  # a step of user 2 since
+    assert await timers.give_back([GivenBack(key, 32_000, 2000)]) == 1
+    assert await schedule(redis_client, state_key) == {"1": 2000, "2": 40_000, "3": 5000}
+
+    assert await timers.claim(2000, 30_000, 100) == [(1, 2000)]
+    named = GivenBack(key, 32_000, 1000, (timers.member(1),))
+    assert await timers.give_back([named]) == 1
+    assert await timers.give_back([named]) == 0  # already given back
+    assert (await schedule(redis_client, state_key))["1"] == 1000
