@@ -3,8 +3,8 @@ SIGSTOP, the poller of `run_timers` running on the test clock (timers_support.py
 
 Nothing is lost or doubled: a claim or firing Redis does not serve is given back once Redis
 answers, and fires then (not after `timer_claim_ttl`, which the test clock never reaches);
-the outage is one line in the log; stopping the poller while Redis is frozen does not wait
-for it. GIVE_BACK itself is tested on the suite's Redis.
+the outage is one line in the log (a bot stopped meanwhile: ops/test_bot_timers_redis_frozen.py).
+GIVE_BACK itself is tested on the suite's Redis.
 """
 
 from __future__ import annotations
