@@ -69,7 +69,7 @@ async def run_job(job: Broadcast, job_id: str, *, dry_run: bool, out: TextIO) ->
                 if not worker.done():
                     worker.cancel()
                     await asyncio.wait([worker], timeout=CANCEL_GRACE)
-                    return _cut(job_id, out)
+                    return _cut(job, job_id, out)
                 break
             with contextlib.suppress(RedisError, OSError):  # Redis away: no line this time
                 async with asyncio.timeout(1.0):
@@ -78,7 +78,9 @@ async def run_job(job: Broadcast, job_id: str, *, dry_run: bool, out: TextIO) ->
         await worker
     except (RedisError, OSError) as error:  # away longer than BROADCAST_REDIS_PATIENCE
         print(
-            f"Broadcast {job_id}: stopped, {error}; run the same command again to resume", file=out
+            f"Broadcast {job_id}: stopped, {error}{_unrecorded(job)}; "
+            "run the same command again to resume (nobody is sent the job twice)",
+            file=out,
         )
         return 1
     finally:
@@ -88,7 +90,7 @@ async def run_job(job: Broadcast, job_id: str, *, dry_run: bool, out: TextIO) ->
         async with asyncio.timeout_at(job.stopped_at + STOP_GRACE if job.stopped else None):
             counts = await settled(job, progress)
     except TimeoutError:
-        return _cut(job_id, out)
+        return _cut(job, job_id, out)
     except (RedisError, OSError) as error:
         print(f"Broadcast {job_id}: no summary, {error}", file=out)
         return 1
@@ -100,14 +102,19 @@ async def run_job(job: Broadcast, job_id: str, *, dry_run: bool, out: TextIO) ->
     return 0
 
 
-def _cut(job_id: str, out: TextIO) -> int:
+def _cut(job: Broadcast, job_id: str, out: TextIO) -> int:
     """Stopped, and Redis did not take the last outcomes within STOP_GRACE: exit anyway."""
     print(
-        f"Broadcast {job_id}: cut after {STOP_GRACE:g}s: Redis did not answer; "
+        f"Broadcast {job_id}: cut after {STOP_GRACE:g}s: Redis did not answer{_unrecorded(job)}; "
         "run the same command again to resume (nobody is sent the job twice)",
         file=out,
     )
     return 1
+
+
+def _unrecorded(job: Broadcast) -> str:
+    """Sends whose outcome Redis never took: their users stay claimed, counted unconfirmed."""
+    return f", {job.unrecorded} outcome(s) not recorded" if job.unrecorded else ""
 
 
 async def broadcast(

@@ -82,8 +82,9 @@ async def test_timers_due_while_redis_is_frozen_fire_once_as_soon_as_it_answers(
     ctx: Ctx,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """The look that claims them is cut (a claim sent to a frozen Redis runs when it wakes
-    up, taking the users for `timer_claim_ttl`): its claim is given back, so they fire then."""
+    """The look that claims them fails (a claim sent to a frozen Redis may still run when it
+    wakes up, taking the users for `timer_claim_ttl`): its claim is given back, so they fire
+    as soon as Redis answers."""
     server, client = server_and_client
     nodes = make(client, state_key, ctx, clock, timer_poll_interval=0.05, redis_deadline=DEADLINE)
     for user in USERS:
