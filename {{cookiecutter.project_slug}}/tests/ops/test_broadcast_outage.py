@@ -12,7 +12,6 @@ import asyncio
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
@@ -22,11 +21,13 @@ from botnodes.telegram.broadcast_job import CALL_DEADLINE
 from botnodes.telegram.recipients import Recipients
 from botnodes.testing import FakeBotAPIServer
 
-from ..conftest import E2E_TOKEN, RedisServer
+from ..conftest import RedisServer
 from .bot_process import BotProcess
-from .test_broadcast import PACKAGE, TEXT, delivered, summary
+from .test_broadcast import delivered, run, summary
 
 USERS = list(range(800_001, 800_201))
+__all__ = ["run"]  # the fixture, from test_broadcast.py
+
 PATIENCE = 3.0  # BROADCAST_REDIS_PATIENCE of the job under test
 #: The scheduler of a busy test machine, on top of the bounds the job promises.
 SLACK = 2.0
@@ -48,32 +49,16 @@ async def redis_server(
         await client.aclose()
 
 
-@pytest.fixture
-async def run(
-    bot_api: FakeBotAPIServer, tmp_path: Path, state_key: str
-) -> AsyncIterator[Callable[..., BotProcess]]:
-    started: list[BotProcess] = []
-
-    def make(redis_url: str, patience: float = PATIENCE) -> BotProcess:
-        env = {
-            "BOT_TOKEN": E2E_TOKEN,
-            "TELEGRAM_API_URL": bot_api.url,
-            "REDIS_URL": redis_url,
-            "STATE_KEY": state_key,
-            "BROADCAST_RATE": "50",  # 200 users: 4 s
-            # Calls that never fail by themselves: only the job's own deadlines end them.
-            "REDIS_SOCKET_TIMEOUT": "60",
-            "REDIS_RETRIES": "0",
-            "BROADCAST_REDIS_PATIENCE": str(patience),
-        }
-        args = ("broadcast", "--id", "outage", "--text", TEXT)
-        process = BotProcess(PACKAGE, env, tmp_path / f"run{len(started)}", *args)
-        started.append(process)
-        return process
-
-    yield make
-    for process in started:
-        await process.kill()
+def job(run: Callable[..., BotProcess], redis_url: str, patience: float = PATIENCE) -> BotProcess:
+    return run(
+        "outage",
+        REDIS_URL=redis_url,
+        BROADCAST_RATE="50",  # 200 users: 4 s
+        # Calls that never fail by themselves: only the job's own deadlines end them.
+        REDIS_SOCKET_TIMEOUT="60",
+        REDIS_RETRIES="0",
+        BROADCAST_REDIS_PATIENCE=str(patience),
+    )
 
 
 async def sent_to(bot_api: FakeBotAPIServer, count: int) -> None:
@@ -86,7 +71,7 @@ async def test_a_short_freeze_pauses_the_job_and_a_long_one_stops_it_then_a_reru
     redis_server: tuple[RedisServer, Redis],
 ) -> None:
     server, _ = redis_server
-    first = run(server.url)
+    first = job(run, server.url)
     await first.start()
     await sent_to(bot_api, 20)
     with server.frozen():
@@ -102,7 +87,7 @@ async def test_a_short_freeze_pauses_the_job_and_a_long_one_stops_it_then_a_reru
     assert took >= PATIENCE, took
     assert set(delivered(bot_api).values()) == {1}
 
-    second = run(server.url)
+    second = job(run, server.url)
     await second.start()
     assert await second.wait() == 0
     sent, blocked, failed, unconfirmed = summary(second)
@@ -119,17 +104,17 @@ async def test_sigterm_while_redis_is_frozen_cuts_after_the_stop_grace(
     redis_server: tuple[RedisServer, Redis],
 ) -> None:
     server, _ = redis_server
-    job = run(server.url, patience=60)  # the stop, not the patience, ends the wait
-    await job.start()
+    stopped = job(run, server.url, patience=60)  # the stop, not the patience, ends the wait
+    await stopped.start()
     await sent_to(bot_api, 20)
     with server.frozen():
         started = time.monotonic()
-        assert await job.stop(signal.SIGTERM) == 1
+        assert await stopped.stop(signal.SIGTERM) == 1
         took = time.monotonic() - started
     assert took < STOP_GRACE + SLACK, took
-    assert f"cut after {STOP_GRACE:g}s: Redis did not answer" in job.log()
-    assert "Traceback" not in job.log()
-    rerun = run(server.url)
+    assert f"cut after {STOP_GRACE:g}s: Redis did not answer" in stopped.log()
+    assert "Traceback" not in stopped.log()
+    rerun = job(run, server.url)
     await rerun.start()
     assert await rerun.wait() == 0
     assert set(delivered(bot_api).values()) == {1}, "somebody got the job twice"
