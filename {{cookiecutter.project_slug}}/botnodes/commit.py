@@ -22,6 +22,7 @@ from .errors import StateTooLargeError, TransitionLostError
 from .lease import Lease, UserLocks
 from .node import CtxT, EventT, UserIdT
 from .observer import Notify
+from .redis_watch import saving
 from .settings import NodesSettings
 from .step import AnyNode
 from .storage import REFUSED, STORED_WITHOUT_LOCK, StateStore, Written
@@ -132,6 +133,7 @@ class Commit(Generic[CtxT, EventT, UserIdT]):
         The replies' turns are reserved by the write itself (budget.py): asked for once, so a
         retried write reserves the same count again instead of asking the budget twice.
         """
+        saving()  # from here on the step may be stored: a deadline on Redis no longer cuts it
         deadline = time.perf_counter() + self._settings.commit_deadline
         delay = 0.05
         reserve = self._budget.reservation(lease.user_id) if self._budget is not None else None

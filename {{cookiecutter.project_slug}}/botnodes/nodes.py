@@ -36,7 +36,8 @@ from .queue import Turns
 from .settings import NodesSettings, NodesTuning, settings_from
 from .step import AnyNode, NodeSteps, Outcome
 from .storage import LockRider, RedisClient, StateStore
-from .timers import PendingTimers, TimerLoop, TimerSchedule
+from .timer_loop import TimerLoop
+from .timers import PendingTimers, TimerSchedule
 
 logger = logging.getLogger("botnodes")
 
@@ -137,10 +138,10 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
         self._timer_loop = TimerLoop(
             self._timers,
             self._fire,
-            claim_ttl_ms=settings.timer_claim_ttl_ms,
-            poll_interval=settings.timer_poll_interval,
+            settings=settings,
             now_ms=self._steps.now_ms,
             on_redis_error=lambda: self._notify(self._notify.observer.redis_error),
+            ping=redis_client.ping,
         )
         self._locks: UserLocks[UserIdT] = UserLocks(
             self._store,
@@ -292,11 +293,10 @@ class Nodes(Generic[CtxT, EventT, UserIdT]):
     async def run_timers(self) -> None:
         """Fire due timers until cancelled: run it as a task in every process of the bot.
 
-        Every `timer_poll_interval` it claims the users whose timers are due; a claimed user
-        is this process's alone (see timers.py), so replicas never fire a timer twice. Each
-        firing waits on its own user only. Cancelling it stops the claiming; the firings go on
-        until `drain` (and `abandon_timers`, past the deadline).
-        """
+        Every `timer_poll_interval` it claims the due users, each this process's alone (see
+        timers.py); a firing waits on its own user only, and on a mute Redis `redis_deadline`
+        (timer_loop.py). Cancelling it stops the claiming; firings go on until `drain` (and
+        `abandon_timers`, past the deadline)."""
         await self._timer_loop.run()
 
     async def _fire(self, user_id: UserIdT) -> Outcome | None:

@@ -51,6 +51,9 @@ class NodesSettings:
     timer_claim_ttl: float = 30.0
     #: Seconds between two looks for due timers.
     timer_poll_interval: float = 0.2
+    #: Seconds a timer's claim or step may wait on Redis; past it, if Redis does not answer a
+    #: PING either, it is cut and its claim given back (timer_loop.py).
+    redis_deadline: float = 5.0
 
     def __post_init__(self) -> None:
         require_positive("lock_ttl", self.lock_ttl)
@@ -58,6 +61,7 @@ class NodesSettings:
         require_positive("dedupe_window", self.dedupe_window)
         require_positive("timer_claim_ttl", self.timer_claim_ttl)
         require_positive("timer_poll_interval", self.timer_poll_interval)
+        require_positive("redis_deadline", self.redis_deadline)
         if self.state_ttl is not None:
             require_positive("state_ttl", self.state_ttl)
         if self.commit_timeout is not None:
@@ -114,6 +118,7 @@ class NodesTuning(TypedDict, total=False):
     timer_shards: int
     timer_claim_ttl: float
     timer_poll_interval: float
+    redis_deadline: float
 
 
 TUNING_KEYWORDS = frozenset(field.name for field in fields(NodesSettings))

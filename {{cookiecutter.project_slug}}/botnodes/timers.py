@@ -13,17 +13,18 @@ it). After every stored step they become due times, kept in two places:
   last given (`"s"` in `"_t"`), and a step whose earliest due time is no earlier than that
   leaves the schedule alone. A step that drops its timers leaves the user's entry too.
 
-Every process polls the shards (`TimerLoop`, which `Nodes.run_timers` runs). A claim script
-hands each due user to exactly one process by moving their score `claim_ttl` into the future;
-that process then runs the timer as an event of the user (their queue, lock, stored value,
-commit, replies after commit). Under the lock it checks that the timer is still pending and
-due: a process killed mid-firing leaves the claim to expire and another process to fire it, and
-a firing that was already stored finds nothing pending. So each timer runs once. A look that
-finds nothing due (an entry woken early: the user's timers were armed again later since) sets
-the score to their real earliest due time and stores it with their timers; one that finds no
-timer left (the user left the node) drops the entry. A claimed user's score is set to the truth
-by the claiming process under the lock, so the schedule never says "later" than the truth for
-longer than a claim that died (`claim_ttl`).
+Every process polls the shards (`TimerLoop` in timer_loop.py, which `Nodes.run_timers` runs). A
+claim script hands each due user to exactly one process by moving their score `claim_ttl` into
+the future; that process then runs the timer as an event of the user (their queue, lock, stored
+value, commit, replies after commit). Under the lock it checks that the timer is still pending
+and due: a process killed mid-firing leaves the claim to expire and another process to fire it,
+and a firing that was already stored finds nothing pending. So each timer runs once. A look
+that finds nothing due (an entry woken early: the user's timers were armed again later since)
+sets the score to their real earliest due time and stores it with their timers; one that finds
+no timer left (the user left the node) drops the entry. A claimed user's score is set to the
+truth by the claiming process under the lock, so the schedule never says "later" than the truth
+for longer than a claim that died (`claim_ttl`). A claim or firing that Redis lets down is
+given back when it answers again (timer_loop.py).
 
 Cost: a step sets the schedule only when it arms a timer due earlier than what the schedule
 holds for the user (or nothing is held): inside its commit script on a single Redis (one ZADD,
@@ -38,7 +39,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import math
 import zlib
 from collections.abc import Awaitable, Callable, Mapping
@@ -46,18 +46,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from redis.commands.core import AsyncScript
-from redis.exceptions import RedisError
 
 from .storage import RedisClient
-
-logger = logging.getLogger("botnodes")
-
-#: The most users one poll claims per shard; a poll that claimed this many looks again at once.
-CLAIM_BATCH = 100
-#: The most firings one process runs at once: past it the loop claims nothing more until some
-#: end, so 100,000 due timers don't become 100,000 tasks (a firing waits only on its own user,
-#: so only this many chats hung at once could hold up the next look).
-MAX_FIRINGS = 10 * CLAIM_BATCH
 
 # KEYS: one shard's schedule. ARGV: now in ms, claim TTL in ms, most users to claim.
 # Returns [user, due ms, user, due ms, ...] for users due by now, each moved to now + TTL so
@@ -70,6 +60,24 @@ for i = 1, #due, 2 do
   redis.call('ZADD', KEYS[1], claimed_until, due[i])
 end
 return due
+"""
+
+# KEYS: one shard's schedule. ARGV: the score a claim gave (now + TTL, in ms), the score to
+# give back, the users (none: all that claim took). A user whose score is no longer the
+# claim's (a step or another claim set it since) is left alone. Returns how many were given.
+GIVE_BACK = """
+local users = {}
+for i = 3, #ARGV do users[#users + 1] = ARGV[i] end
+if #users == 0 then users = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], ARGV[1]) end
+local given = 0
+for _, user in ipairs(users) do
+  local score = redis.call('ZSCORE', KEYS[1], user)
+  if score and tonumber(score) == tonumber(ARGV[1]) then
+    redis.call('ZADD', KEYS[1], ARGV[2], user)
+    given = given + 1
+  end
+end
+return given
 """
 
 # KEYS: the user's shard. ARGV: user, their earliest due time in ms ('' = they have none).
@@ -204,6 +212,11 @@ class TimerSchedule:
         self._run = run
         self._claim = redis.register_script(CLAIM)
         self._schedule = redis.register_script(SCHEDULE)
+        self._give_back = redis.register_script(GIVE_BACK)
+
+    @property
+    def shards(self) -> int:
+        return self._shards
 
     def shard_key(self, shard: int) -> str:
         return f"{self._prefix}:timers:{{t{shard}}}"
@@ -247,131 +260,33 @@ class TimerSchedule:
                 claimed.append((self.user_of(reply[index]), int(float(reply[index + 1]))))
         return claimed
 
+    async def give_back(self, claims: list[GivenBack]) -> int:
+        """Hand claims that could not be fired back to the schedule; how many users it took.
 
-class TimerLoop:
-    """One process's poller: claims the users whose timers are due and fires each one.
-
-    `fire` runs a claimed user's timer as a step of theirs (`Nodes` passes its own); a failure
-    is logged and leaves the claim to expire, so the timer fires again `claim_ttl_ms` later.
-
-    The loop never waits for a firing: each runs in a task of its own and waits only on its own
-    user (their queue, lock and replies), exactly as a message does. A chat in flood control
-    or a `sendMessage` that hangs holds up that user's timer, never the next look for
-    everybody else's. Stopping the loop stops the claiming only; the firings it started go on
-    until `wait_firings` (shutdown) lets them finish or gives up on them.
-    """
-
-    def __init__(
-        self,
-        schedule: TimerSchedule,
-        fire: Callable[[Any], Awaitable[object]],
-        *,
-        claim_ttl_ms: int,
-        poll_interval: float,
-        now_ms: Callable[[], int],
-        on_redis_error: Callable[[], None],
-    ) -> None:
-        self._schedule = schedule
-        self._fire = fire
-        self._claim_ttl_ms = claim_ttl_ms
-        self._poll_interval = poll_interval
-        self._now_ms = now_ms
-        self._on_redis_error = on_redis_error
-        self._firings: set[asyncio.Task[None]] = set()
-        self._room = asyncio.Event()
-        self._room.set()
-
-    @property
-    def poll_interval(self) -> float:
-        """Seconds between two looks when the last one found less than a full batch."""
-        return self._poll_interval
-
-    @property
-    def firings(self) -> int:
-        """How many claimed timers are being fired now (started by `run`)."""
-        return len(self._firings)
-
-    async def fire_due(self, now_ms: int | None = None) -> int:
-        """Fire what is due by `now_ms` and this process claims; how many users it claimed.
-
-        Waits until every claimed timer ran: for a test that moves its own clock. `run` does
-        not wait (see `look`).
+        Each user is due again at once (for this process's next look, or another's), unless
+        a step or a later claim changed their score since. Safe to repeat: a timer fires under
+        its user's lock only while it is still pending, so a claim given back twice, or given
+        back after it fired, fires nothing twice.
         """
-        now_ms = self._now_ms() if now_ms is None else now_ms
-        claimed = await self._schedule.claim(now_ms, self._claim_ttl_ms, CLAIM_BATCH)
-        await asyncio.gather(*(self._fire_logged(user_id) for user_id, _ in claimed))
-        return len(claimed)
-
-    async def look(self) -> int:
-        """Claim what is due now and start firing each user in a task; how many were claimed.
-
-        Returns once the claim is in, not when the firings end: one user's slow chat can't
-        delay the look for the others' timers.
-        """
-        await self._room.wait()
-        claimed = await self._schedule.claim(self._now_ms(), self._claim_ttl_ms, CLAIM_BATCH)
-        for user_id, _ in claimed:
-            # A user still being fired gets a second firing queued behind the first, as a
-            # second message would be: under the lock it finds what is still due, if anything.
-            task = asyncio.create_task(self._fire_logged(user_id), name=f"timer of {user_id}")
-            self._firings.add(task)
-            task.add_done_callback(self._fired)
-        if len(self._firings) >= MAX_FIRINGS:
-            self._room.clear()
-        return len(claimed)
-
-    def _fired(self, task: asyncio.Task[None]) -> None:
-        self._firings.discard(task)
-        if len(self._firings) < MAX_FIRINGS:
-            self._room.set()
-
-    async def wait_firings(self, timeout: float) -> bool:  # noqa: ASYNC109 - never raises
-        """Wait for the firings `run` started; False if some still run after `timeout` s.
-
-        Shutdown calls it after stopping the loop: a firing whose step is stored delivers its
-        replies meanwhile. Those still running are left to the caller, who cancels them: one
-        cut before its commit fires again after its claim expires (in the next process); one
-        cut after it logs the replies it could not send (see outbox.py).
-        """
-        if not self._firings:
-            return True
-        _, pending = await asyncio.wait(set(self._firings), timeout=timeout)
-        return not pending
-
-    async def cancel_firings(self) -> None:
-        """Cut the firings still running (shutdown past its deadline) and let them unwind."""
-        tasks = set(self._firings)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
-
-    async def run(self) -> None:
-        """Look every `poll_interval` (at once again after a full batch) until cancelled.
-
-        Cancelling it stops the claiming at once; a claim cut in flight fires after its TTL.
-        """
-        while True:
-            try:
-                busy = await self.look() >= CLAIM_BATCH
-            except RedisError as error:
-                self._on_redis_error()
-                logger.warning("could not look for due timers: %s", error)
-                busy = False
-            except Exception:  # the loop must outlive anything one look runs into
-                logger.exception("looking for due timers failed; trying again")
-                busy = False
-            if not busy:
-                await asyncio.sleep(self._poll_interval)
-
-    async def _fire_logged(self, user_id: Any) -> None:
-        try:
-            await self._fire(user_id)
-        except Exception as error:
-            logger.warning(
-                "timer of user %s not fired (%r); it is tried again in %.0f s",
-                user_id,
-                error,
-                self._claim_ttl_ms / 1000,
-                extra={"user_id": user_id},
+        replies = await asyncio.gather(
+            *(
+                self._run(
+                    self._give_back,
+                    [claim.shard_key],
+                    [str(claim.claimed_until_ms), str(claim.due_ms), *claim.members],
+                )
+                for claim in claims
             )
+        )
+        return sum(int(reply) for reply in replies)
+
+
+@dataclass(frozen=True, slots=True)
+class GivenBack:
+    """A claim to hand back: in `shard_key`, the users scored `claimed_until_ms` (`members`,
+    or all of them) are due again at `due_ms`."""
+
+    shard_key: str
+    claimed_until_ms: int
+    due_ms: int
+    members: tuple[str, ...] = ()

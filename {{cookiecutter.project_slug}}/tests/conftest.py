@@ -15,9 +15,11 @@ cluster) join them with `pytest --all`, as CI runs it. Naming a file or folder
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -193,6 +195,17 @@ class RedisServer:
         pytest.fail(
             f"redis-server did not answer PING on port {self.port} within 10s", pytrace=False
         )
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """The server stops answering (SIGSTOP) until the block ends, however it ends: its
+        sockets stay open and take commands, as a hung Redis does."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            self.process.send_signal(signal.SIGCONT)
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -172,6 +172,8 @@ def create_nodes(
             max_concurrent=settings.runtime.max_concurrent_updates,
             max_waiting_per_user=settings.runtime.max_queued_per_user,
             strict_transitions=strict_transitions,
+            # A timer's step waits on Redis as long as a webhook delivery's.
+            redis_deadline=settings.webhook.redis_deadline,
         ),
         start_node=definition.start_node,
         observer=observer,

@@ -31,10 +31,12 @@
 - A 429 pauses the job, in every process: the bulk budget is pushed `retry_after` ahead (the
   turns of that time are taken) and the pause is written in the job's record, which each
   process reads with its next send's record and then holds back the sends it gave turns.
-- Redis away for a few seconds pauses the job (each Redis call is retried with backoff for up
-  to REDIS_PATIENCE); a send Telegram confirmed is recorded once Redis is back, so its user
-  is never left unconfirmed by the job's own bookkeeping. A claim is idempotent (a token per
-  call), so a claim whose answer was lost is not lost with its users.
+- Redis away (or frozen) for a few seconds pauses the job: each Redis call is cut after
+  CALL_DEADLINE and retried with backoff for up to BROADCAST_REDIS_PATIENCE, then the job
+  stops with one line (exit 1) and the same command resumes it. A send Telegram confirmed is
+  recorded once Redis is back, so its user is never left unconfirmed by the job's own
+  bookkeeping. A claim is idempotent (a token per call), so a claim whose answer was lost is
+  not lost with its users.
 
 This module is the job (`Broadcast`); broadcast_command.py runs it as the command (progress,
 signals, summary), broadcast_job.py keeps its record in Redis, broadcast_report.py counts it.
@@ -47,8 +49,8 @@ import logging
 import math
 import os
 import random
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
 from aiogram import Bot
 from aiogram.exceptions import (
@@ -69,6 +71,7 @@ from .broadcast_job import (
     FINISH_SCRIPT,
     JOB_TTL_SECONDS,
     PAUSE_SCRIPT,
+    REDIS_PATIENCE,
     SENT,
     UNKNOWN,
     patiently,
@@ -82,6 +85,8 @@ from .send_limits import SendLimiter
 from .telegram_limits import send_at_most_once
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: Users claimed per script call: the most a SIGKILL can leave unconfirmed per batch.
 CLAIM_BATCH = 10
@@ -105,6 +110,7 @@ class Broadcast:
         translations: Mapping[str, str] | None = None,
         languages: Languages | None = None,
         metrics: BotMetrics | None = None,
+        redis_patience: float = REDIS_PATIENCE,
     ) -> None:
         self._bot = bot
         self._recipients = recipients
@@ -115,6 +121,11 @@ class Broadcast:
         self._translations = dict(translations or {})
         self._languages = languages
         self._metrics = metrics
+        self._redis_patience = redis_patience
+        #: Outcomes Redis did not take within its patience (their users stay claimed).
+        self.unrecorded = 0
+        #: Loop time of the first `stop()`.
+        self.stopped_at = 0.0
         self._claim = self._redis.register_script(CLAIM_SCRIPT)
         self._finish = self._redis.register_script(FINISH_SCRIPT)
         self._pause_job = self._redis.register_script(PAUSE_SCRIPT)
@@ -134,8 +145,14 @@ class Broadcast:
         self._tokens = 0
         self._last_token: dict[int, str] = {}
 
+    async def patiently(self, call: Callable[[], Awaitable[T]]) -> T:
+        """`call()` with the job's patience with Redis (broadcast_job.py)."""
+        return await patiently(call, self._redis_patience)
+
     def stop(self) -> None:
         """Claim nobody more; the sends already claimed finish (SIGTERM, Ctrl-C)."""
+        if not self._stopping.is_set():
+            self.stopped_at = asyncio.get_running_loop().time()
         self._stopping.set()
 
     @property
@@ -181,7 +198,7 @@ class Broadcast:
         keys = [self._recipients.blocked_key(shard), self._recipients.job_key(shard, self._job_id)]
         cursor = 0
         while True:
-            cursor, found = await patiently(
+            cursor, found = await self.patiently(
                 lambda: self._redis.sscan(users, cursor, count=100)  # noqa: B023 - awaited now
             )
             for begin in range(0, len(found), CLAIM_BATCH):
@@ -200,14 +217,14 @@ class Broadcast:
         self._tokens += 1
         token = f"{self._token_base}.{self._tokens}"
         args = [JOB_TTL_SECONDS, token, self._last_token.get(shard, ""), *batch]
-        claimed: list[Any] = await patiently(lambda: self._claim(keys=keys, args=args))
+        claimed: list[Any] = await self.patiently(lambda: self._claim(keys=keys, args=args))
         self._last_token[shard] = token
         return claimed
 
     async def _send_all(self, shard: int, users: list[int]) -> None:
         if not users:
             return
-        waits = await patiently(lambda: self._limiter.reserve_bulk(len(users)))
+        waits = await self.patiently(lambda: self._limiter.reserve_bulk(len(users)))
         loop = asyncio.get_running_loop()
         for user, wait in zip(users, waits, strict=True):
             task = asyncio.create_task(self._send(shard, user, loop.time() + wait))
@@ -233,9 +250,12 @@ class Broadcast:
         elif place is not None:
             await self._free(place)
         try:
-            pause_ms = await patiently(lambda: self._finish(keys=keys, args=args))
-        except (RedisError, OSError) as error:  # Redis away past REDIS_PATIENCE
-            logger.error(
+            pause_ms = await self.patiently(lambda: self._finish(keys=keys, args=args))
+        except (RedisError, OSError) as error:  # Redis away past its patience
+            # The job stops with one line for all of them (broadcast_command.py); the user
+            # stays claimed, so a rerun counts them unconfirmed and never sends them again.
+            self.unrecorded += 1
+            logger.debug(
                 "Broadcast %s: user %s's outcome (%s) could not be recorded: %s",
                 self._job_id,
                 user,
@@ -262,7 +282,7 @@ class Broadcast:
         loop = asyncio.get_running_loop()
         await self._limiter.wait("bulk", at - loop.time())
         if loop.time() - at > self._gap:
-            [wait] = await patiently(lambda: self._limiter.reserve_bulk(1))
+            [wait] = await self.patiently(lambda: self._limiter.reserve_bulk(1))
             await self._limiter.wait("bulk", wait)
         self._places[user] = await self._keep_apart(user)
 
@@ -278,13 +298,13 @@ class Broadcast:
                 if gap > 0:
                     await asyncio.sleep(gap)
                     continue
-                place = await patiently(lambda: self._window.take(user))
+                place = await self.patiently(lambda: self._window.take(user))
                 if self._paused_until <= loop.time():
                     break
                 await self._free(place)  # a pause heard while waiting for the place
                 place = None
             if place is None:
-                place = await patiently(lambda: self._window.take(user))
+                place = await self.patiently(lambda: self._window.take(user))
             self._last_send = loop.time()
             return place
 
@@ -292,7 +312,7 @@ class Broadcast:
         """Free a place with a call of its own (a 429, or a cluster); if Redis is away, its
         lease frees it."""
         try:
-            await patiently(lambda: self._window.free(place))
+            await self.patiently(lambda: self._window.free(place))
         except (RedisError, OSError) as error:
             logger.warning(
                 "Broadcast %s: a window place is held until its lease (%s)", self._job_id, error
@@ -312,10 +332,10 @@ class Broadcast:
             return  # an earlier 429 paused the job already
         self._paused_until = until
         turns = max(math.ceil(seconds / self._gap), 1)
-        await patiently(lambda: self._limiter.reserve_bulk(turns))
+        await self.patiently(lambda: self._limiter.reserve_bulk(turns))
         records = [self._recipients.job_key(shard, self._job_id) for shard in range(SHARDS)]
         millis = [str(math.ceil(seconds * 1000))]
-        await patiently(
+        await self.patiently(
             lambda: asyncio.gather(*(self._pause_job(keys=[key], args=millis) for key in records))
         )
 
@@ -340,7 +360,7 @@ class Broadcast:
                 logger.warning("Broadcast %s: 429, paused for %ss", self._job_id, error.retry_after)
                 await self._free(self._places.pop(user))
                 await self._pause(float(error.retry_after))
-                [wait] = await patiently(lambda: self._limiter.reserve_bulk(1))
+                [wait] = await self.patiently(lambda: self._limiter.reserve_bulk(1))
                 await self._take_turn(asyncio.get_running_loop().time() + wait, user)
                 continue
             except TelegramForbiddenError as error:

@@ -19,7 +19,6 @@ from redis.exceptions import RedisError
 
 from .app import App
 from .broadcast import Broadcast
-from .broadcast_job import REDIS_PATIENCE, patiently
 from .broadcast_report import Counts, Progress
 from .definition import BotDefinition
 from .polling import serve_metrics
@@ -28,6 +27,11 @@ from .settings import BotSettings
 
 #: Seconds without news after which claims of other processes count as unconfirmed.
 SETTLE_SECONDS = 5.0
+#: Seconds a stopped job (SIGTERM, Ctrl-C) waits for its last outcomes to be recorded: a Redis
+#: that does not answer then does not hold the process up.
+STOP_GRACE = 5.0
+#: Seconds the job's cut sends get to unwind.
+CANCEL_GRACE = 0.2
 
 
 async def settled(job: Broadcast, progress: Progress) -> Counts:
@@ -36,11 +40,11 @@ async def settled(job: Broadcast, progress: Progress) -> Counts:
     Claims that stay unconfirmed for `SETTLE_SECONDS` belong to a process that died (or
     to one still waiting out a long flood control): they are reported as unconfirmed.
     """
-    counts = await patiently(job.counts)
+    counts = await job.patiently(job.counts)
     still = time.monotonic()
     while counts.claimed and time.monotonic() - still < SETTLE_SECONDS:
         await asyncio.sleep(0.2)
-        latest = await patiently(job.counts)
+        latest = await job.patiently(job.counts)
         if latest != counts:
             counts, still = latest, time.monotonic()
             progress.show(counts)
@@ -57,19 +61,25 @@ async def run_job(job: Broadcast, job_id: str, *, dry_run: bool, out: TextIO) ->
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, job.stop)
     try:
-        progress = Progress(job_id, await patiently(job.total))
+        progress = Progress(job_id, await job.patiently(job.total))
         worker = asyncio.create_task(job.run())
         while not worker.done():
+            if job.stopped:  # no progress lines: wait for the sends, up to STOP_GRACE
+                await asyncio.wait([worker], timeout=job.stopped_at + STOP_GRACE - loop.time())
+                if not worker.done():
+                    worker.cancel()
+                    await asyncio.wait([worker], timeout=CANCEL_GRACE)
+                    return _cut(job, job_id, out)
+                break
             with contextlib.suppress(RedisError, OSError):  # Redis away: no line this time
                 async with asyncio.timeout(1.0):
                     progress.show(await job.counts())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(worker), 1.0)
+            await asyncio.wait([worker], timeout=1.0)
         await worker
-    except (RedisError, OSError) as error:  # away longer than REDIS_PATIENCE: one line
+    except (RedisError, OSError) as error:  # away longer than BROADCAST_REDIS_PATIENCE
         print(
-            f"Broadcast {job_id}: stopped, Redis did not answer for {REDIS_PATIENCE:g}s "
-            f"({error}); run the same command again to resume",
+            f"Broadcast {job_id}: stopped, {error}{_unrecorded(job)}; "
+            "run the same command again to resume (nobody is sent the job twice)",
             file=out,
         )
         return 1
@@ -77,9 +87,12 @@ async def run_job(job: Broadcast, job_id: str, *, dry_run: bool, out: TextIO) ->
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
     try:
-        counts = await settled(job, progress)
+        async with asyncio.timeout_at(job.stopped_at + STOP_GRACE if job.stopped else None):
+            counts = await settled(job, progress)
+    except TimeoutError:
+        return _cut(job, job_id, out)
     except (RedisError, OSError) as error:
-        print(f"Broadcast {job_id}: no summary, Redis does not answer ({error})", file=out)
+        print(f"Broadcast {job_id}: no summary, {error}", file=out)
         return 1
     progress.show(counts, final=True)
     print(counts.summary(job_id), file=out)
@@ -87,6 +100,21 @@ async def run_job(job: Broadcast, job_id: str, *, dry_run: bool, out: TextIO) ->
         print(f"Stopped: run the same command again to resume {job_id}", file=out)
         return 1
     return 0
+
+
+def _cut(job: Broadcast, job_id: str, out: TextIO) -> int:
+    """Stopped, and Redis did not take the last outcomes within STOP_GRACE: exit anyway."""
+    print(
+        f"Broadcast {job_id}: cut after {STOP_GRACE:g}s: Redis did not answer{_unrecorded(job)}; "
+        "run the same command again to resume (nobody is sent the job twice)",
+        file=out,
+    )
+    return 1
+
+
+def _unrecorded(job: Broadcast) -> str:
+    """Sends whose outcome Redis never took: their users stay claimed, counted unconfirmed."""
+    return f", {job.unrecorded} outcome(s) not recorded" if job.unrecorded else ""
 
 
 async def broadcast(
@@ -118,9 +146,13 @@ async def broadcast(
             translations=translations,
             languages=app.ctx.languages,
             metrics=app.metrics,
+            redis_patience=settings.send_limits.broadcast_redis_patience,
         )
         return await run_job(job, job_id, dry_run=dry_run, out=sys.stdout)
     finally:
         if metrics_runner is not None:
             await metrics_runner.cleanup()
-        await app.close()
+        # Closing waits on nothing Redis must answer: a frozen one would hold the exit.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1.0):
+                await app.close()

@@ -25,8 +25,11 @@ T = TypeVar("T")
 JOB_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 #: A job's record is kept this long after its last claim: run it again within it to resume.
 JOB_TTL_SECONDS = 30 * 86_400
-#: Seconds one Redis call of the job is retried (with backoff) before the job gives up.
+#: Seconds one Redis call of the job is retried (with backoff) before the job gives up, unless
+#: BROADCAST_REDIS_PATIENCE says otherwise.
 REDIS_PATIENCE = 60.0
+#: Seconds one Redis call of the job may take before it is cut and tried again.
+CALL_DEADLINE = 2.0
 
 #: Marks in a job's record: claimed, sent, blocked, failed, and sent with no readable answer.
 CLAIMED, SENT, BLOCKED, FAILED, UNKNOWN = "c", "s", "b", "f", "u"
@@ -136,22 +139,48 @@ def _check_text(option: str, text: str) -> None:
         raise BroadcastError(f"{option}: {len(text)} characters, Telegram takes at most 4096")
 
 
-async def patiently(call: Callable[[], Awaitable[T]]) -> T:
-    """`call()`, retried with backoff while Redis does not answer, for up to REDIS_PATIENCE.
+async def patiently(call: Callable[[], Awaitable[T]], patience: float = REDIS_PATIENCE) -> T:
+    """`call()`, retried with backoff while Redis does not answer, for up to `patience` s.
 
-    A Redis restart of a few seconds pauses the job instead of ending it with a traceback,
-    and a send Telegram confirmed is still recorded. The job's scripts are safe to repeat.
+    Each try is cut after CALL_DEADLINE, so a frozen Redis (one that keeps the connection
+    open and never answers) is waited for like a dead one, not for REDIS_SOCKET_TIMEOUT per
+    call. A Redis restart of a few seconds pauses the job instead of ending it with a
+    traceback, and a send Telegram confirmed is still recorded. The job's scripts are safe to
+    repeat (a cut call may have run).
     """
     loop = asyncio.get_running_loop()
-    give_up = loop.time() + REDIS_PATIENCE
+    give_up = loop.time() + patience
     delay = 0.05
     while True:
         try:
-            return await call()
-        except (RedisError, OSError) as error:
+            async with asyncio.timeout(min(CALL_DEADLINE, max(give_up - loop.time(), 0.1))):
+                answer = await call()
+        except (RedisError, OSError) as error:  # OSError: TimeoutError too
             if loop.time() + delay > give_up:
-                raise
-            if delay == 0.05:
-                logger.warning("Broadcast: Redis does not answer (%s); the job waits", error)
+                raise RedisPatienceError(patience, error) from error
+            if not _outage.is_set():  # one line per outage, not one per waiting call
+                _outage.set()
+                logger.warning(
+                    "Broadcast: Redis does not answer (%s); the job waits up to %gs",
+                    str(error) or "no answer in time",
+                    patience,
+                )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
+            continue
+        if _outage.is_set():
+            _outage.clear()
+            logger.warning("Broadcast: Redis answers again; the job goes on")
+        return answer
+
+
+#: Set while the job's calls find Redis away (logged when it starts and when it ends).
+_outage = asyncio.Event()
+
+
+class RedisPatienceError(RedisError):
+    """Redis did not answer for the job's whole patience; the message is one line."""
+
+    def __init__(self, patience: float, error: BaseException) -> None:
+        reason = str(error) or "no answer in time"
+        super().__init__(f"Redis did not answer for {patience:g}s ({reason})")

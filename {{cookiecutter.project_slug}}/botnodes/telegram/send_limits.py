@@ -231,6 +231,11 @@ class StepTurns:
             step.turns[user_id] = deque(now + wait / 1000 for wait in waits_ms)
 
 
+#: Seconds a message waits for Redis to give it a turn in its chat's budget; then it is sent
+#: without one, as while Redis is down.
+TURN_DEADLINE = 2.0
+
+
 class KeepSendRate(BaseRequestMiddleware):
     """Makes every message to a chat wait for its turn in that chat's shared budget."""
 
@@ -256,8 +261,9 @@ class KeepSendRate(BaseRequestMiddleware):
         if not turns:
             count = max(1, step.expected.pop(chat_id, 0)) if step is not None else 1
             try:
-                waits = await self._limiter.reserve_chat(chat_id, count)
-            except RedisError as error:
+                async with asyncio.timeout(TURN_DEADLINE):  # a frozen Redis holds no reply
+                    waits = await self._limiter.reserve_chat(chat_id, count)
+            except (RedisError, TimeoutError) as error:
                 if not self._redis_warned:  # once: an outage would log it per message
                     logger.warning("Send limits unavailable, sending unlimited: %r", error)
                     self._redis_warned = True

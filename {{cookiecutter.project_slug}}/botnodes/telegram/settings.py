@@ -255,6 +255,9 @@ class SendLimitSettings(BaseSettings):
     # Most broadcast messages in any second as Telegram counts them (when they arrive),
     # all processes together: Telegram's bulk limit (bulk_window.py).
     broadcast_limit: int = Field(default=30, ge=1, le=1000)
+    # Seconds a broadcast waits for a Redis that does not answer (each call cut after a few
+    # seconds and tried again) before it stops with one line; a rerun resumes it.
+    broadcast_redis_patience: float = Field(default=60.0, gt=0, le=3600)
 
 
 class MetricsSettings(BaseSettings):

@@ -20,7 +20,6 @@ while Redis answers is not cut; one whose step is stored finishes its replies.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import logging
 import os
@@ -34,17 +33,15 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from botnodes import watch_stored
+from botnodes.redis_watch import CANCEL_GRACE, PROBE_TIMEOUT, RedisProbe, stored_or_cut
 
 from .app import App, StartupError, bot_api_failure
 from .metrics import metrics_route
 
 logger = logging.getLogger(__name__)
 
-#: Seconds `/readyz` gives Redis to answer PING.
-READY_TIMEOUT = 2.0
-
-#: Seconds a dropped delivery gets to unwind after it was cancelled at shutdown.
-CANCEL_GRACE = 0.5
+#: Seconds `/readyz` (and a delivery past WEBHOOK_REDIS_DEADLINE) gives Redis to answer PING.
+READY_TIMEOUT = PROBE_TIMEOUT
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 - a header's name, not a secret
 
@@ -83,7 +80,7 @@ class WebhookServer:
             shutdown_timeout=CANCEL_GRACE,
         )
         self.site: web.TCPSite | None = None
-        self.redis = RedisProbe(app)
+        self.redis = RedisProbe(app.redis.ping, READY_TIMEOUT)
 
     def refuse(self, status: int, reason: str, text: str) -> web.Response:
         self.app.metrics.deliveries_refused.labels(str(status), reason).inc()
@@ -124,11 +121,13 @@ class WebhookServer:
         with watch_stored(stored):  # the task copies the context, and with it the event
             handling = asyncio.ensure_future(self.app.dispatcher.feed_update(self.app.bot, update))
         try:
-            while not await self._done_or_stored(handling, stored):
-                if await self.redis.answers() or stored.is_set():
-                    continue  # Redis is fine (the user's turn simply takes long), or it stored
-                handling.cancel()
-                await asyncio.wait([handling], timeout=CANCEL_GRACE)
+            if not await stored_or_cut(
+                handling,
+                stored,
+                deadline=self.app.settings.webhook.redis_deadline,
+                probe=self.redis,
+                grace=CANCEL_GRACE,
+            ):
                 logger.warning(
                     "Redis did not answer for %.1fs: update %s answered 503 (Telegram re-sends)",
                     self.app.settings.webhook.redis_deadline,
@@ -139,19 +138,6 @@ class WebhookServer:
         finally:
             handling.cancel()  # only if this request itself was cancelled (shutdown)
         return web.json_response({})
-
-    async def _done_or_stored(self, handling: asyncio.Future[Any], stored: asyncio.Event) -> bool:
-        """Wait up to WEBHOOK_REDIS_DEADLINE; True once handled or its step stored."""
-        waiting = asyncio.ensure_future(stored.wait())
-        try:
-            await asyncio.wait(
-                [handling, waiting],
-                timeout=self.app.settings.webhook.redis_deadline,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-        finally:
-            waiting.cancel()
-        return handling.done() or stored.is_set()
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.Response(text="ok")
@@ -212,27 +198,6 @@ class WebhookServer:
         await self.app.on_shutdown(within=max(deadline - loop.time(), 0.0))
         await self.app.bot.session.close()
         await self.runner.cleanup()
-
-
-class RedisProbe:
-    """Does Redis answer PING within READY_TIMEOUT? One PING at a time, shared by everyone
-    asking meanwhile (readiness, deliveries past their deadline): a frozen Redis is asked once,
-    not once per held delivery."""
-
-    def __init__(self, app: App[Any, Any]) -> None:
-        self._app = app
-        self._ping: asyncio.Task[bool] | None = None
-
-    async def answers(self) -> bool:
-        if self._ping is None or self._ping.done():
-            self._ping = asyncio.create_task(self._answers())
-        return await asyncio.shield(self._ping)
-
-    async def _answers(self) -> bool:
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(READY_TIMEOUT):
-                return bool(await self._app.redis.ping())
-        return False
 
 
 async def run_webhook(app: App[Any, Any]) -> None:

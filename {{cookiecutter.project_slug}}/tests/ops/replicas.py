@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -128,12 +127,6 @@ async def say(api: FakeBotAPIServer, replica: Replica, text: str, expect: int) -
 FROZEN = {"REDIS_SOCKET_TIMEOUT": "60", "REDIS_RETRIES": "0", "LOCK_TTL": "3"}
 
 
-@contextlib.contextmanager
-def frozen(redis_server: RedisServer) -> Iterator[None]:
+def frozen(redis_server: RedisServer) -> contextlib.AbstractContextManager[None]:
     """Redis stops answering (SIGSTOP) until the block ends, however it ends."""
-    assert redis_server.process is not None
-    redis_server.process.send_signal(signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        redis_server.process.send_signal(signal.SIGCONT)
+    return redis_server.frozen()

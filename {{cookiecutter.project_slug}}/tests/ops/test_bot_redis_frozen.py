@@ -16,7 +16,8 @@ from typing import Any
 import aiohttp
 from redis.asyncio import Redis
 
-from botnodes.telegram.webhook import CANCEL_GRACE, READY_TIMEOUT
+from botnodes.redis_watch import CANCEL_GRACE
+from botnodes.telegram.webhook import READY_TIMEOUT
 from botnodes.testing import FakeBotAPIServer
 
 from ..conftest import RedisServer

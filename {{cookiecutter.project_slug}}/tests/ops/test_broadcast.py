@@ -67,13 +67,14 @@ async def run(
 ) -> AsyncIterator[Callable[..., BotProcess]]:
     started: list[BotProcess] = []
 
-    def make(job: str, *extra: str) -> BotProcess:
+    def make(job: str, *extra: str, **settings: str) -> BotProcess:
         env = {
             "BOT_TOKEN": E2E_TOKEN,
             "TELEGRAM_API_URL": bot_api.url,
             "REDIS_URL": redis_url,
             "STATE_KEY": state_key,
             "BROADCAST_RATE": "250",
+            **settings,
         }
         args = ("broadcast", "--id", job, "--text", TEXT, *extra)
         process = BotProcess(PACKAGE, env, tmp_path / f"run{len(started)}", *args)
