@@ -7,7 +7,9 @@ before the step was sent to be stored: after that, Redis may store it when it wa
 `stored_or_cut` tells the two apart: past its deadline it asks Redis for a PING (with a short
 timeout of its own); while Redis answers it keeps waiting, when it does not, the work is
 cancelled. The caller then hands the work back to be done again (a webhook answers 503, a
-timer gives its claim back), with nothing of it stored.
+timer gives its claim back), with nothing of it stored. A webhook delivery whose write was
+already sent is answered 503 all the same but left to finish: if Redis stores it on waking,
+the step's replies go out and the re-delivery is skipped as handled.
 """
 
 from __future__ import annotations
@@ -74,9 +76,13 @@ async def stored_or_cut(
     deadline: float,
     probe: RedisProbe,
     grace: float = CANCEL_GRACE,
+    sent: asyncio.Event | None = None,
 ) -> bool:
     """Wait for `work`; True once it is done or `stored` is set (await `work` then), False
-    if it was cut: `deadline` seconds passed without either while Redis did not answer a PING.
+    if it was given up: `deadline` seconds passed without either while Redis did not answer
+    a PING. Given up, `work` is cancelled, unless `sent` is set (its step's write went out:
+    Redis may store it on waking, and then its replies must still go out), in which case it
+    is left running and ends on its own (stored and replied, or failed on Redis's timeouts).
 
     Cancelled itself (a shutdown), it cancels `work` too and waits no longer.
     """
@@ -84,6 +90,8 @@ async def stored_or_cut(
         while not await _done_or_stored(work, stored, deadline):
             if await probe.answers() or (stored is not None and stored.is_set()):
                 continue  # Redis is fine (the work simply takes long), or it stored meanwhile
+            if sent is not None and sent.is_set():
+                return False
             work.cancel()
             await asyncio.wait([work], timeout=grace)
             return False

@@ -11,10 +11,14 @@ flight, and once SIGTERM came, new ones are answered 503 and come back later (to
 or another one); ones still running when SHUTDOWN_TIMEOUT runs out are dropped unanswered.
 
 Nothing hangs while Redis does: a delivery whose step is not stored within
-WEBHOOK_REDIS_DEADLINE, while Redis does not answer a PING within READY_TIMEOUT, is cut (nothing
-of it was stored) and answered 503 with Retry-After, at most WEBHOOK_REDIS_DEADLINE +
-READY_TIMEOUT + CANCEL_GRACE after it came. A delivery waiting behind a user's long paced replies
-while Redis answers is not cut; one whose step is stored finishes its replies.
+WEBHOOK_REDIS_DEADLINE, while Redis does not answer a PING within READY_TIMEOUT, is answered 503
+with Retry-After, at most WEBHOOK_REDIS_DEADLINE + READY_TIMEOUT + CANCEL_GRACE after it came,
+and cut (nothing of it was stored); unless its step's write was already sent, in which case it
+is left to finish: stored when Redis wakes, its replies go out and the re-delivery is skipped as
+handled; not stored, the re-delivery runs it. A delivery waiting behind a user's long paced
+replies while Redis answers is not cut; one whose step is stored finishes its replies, and is
+answered 200 within the same bound if Redis goes mute after that (its lease is given back
+when Redis answers).
 """
 
 from __future__ import annotations
@@ -33,7 +37,13 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from botnodes import watch_stored
-from botnodes.redis_watch import CANCEL_GRACE, PROBE_TIMEOUT, RedisProbe, stored_or_cut
+from botnodes.redis_watch import (
+    CANCEL_GRACE,
+    PROBE_TIMEOUT,
+    RedisProbe,
+    stored_or_cut,
+    watch_saving,
+)
 
 from .app import App, StartupError, bot_api_failure
 from .metrics import metrics_route
@@ -63,6 +73,8 @@ class WebhookServer:
         self.stopping = False
         #: The request tasks of deliveries being handled: each will be answered 200, or not at all.
         self.in_flight: set[asyncio.Task[Any]] = set()
+        #: Deliveries answered while their step's write or bookkeeping waits on a mute Redis.
+        self.left_to_finish: set[asyncio.Future[Any]] = set()
         self.web = web.Application()
         # Telegram requests the URL's path %-encoded; aiohttp routes on the decoded path.
         self.web.router.add_post(unquote(urlsplit(self.url).path) or "/", self.deliver)
@@ -117,8 +129,9 @@ class WebhookServer:
             update = Update.model_validate_json(body, context={"bot": self.app.bot})
         except ValidationError:
             return self.refuse(400, "not_an_update", "the body is not a Telegram Update")
-        stored = asyncio.Event()
-        with watch_stored(stored):  # the task copies the context, and with it the event
+        stored, sent = asyncio.Event(), asyncio.Event()
+        # The task copies the context, and with it both events.
+        with watch_stored(stored), watch_saving(sent):
             handling = asyncio.ensure_future(self.app.dispatcher.feed_update(self.app.bot, update))
         try:
             if not await stored_or_cut(
@@ -127,17 +140,57 @@ class WebhookServer:
                 deadline=self.app.settings.webhook.redis_deadline,
                 probe=self.redis,
                 grace=CANCEL_GRACE,
+                sent=sent,
             ):
                 logger.warning(
-                    "Redis did not answer for %.1fs: update %s answered 503 (Telegram re-sends)",
+                    "Redis did not answer for %.1fs: update %s answered 503 (Telegram re-sends)%s",
+                    self.app.settings.webhook.redis_deadline,
+                    update.update_id,
+                    "; its step was sent to be stored, so it finishes if Redis stores it"
+                    if sent.is_set()
+                    else "",
+                )
+                if sent.is_set():
+                    self.finishing(handling)
+                return self.refuse(503, "redis_timeout", "Redis does not answer, deliver it again")
+            # Stored: the replies go out (they need no Redis), then the lease is given back.
+            # A Redis gone mute since holds only that bookkeeping, and a re-delivery would be
+            # skipped as handled: answer 200 in time and let it finish.
+            if not await stored_or_cut(
+                handling,
+                None,
+                deadline=self.app.settings.webhook.redis_deadline,
+                probe=self.redis,
+                sent=stored,
+            ):
+                logger.warning(
+                    "Redis did not answer for %.1fs after update %s was stored: answered 200, "
+                    "what is left of it finishes when Redis answers",
                     self.app.settings.webhook.redis_deadline,
                     update.update_id,
                 )
-                return self.refuse(503, "redis_timeout", "Redis does not answer, deliver it again")
+                self.finishing(handling)
+                return web.json_response({})
             await handling
         finally:
-            handling.cancel()  # only if this request itself was cancelled (shutdown)
+            if handling not in self.left_to_finish:
+                handling.cancel()  # only if this request itself was cancelled (shutdown)
         return web.json_response({})
+
+    def finishing(self, handling: asyncio.Future[Any]) -> None:
+        """Keep a delivery answered before it ended (its write went out to a mute Redis): it
+        ends on its own, counted by the app's in-flight updates (a shutdown waits for it)."""
+        self.left_to_finish.add(handling)
+
+        def done(task: asyncio.Future[Any]) -> None:
+            self.left_to_finish.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                logger.warning(
+                    "An update answered while Redis was mute then failed on it (%r)",
+                    task.exception(),
+                )
+
+        handling.add_done_callback(done)
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.Response(text="ok")

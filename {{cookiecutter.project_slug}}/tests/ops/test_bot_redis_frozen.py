@@ -8,6 +8,7 @@ to try again within REDIS_SOCKET_TIMEOUT.
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import time
 from collections.abc import Callable
@@ -22,7 +23,16 @@ from botnodes.testing import FakeBotAPIServer
 
 from ..conftest import RedisServer
 from ..english import STATE_UNAVAILABLE_TEXT
-from .polling import ALICE, EMPTY_CART, GREETING, StartBot, assert_clean_log, current_node
+from ..test_bot_food_api import OrderServer
+from .polling import (
+    ALICE,
+    EMPTY_CART,
+    GREETING,
+    MAIN_MENU,
+    StartBot,
+    assert_clean_log,
+    current_node,
+)
 from .replicas import FROZEN, PATH, SECRET, Replica, StartReplica, frozen, say, update
 
 DEADLINE = 1.0  # WEBHOOK_REDIS_DEADLINE of the replica under test
@@ -118,3 +128,51 @@ async def test_a_polling_update_redis_does_not_answer_is_told_try_again_in_time(
     assert await bot.stop(signal.SIGTERM) == 0
     assert "Redis unavailable for user 5001" in bot.log()
     assert_clean_log(bot)
+
+
+async def test_a_stored_delivery_is_answered_in_time_while_redis_freezes_before_its_lease_is_back(
+    bot_api: FakeBotAPIServer,
+    start_replica: StartReplica,
+    start_redis: Callable[..., RedisServer],
+) -> None:
+    """The user's Finish is stored, the order goes to a slow food API, Redis freezes: the
+    delivery is answered 200 within the deadline's bound, not when Redis answers again, and the
+    replies go out meanwhile; once Redis answers, Telegram's re-delivery is skipped as handled."""
+    redis_server = start_redis()
+    food_api = OrderServer(delay=2.0)
+    await food_api.start()
+    try:
+        replica = await start_replica(
+            REDIS_URL=redis_server.url,
+            WEBHOOK_REDIS_DEADLINE=str(DEADLINE),
+            FOOD_API_URL=food_api.url,
+            **FROZEN,
+        )
+        await say(bot_api, replica, "hi", 1)
+        await say(bot_api, replica, "Yes", 2)
+        await say(bot_api, replica, "Pizza", 2)
+        finish = update("Finish")
+        before = len(bot_api.sent_texts(ALICE))
+        delivery = asyncio.create_task(post_with_headers(replica, finish))
+        await asyncio.wait_for(food_api.received.wait(), 15)  # stored: the order goes out
+        replies = ["Ordering Pizza", "Ordered!", MAIN_MENU]
+        with frozen(redis_server):
+            started = time.monotonic()
+            assert await asyncio.wait_for(delivery, 30) == (200, None)
+            took = time.monotonic() - started
+            assert took < food_api.delay + DEADLINE + READY_TIMEOUT + SLACK, took
+            # The last reply's turn in the chat's budget is not waited for past 2 s: all go out.
+            await bot_api.wait_for(
+                lambda: len(bot_api.sent_texts(ALICE)) >= before + len(replies), 10, "replies"
+            )
+            assert bot_api.sent_texts(ALICE)[before:] == replies
+        assert f"after update {finish['update_id']} was stored: answered 200" in (
+            replica.process.log()
+        )
+        await replica.wait_ready()
+        assert await replica.post(finish) == 200  # Telegram's re-delivery: already handled
+        assert bot_api.sent_texts(ALICE)[before:] == replies
+        assert len(food_api.orders) == 1
+        assert await replica.process.stop(signal.SIGTERM) == 0
+    finally:
+        await food_api.close()
