@@ -124,6 +124,8 @@ class Broadcast:
         self._redis_patience = redis_patience
         #: Outcomes Redis did not take within its patience (their users stay claimed).
         self.unrecorded = 0
+        #: The Redis error that ran out the job's patience: the job stops (exit status 1).
+        self.redis_failure: RedisError | OSError | None = None
         #: Loop time of the first `stop()`.
         self.stopped_at = 0.0
         self._claim = self._redis.register_script(CLAIM_SCRIPT)
@@ -146,8 +148,18 @@ class Broadcast:
         self._last_token: dict[int, str] = {}
 
     async def patiently(self, call: Callable[[], Awaitable[T]]) -> T:
-        """`call()` with the job's patience with Redis (broadcast_job.py)."""
-        return await patiently(call, self._redis_patience)
+        """`call()` with the job's patience with Redis (broadcast_job.py). Once one call ran
+        out of it, the job stops, and every later call fails at once: a send waiting its turn
+        does not wait the patience again, so the job ends in about one patience."""
+        if self.redis_failure is not None:
+            raise RedisError(str(self.redis_failure))
+        try:
+            return await patiently(call, self._redis_patience)
+        except (RedisError, OSError) as error:
+            if self.redis_failure is None:
+                self.redis_failure = error
+                self.stop()
+            raise
 
     def stop(self) -> None:
         """Claim nobody more; the sends already claimed finish (SIGTERM, Ctrl-C)."""
@@ -236,7 +248,8 @@ class Broadcast:
             await self._take_turn(at, user)
             outcome = await self._deliver(user)
         except (RedisError, OSError) as error:  # its turn could not be had: nothing was sent
-            logger.warning("Broadcast %s: user %s not sent (%s)", self._job_id, user, error)
+            if self.redis_failure is None:  # else the job's stop line says it, once
+                logger.warning("Broadcast %s: user %s not sent (%s)", self._job_id, user, error)
             outcome = FAILED
         keys = [
             self._recipients.job_key(shard, self._job_id),
@@ -314,9 +327,10 @@ class Broadcast:
         try:
             await self.patiently(lambda: self._window.free(place))
         except (RedisError, OSError) as error:
-            logger.warning(
-                "Broadcast %s: a window place is held until its lease (%s)", self._job_id, error
-            )
+            if self.redis_failure is None:  # else the job stops, with one line for all
+                logger.warning(
+                    "Broadcast %s: a place held until its lease (%s)", self._job_id, error
+                )
 
     async def _pause(self, seconds: float) -> None:
         """A 429: nobody is sent anything for `seconds`, in this process or any other.

@@ -76,6 +76,8 @@ async def run_job(job: Broadcast, job_id: str, *, dry_run: bool, out: TextIO) ->
                     progress.show(await job.counts())
             await asyncio.wait([worker], timeout=1.0)
         await worker
+        if job.redis_failure is not None:  # a send's call ran out of patience: the job stopped
+            raise job.redis_failure
     except (RedisError, OSError) as error:  # away longer than BROADCAST_REDIS_PATIENCE
         print(
             f"Broadcast {job_id}: stopped, {error}{_unrecorded(job)}; "

@@ -60,9 +60,7 @@ async def test_work_given_up_on_a_mute_redis_is_cut_only_if_nothing_of_it_was_se
     with server.frozen():
         with watch_saving(sent):  # the task copies the context, and with it the event
             work = asyncio.ensure_future(step(redis, "k", write_first=announce))
-        given_up = not await stored_or_cut(
-            work, None, deadline=DEADLINE, probe=probe, sent=sent
-        )
+        given_up = not await stored_or_cut(work, None, deadline=DEADLINE, probe=probe, sent=sent)
         assert given_up
         assert sent.is_set() is announce
         # Sent: left running, waiting for Redis. Not sent: cancelled, nothing will be stored.
